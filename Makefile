@@ -1,0 +1,30 @@
+# Two entry points for a fresh machine: `make app` and `make test` (see README.md).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEV    := $(VENV)/.installed-dev
+PORT   ?= 8501
+
+.PHONY: install app test bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -e .
+	touch $(STAMP)
+
+$(DEV): $(STAMP) requirements-dev.txt
+	$(PY) -m pip install -r requirements-dev.txt
+	touch $(DEV)
+
+install: $(STAMP)
+
+app: $(STAMP)
+	$(PY) -m streamlit run app/streamlit_app.py --server.port $(PORT) --browser.gatherUsageStats false
+
+test: $(DEV)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,260 @@
+"""The `lamp` command: train (and compare), landscape, sweep, app.
+
+Bad input never ends in a traceback: every error a user can fix is a `LampError` (data or
+config) or an argparse error, printed as one line on stderr with exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import (BASE_LOSSES, DATASETS, DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER, DEVICES,
+                     MAX_OVER, OPTIMIZERS, DataConfig, LampError, ModelConfig, RunConfig, TrainConfig)
+
+# Subcommands implemented in their own modules: name -> module exposing add_arguments(p), run(args)
+EXTRA_COMMANDS = {
+    "landscape": ("lamp_core.cli_landscape", "loss landscapes of trained runs (paper Fig. 1, 3)"),
+    "sweep": ("lamp_core.cli_sweep", "grids of runs with statistics, locally or on Ray (Tables 1-2)"),
+}
+SIZE_DEFAULT = {"digits": 28, "mnist": 28, "fashion-mnist": 28, "mvtec": 64, "folder": 64}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage + error; we print the error alone, on one line, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def fail(message: str) -> int:
+    sys.stderr.write(f"lamp: error: {message}\n")
+    return 2
+
+
+# ----------------------------------------------------------------------------- shared options
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Every choice of a run: data, model, loss (with LAMP's three open choices), training."""
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", choices=DATASETS, default="digits",
+                   help="digits (built in), mnist, fashion-mnist, mvtec, folder (your own; zip or folder)")
+    d.add_argument("--data-root", help="mnist: folder with the IDX files; mvtec: the MVTec root; "
+                   "folder: your folder or .zip")
+    d.add_argument("--normal-class", type=int, default=8, help="digit trained as normal (0-9)")
+    d.add_argument("--category", help="mvtec: category folder, e.g. grid")
+    d.add_argument("--image-size", type=int, help="resize images to this many pixels (default: 28 "
+                   "for digits/mnist, 64 otherwise)")
+    d.add_argument("--channels", type=int, default=0, choices=(0, 1, 3), help="0 = the data's own")
+    d.add_argument("--max-train", type=int, help="cap on normal training images (fast runs)")
+    d.add_argument("--max-test", type=int, help="cap on test images (stratified, seeded)")
+    d.add_argument("--test-fraction", type=float, default=0.3,
+                   help="digits and normal/anomalous folders: share held out for testing")
+    d.add_argument("--val-fraction", type=float, default=0.0,
+                   help="share of normal training images held out for validation")
+    d.add_argument("--data-seed", type=int, default=0, help="seed of the data splits and caps")
+    d.add_argument("--no-download", action="store_true", help="never download MNIST")
+    m = p.add_argument_group("model")
+    m.add_argument("--depth", type=int, default=0, help="blocks per side; 0 = 4 for <=32 px, else 6")
+    m.add_argument("--width", type=int, default=16, help="channels of the first block")
+    m.add_argument("--kernel-size", type=int, default=3, help="odd convolution kernel size")
+    m.add_argument("--latent-channels", type=int, default=32, help="channels at the bottleneck")
+    m.add_argument("--patches", type=int, default=1, help="p: reconstruct a p x p grid of patches")
+    t = p.add_argument_group("loss and training")
+    t.add_argument("--loss", choices=BASE_LOSSES, default="l2", help="base reconstruction loss")
+    t.add_argument("--lamp", action=argparse.BooleanOptionalAction, default=False,
+                   help="amplify the base loss (eq. 1-2)")
+    t.add_argument("--eps", type=float, default=DEFAULT_EPS, help=f"eq. 2 epsilon (default {DEFAULT_EPS})")
+    t.add_argument("--max-over", choices=MAX_OVER, default=DEFAULT_MAX_OVER,
+                   help=f"eq. 2: max per sample, over the batch, or the fixed bound 1 (default {DEFAULT_MAX_OVER})")
+    t.add_argument("--detach-max", action=argparse.BooleanOptionalAction, default=DEFAULT_DETACH_MAX,
+                   help=f"eq. 2: no gradient through the max (default {DEFAULT_DETACH_MAX})")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--seed", type=int, default=0, help="seed of initial weights and data order")
+    t.add_argument("--device", choices=DEVICES, default="auto", help="auto = cuda, then mps, then cpu")
+
+
+def config_from_args(a: argparse.Namespace) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(dataset=a.dataset, data_root=a.data_root, normal_class=a.normal_class,
+                        category=a.category, image_size=a.image_size or SIZE_DEFAULT[a.dataset],
+                        channels=a.channels, max_train=a.max_train, max_test=a.max_test,
+                        test_fraction=a.test_fraction, val_fraction=a.val_fraction,
+                        download=not a.no_download, seed=a.data_seed),
+        model=ModelConfig(depth=a.depth, width=a.width, kernel_size=a.kernel_size,
+                          latent_channels=a.latent_channels, patches=a.patches),
+        train=TrainConfig(base_loss=a.loss, lamp=a.lamp, eps=a.eps, max_over=a.max_over,
+                          detach_max=a.detach_max, optimizer=a.optimizer, lr=a.lr,
+                          batch_size=a.batch_size, epochs=a.epochs, seed=a.seed, device=a.device),
+    )
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (only when stderr is a terminal, or when forced)."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled, self.start = label, enabled, time.perf_counter()
+
+    def __call__(self, info: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        total = max(info["steps_total"], 1)
+        frac = min(info["step"] / total, 1.0)
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r{self.label:>5} [{bar:<30}] {frac:4.0%} epoch {info['epoch']}/{info['epochs']} "
+                         f"loss {info['loss']:.4g} {time.perf_counter() - self.start:5.1f}s")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def progress_enabled(mode: str) -> bool:
+    return mode == "always" or (mode == "auto" and sys.stderr.isatty())
+
+
+# ----------------------------------------------------------------------------- lamp train
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_arguments(p)
+    o = p.add_argument_group("output")
+    o.add_argument("--compare", action="store_true",
+                   help="train the base and the LAMP model from the same weights and batches")
+    o.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    o.add_argument("--store", help="run store folder: reuse finished runs and keep new ones there")
+    o.add_argument("--save", help="write the checkpoint (or, with --compare, PREFIX-base.pt and "
+                   "PREFIX-lamp.pt) to this path")
+    o.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="progress bar on stderr (auto: when stderr is a terminal)")
+
+
+def _summary(record) -> dict[str, Any]:
+    r, ev = record.result, record.evaluation
+    out = {
+        "auroc": ev.auroc if ev else None,
+        "pixel_auroc": ev.pixel_auroc if ev else None,
+        "average_precision": ev.average_precision if ev else None,
+        "f1_max": ev.f1_max if ev else None,
+        "seconds": round(r.seconds, 3),
+        "epochs_done": r.epochs_done,
+        "stopped": r.stopped,
+        "diverged": r.diverged,
+        "final_loss": r.history["loss"][-1] if r.history.get("loss") else None,
+        "device": r.device,
+        "cached": record.cached,
+        "config": r.config.to_dict(),
+    }
+    return out
+
+
+def run_train(a: argparse.Namespace) -> int:
+    from . import data as data_mod
+    from .runner import compare_configs, run_config
+    from .store import RunStore
+
+    cfg = config_from_args(a)
+    store = RunStore(a.store) if a.store else None
+    from .config import validate
+    validate(cfg)
+    dataset = data_mod.load(cfg.data)  # load once, fail early on bad data
+    if not a.json:
+        s = dataset.summary()
+        print(f"data: {s['name']}: {s['train_normal']} normal training images, {s['test_normal']} normal "
+              f"and {s['test_anomalous']} anomalous test images, {s['channels']}x{s['image_size']}x{s['image_size']}"
+              + (", with masks" if s["has_masks"] else ""))
+        for note in dataset.notes[:5]:
+            print(f"note: {note}")
+    configs = dict(zip(("base", "lamp"), compare_configs(cfg))) if a.compare else {"run": cfg}
+    records = {}
+    for name, c in configs.items():
+        bar = ProgressBar(name, progress_enabled(a.progress))
+        records[name] = run_config(c, store=store, on_progress=bar)
+        bar.close()
+    if a.save:
+        import torch
+        for name, rec in records.items():
+            path = Path(a.save) if name == "run" else Path(f"{a.save}-{name}.pt")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(rec.result.to_checkpoint(), path)
+    if a.json:
+        out = {k: _summary(v) for k, v in records.items()}
+        print(json.dumps(out["run"] if "run" in out else out))
+        return 0
+    _print_table({k: _summary(v) for k, v in records.items()})
+    return 0
+
+
+def _print_table(rows: dict[str, dict[str, Any]]) -> None:
+    def fmt(v):
+        return "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+    keys = ("auroc", "pixel_auroc", "average_precision", "f1_max", "final_loss", "epochs_done", "seconds")
+    names = list(rows)
+    print(f"{'':>18}" + "".join(f"{n:>12}" for n in names))
+    for k in keys:
+        print(f"{k:>18}" + "".join(f"{fmt(rows[n][k]):>12}" for n in names))
+    if "base" in rows and "lamp" in rows and rows["base"]["auroc"] is not None and rows["lamp"]["auroc"] is not None:
+        diff = rows["lamp"]["auroc"] - rows["base"]["auroc"]
+        verdict = "LAMP higher" if diff > 0 else ("equal" if diff == 0 else "LAMP lower (base wins here)")
+        print(f"AUROC lamp - base: {diff:+.4f} ({verdict}; one seed, so no spread: see `lamp sweep`)")
+
+
+# ----------------------------------------------------------------------------- lamp app
+
+def run_app(a: argparse.Namespace) -> int:
+    script = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
+    if not script.is_file():
+        return fail(f"the app is not installed next to lamp_core ({script} missing): run from a clone")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(a.port),
+           "--server.headless", "true" if a.headless else "false", "--browser.gatherUsageStats", "false"]
+    return subprocess.call(cmd, env=os.environ.copy())
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="lamp", description="LAMP Lab: loss amplification for anomaly detection")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    p = sub.add_parser("train", help="train a run, or with --compare the base and LAMP pair")
+    add_train_arguments(p)
+    p.set_defaults(func=run_train)
+    for name, (module, help_text) in EXTRA_COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        sp = sub.add_parser(name, help=help_text)
+        mod.add_arguments(sp)
+        sp.set_defaults(func=mod.run)
+    p = sub.add_parser("app", help="start the Streamlit lab")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.set_defaults(func=run_app)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LampError as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        sys.stderr.write("lamp: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

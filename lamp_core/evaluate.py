@@ -1,0 +1,105 @@
+"""Anomaly scores and detection metrics (paper §3.1, "Evaluation metric").
+
+The anomaly score of an image is the mean L2 between input and reconstruction, whatever loss the
+model was trained with, so base and LAMP models are judged by the same yardstick. Per-pixel maps
+are the squared error averaged over channels. ROC, AUROC and average precision come from
+scikit-learn; the F1-max threshold is the score threshold that maximises F1 on the test set.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+from torch import nn
+
+from .data import ADDataset
+
+EVAL_BATCH = 256
+
+
+@torch.inference_mode()
+def reconstruct(model: nn.Module, x: torch.Tensor, *, device: str | torch.device = "cpu",
+                batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """Reconstructions (N, C, H, W) on the CPU, in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = [model(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros_like(x)
+
+
+@torch.inference_mode()
+def error_maps(model: nn.Module, x: torch.Tensor, *, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Per-pixel squared error averaged over channels: (N, H, W)."""
+    return (x - reconstruct(model, x, device=device)).square().mean(dim=1)
+
+
+def anomaly_scores(model: nn.Module, x: torch.Tensor, *, device: str | torch.device = "cpu") -> np.ndarray:
+    """Per-image mean L2 between input and reconstruction: (N,)."""
+    return error_maps(model, x, device=device).flatten(1).mean(dim=1).numpy().astype(np.float64)
+
+
+def image_auroc(model: nn.Module, data: ADDataset, *, device: str | torch.device = "cpu") -> float:
+    return float(roc_auc_score(data.test_labels.numpy(), anomaly_scores(model, data.test, device=device)))
+
+
+@dataclass
+class Evaluation:
+    labels: list[int]                      # per test image: 0 normal, 1 anomalous
+    scores: list[float]                    # per test image: mean L2
+    auroc: float
+    average_precision: float
+    fpr: list[float]
+    tpr: list[float]
+    thresholds: list[float]
+    f1_max: float
+    f1_threshold: float
+    pixel_auroc: float | None = None
+    val_score: float | None = None         # mean score of held-out normal images (if any)
+    groups: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Evaluation":
+        return cls(**d)
+
+
+def evaluate(model: nn.Module, data: ADDataset, *, device: str | torch.device = "cpu") -> Evaluation:
+    model = model.to(device)
+    maps = error_maps(model, data.test, device=device)        # (M, H, W)
+    scores = maps.flatten(1).mean(dim=1).double().numpy()
+    labels = data.test_labels.numpy()
+    fpr, tpr, thr = roc_curve(labels, scores)
+    prec, rec, pr_thr = precision_recall_curve(labels, scores)
+    f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0.0)[:-1]
+    best = int(np.argmax(f1)) if len(f1) else 0
+    pixel = None
+    if data.test_masks is not None:
+        truth = data.test_masks[:, 0].flatten().numpy() > 0.5
+        if truth.any() and not truth.all():
+            pixel = float(roc_auc_score(truth, maps.flatten().numpy()))
+    val_score = None
+    if data.val is not None and len(data.val):
+        val_score = float(anomaly_scores(model, data.val, device=device).mean())
+    # roc_curve's first threshold is +inf, which JSON cannot carry: clip it to the top score
+    thr = np.where(np.isfinite(thr), thr, scores.max() if len(scores) else 0.0)
+    return Evaluation(
+        labels=labels.tolist(), scores=scores.tolist(), auroc=float(roc_auc_score(labels, scores)),
+        average_precision=float(average_precision_score(labels, scores)),
+        fpr=fpr.tolist(), tpr=tpr.tolist(), thresholds=thr.tolist(),
+        f1_max=float(f1[best]) if len(f1) else 0.0,
+        f1_threshold=float(pr_thr[best]) if len(pr_thr) else 0.0,
+        pixel_auroc=pixel, val_score=val_score, groups=list(data.test_groups))
+
+
+def confusion_at(evaluation: Evaluation, threshold: float) -> dict[str, int]:
+    """Counts of a score >= threshold rule: anomalous is the positive class."""
+    s, y = np.asarray(evaluation.scores), np.asarray(evaluation.labels)
+    pred = s >= threshold
+    return {"tp": int((pred & (y == 1)).sum()), "fp": int((pred & (y == 0)).sum()),
+            "tn": int((~pred & (y == 0)).sum()), "fn": int((~pred & (y == 1)).sum())}

@@ -1,0 +1,157 @@
+"""Reconstruction losses and their LAMP amplification (paper §2.2-2.3, eq. 1-2).
+
+Every base loss is first a per-element map `B` of shape (N, C, H, W) with values in [0, 1] for
+images in [0, 1]:
+
+    l2:   (y - ŷ)²
+    l1:   |y - ŷ|
+    ssim: (1 - SSIM map) / 2, 11x11 Gaussian window, sigma 1.5
+
+`reduce_base(B)` sums over C, H, W and averages over the batch. `lamp(B)` applies eq. 2 and
+eq. 1 and is reduced the same way, so the two differ only by the amplification:
+
+    B' = B / max(B) · (1 - eps)
+    L_LAMP = mean_n Σ_{c,h,w} -log(1 - B')
+
+The paper leaves three choices open. Our defaults and why:
+
+* ``max_over="sample"``: the max is taken per image over C, H, W. Eq. 2 is written for one
+  (y, ŷ) pair, so its max ranges over that image; a batch-wide max would make one image's loss
+  depend on which other images share its batch.
+* ``detach_max=False``: the gradient flows through max(B), which is what eq. 2 means when it
+  is written literally in an autograd framework. ``True`` makes the max a constant scale.
+* ``eps=0.01``: "slightly less than 1" (1 - eps = 0.99). The largest element then contributes
+  -log(eps) = 4.6; much smaller eps makes that one element's gradient dominate.
+
+The ablation in bench/results/ measures all three; the defaults are options everywhere.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .config import BASE_LOSSES, MAX_OVER, ConfigError
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+def l2_map(y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+    return (y - y_hat).square()
+
+
+def l1_map(y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+    return (y - y_hat).abs()
+
+
+def _gaussian_window(channels: int, device, dtype) -> torch.Tensor:
+    coords = torch.arange(SSIM_WINDOW, device=device, dtype=dtype) - SSIM_WINDOW // 2
+    g = torch.exp(-(coords**2) / (2 * SSIM_SIGMA**2))
+    g = g / g.sum()
+    return g.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)  # (C, 1, 1, K): separable 1-D kernel
+
+
+def ssim_map(y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+    """Per-pixel SSIM (N, C, H, W) with data range 1.
+
+    Inputs are reflect-padded by half a window so the map has the image's size; in the interior
+    (where no padding is read) it equals the "valid" SSIM map of pytorch_msssim.
+    """
+    channels = y.shape[1]
+    pad = SSIM_WINDOW // 2
+    win = _gaussian_window(channels, y.device, y.dtype)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        # reflect padding needs pad < size; replicate is the fallback for tiny images
+        mode = "reflect" if min(t.shape[-2:]) > pad else "replicate"
+        t = F.pad(t, (pad, pad, pad, pad), mode=mode)
+        t = F.conv2d(t, win, groups=channels)                      # blur along W
+        return F.conv2d(t, win.transpose(2, 3), groups=channels)   # blur along H
+
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    mu_x, mu_y = blur(y), blur(y_hat)
+    sxx = blur(y * y) - mu_x**2
+    syy = blur(y_hat * y_hat) - mu_y**2
+    sxy = blur(y * y_hat) - mu_x * mu_y
+    return ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+
+
+def ssim_loss_map(y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+    # SSIM lies in [-1, 1]; clamp guards against float round-off just outside it
+    return ((1.0 - ssim_map(y, y_hat)) / 2.0).clamp(0.0, 1.0)
+
+
+BASE_MAPS = {"l2": l2_map, "l1": l1_map, "ssim": ssim_loss_map}
+
+
+def base_map(name: str, y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+    try:
+        return BASE_MAPS[name](y, y_hat)
+    except KeyError:
+        raise ConfigError(f"unknown base loss {name!r}: choose one of {', '.join(BASE_LOSSES)}") from None
+
+
+def reduce_base(b: torch.Tensor) -> torch.Tensor:
+    """Sum over C, H, W; mean over the batch."""
+    return b.flatten(1).sum(dim=1).mean()
+
+
+def normalised(b: torch.Tensor, *, eps: float, max_over: str, detach_max: bool) -> torch.Tensor:
+    """Eq. 2: B' = B / max(B) · (1 - eps), with a zero map mapped to zero (not NaN)."""
+    if max_over == "sample":
+        m = b.flatten(1).amax(dim=1).view(-1, *([1] * (b.dim() - 1)))  # (N, 1, 1, 1)
+    elif max_over == "batch":
+        m = b.amax()
+    elif max_over == "fixed":
+        m = torch.ones((), dtype=b.dtype, device=b.device)  # every base map is bounded by 1
+    else:
+        raise ConfigError(f"unknown max_over {max_over!r}: choose one of {', '.join(MAX_OVER)}")
+    if detach_max:
+        m = m.detach()
+    # A zero max would give 0/0: divide by 1 there instead, so B' = 0 and the gradient stays finite.
+    safe_m = torch.where(m > 0, m, torch.ones_like(m))
+    # clamp: with max_over="fixed" a map above 1 (never for images in [0,1]) must not reach log(<=0)
+    return (b / safe_m).clamp(max=1.0) * (1.0 - eps)
+
+
+def lamp(b: torch.Tensor, *, eps: float, max_over: str, detach_max: bool) -> torch.Tensor:
+    """Eq. 1: Σ_{c,h,w} -log(1 - B'), mean over the batch. Returns a scalar."""
+    if not 0.0 < eps < 1.0:
+        raise ConfigError(f"eps {eps} must lie strictly between 0 and 1")
+    b_norm = normalised(b, eps=eps, max_over=max_over, detach_max=detach_max)
+    return reduce_base(-torch.log1p(-b_norm))
+
+
+def training_loss(y: torch.Tensor, y_hat: torch.Tensor, train_cfg) -> torch.Tensor:
+    """The scalar a run is trained on: its base loss, amplified if `train_cfg.lamp`."""
+    b = base_map(train_cfg.base_loss, y, y_hat)
+    if train_cfg.lamp:
+        return lamp(b, eps=train_cfg.eps, max_over=train_cfg.max_over, detach_max=train_cfg.detach_max)
+    return reduce_base(b)
+
+
+def loss_curves(base: str, *, eps: float = 0.01, residual_range: float = 1.0, points: int = 401,
+                max_over: str = "fixed") -> dict[str, list[float]]:
+    """1-D curves of paper Fig. 2 over residuals r = y - ŷ in [-range, range].
+
+    The base value is l1 = |r| or l2 = r²; LAMP normalises by the max over the plotted range
+    (``max_over="sample"``, the whole curve being one sample) or by the bound 1 (``"fixed"``).
+    Gradients d(loss)/dr come from autograd, not from hand-derived formulas.
+    """
+    if base not in ("l1", "l2"):
+        raise ConfigError(f"loss curves exist for l1 and l2, not {base!r}")
+    r = torch.linspace(-residual_range, residual_range, points, dtype=torch.float64, requires_grad=True)
+    y_hat = torch.zeros_like(r)
+    b = BASE_MAPS[base](r, y_hat).view(1, 1, 1, -1)  # one "image" of width `points`
+    # the max is a constant here: each point shows its own element's slope, as in Fig. 2
+    lamp_elem = -torch.log1p(-normalised(b, eps=eps, max_over=max_over, detach_max=True))
+    (g_base,) = torch.autograd.grad(b.sum(), r, retain_graph=True)
+    (g_lamp,) = torch.autograd.grad(lamp_elem.sum(), r)
+    return {
+        "residual": r.detach().tolist(),
+        "base": b.detach().flatten().tolist(),
+        "lamp": lamp_elem.detach().flatten().tolist(),
+        "base_grad": g_base.tolist(),
+        "lamp_grad": g_lamp.tolist(),
+    }

@@ -1,0 +1,43 @@
+"""One call from a config to a trained, evaluated run, through the run store.
+
+This is what the `lamp` command, the app's job queue and sweeps all call, so a configuration
+trained by any of them is found by the others instead of being trained again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import data as data_mod
+from .config import RunConfig
+from .evaluate import Evaluation, evaluate
+from .store import RunStore
+from .train import ProgressFn, StopFn, TrainResult, train
+
+
+@dataclass
+class RunRecord:
+    result: TrainResult
+    evaluation: Evaluation | None    # None for a stopped run that was not evaluated
+    cached: bool                     # True when it came from the store, not from training
+
+
+def run_config(cfg: RunConfig, *, store: RunStore | None = None, on_progress: ProgressFn | None = None,
+               should_stop: StopFn | None = None) -> RunRecord:
+    """Train and evaluate `cfg`, or load it from `store` when it has been done before."""
+    if store is not None:
+        stored = store.get(cfg)
+        if stored is not None:
+            return RunRecord(stored.result, stored.evaluation, cached=True)
+    dataset = data_mod.load(cfg.data)
+    result = train(cfg, dataset, on_progress=on_progress, should_stop=should_stop)
+    if result.stopped or result.steps == 0 and cfg.train.epochs > 0:
+        return RunRecord(result, None, cached=False)
+    evaluation = evaluate(result.model(), dataset)
+    if store is not None:
+        store.put(result, evaluation)
+    return RunRecord(result, evaluation, cached=False)
+
+
+def compare_configs(cfg: RunConfig) -> tuple[RunConfig, RunConfig]:
+    """The base and the LAMP version of one config: same data, model, seed, optimizer, batches."""
+    return cfg.with_train(lamp=False), cfg.with_train(lamp=True)

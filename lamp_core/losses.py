@@ -111,8 +111,13 @@ def normalised(b: torch.Tensor, *, eps: float, max_over: str, detach_max: bool) 
         m = m.detach()
     # A zero max would give 0/0: divide by 1 there instead, so B' = 0 and the gradient stays finite.
     safe_m = torch.where(m > 0, m, torch.ones_like(m))
-    # clamp: with max_over="fixed" a map above 1 (never for images in [0,1]) must not reach log(<=0)
-    return (b / safe_m).clamp(max=1.0) * (1.0 - eps)
+    scaled = b / safe_m
+    if max_over == "fixed":
+        # a map above 1 (never for images in [0, 1]) must not reach log(<= 0). Only here: for
+        # sample/batch, b/m <= 1 already, and a clamp would zero the gradient at the max element.
+        # (where, not clamp: clamp's gradient vanishes at exactly 1, e.g. a residual of 1 in Fig. 2)
+        scaled = torch.where(scaled > 1.0, torch.ones_like(scaled), scaled)
+    return scaled * (1.0 - eps)
 
 
 def lamp(b: torch.Tensor, *, eps: float, max_over: str, detach_max: bool) -> torch.Tensor:

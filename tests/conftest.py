@@ -1,0 +1,106 @@
+"""Shared fixtures: tiny image sets made on the fly, paths to the real data beside the repo, and
+an isolated cache/store so no test writes into the user's home."""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+MNIST_DIR = SHARED_DATA / "mnist"
+MVTEC_DIR = SHARED_DATA / "mvtec_ad"
+HAZELNUT_DIR = SHARED_DATA / "hazelnut_toy"
+
+needs_mnist = pytest.mark.skipif(not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
+                                 reason="real MNIST files not beside the repo (../shared/data/mnist)")
+needs_mvtec = pytest.mark.skipif(not (MVTEC_DIR / "grid" / "train" / "good").is_dir(),
+                                 reason="MVTec grid subset not beside the repo (../shared/data/mvtec_ad)")
+needs_hazelnut = pytest.mark.skipif(not (HAZELNUT_DIR / "hazelnut").is_dir(),
+                                    reason="hazelnut toy set not beside the repo (../shared/data/hazelnut_toy)")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache and run store, never ~/.cache."""
+    cache = tmp_path_factory.mktemp("lamp-cache")
+    monkeypatch.setenv("LAMP_CACHE", str(cache))
+    monkeypatch.setenv("LAMP_STORE", str(cache / "runs"))
+    yield
+
+
+def png_bytes(arr: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def blob_image(seed: int, size: int = 16, anomalous: bool = False) -> np.ndarray:
+    """A smooth 'normal' pattern; anomalous ones carry a bright square."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    img = 100 + 40 * np.sin(xx / 3.0 + rng.uniform(0, 0.3)) + rng.normal(0, 3, (size, size))
+    if anomalous:
+        r, c = rng.integers(2, size - 6, 2)
+        img[r:r + 4, c:c + 4] = 250
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def layout_files(layout: str, n_normal: int = 8, n_anom: int = 4, size: int = 16) -> dict[str, bytes]:
+    """In-memory files for the three accepted folder layouts."""
+    files: dict[str, bytes] = {}
+    if layout == "mvtec":
+        for i in range(n_normal):
+            files[f"train/good/{i:03d}.png"] = png_bytes(blob_image(i, size))
+        for i in range(3):
+            files[f"test/good/{i:03d}.png"] = png_bytes(blob_image(100 + i, size))
+        for i in range(n_anom):
+            files[f"test/crack/{i:03d}.png"] = png_bytes(blob_image(200 + i, size, True))
+            files[f"ground_truth/crack/{i:03d}_mask.png"] = png_bytes(
+                (blob_image(200 + i, size, True) > 240).astype(np.uint8) * 255)
+    elif layout == "split":
+        for i in range(n_normal):
+            files[f"train/normal/{i:03d}.png"] = png_bytes(blob_image(i, size))
+        for i in range(3):
+            files[f"test/normal/{i:03d}.png"] = png_bytes(blob_image(100 + i, size))
+        for i in range(n_anom):
+            files[f"test/anomalous/{i:03d}.png"] = png_bytes(blob_image(200 + i, size, True))
+    elif layout == "unsplit":
+        for i in range(n_normal):
+            files[f"normal/{i:03d}.png"] = png_bytes(blob_image(i, size))
+        for i in range(n_anom):
+            files[f"anomalous/{i:03d}.png"] = png_bytes(blob_image(200 + i, size, True))
+    else:
+        raise ValueError(layout)
+    return files
+
+
+def write_dir(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+def write_zip(path: Path, files: dict[str, bytes], prefix: str = "") -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for rel, data in files.items():
+            zf.writestr(prefix + rel, data)
+    return path
+
+
+@pytest.fixture
+def make_layout(tmp_path):
+    """make_layout(layout, as_zip=False, **kw) -> path of a tiny image set in that layout."""
+    def make(layout: str, as_zip: bool = False, **kw) -> Path:
+        files = layout_files(layout, **kw)
+        if as_zip:
+            return write_zip(tmp_path / f"{layout}.zip", files, prefix=f"{layout}_set/")
+        return write_dir(tmp_path / layout, files)
+    return make

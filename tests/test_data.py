@@ -1,0 +1,215 @@
+"""Data sources: the built-in digits, real MNIST / MVTec / hazelnut, the three folder layouts as
+folders and zips, and untrusted input (escapes, links, caps, bombs, corrupt files, odd modes)."""
+from __future__ import annotations
+
+import io
+import os
+import stat
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import (HAZELNUT_DIR, MNIST_DIR, MVTEC_DIR, blob_image, layout_files, needs_hazelnut, needs_mnist,
+                      needs_mvtec, png_bytes, write_dir, write_zip)
+from lamp_core.config import DataConfig
+from lamp_core.data import ABNORMAL, NORMAL, DataError, load
+from lamp_core.data import common
+
+
+def _check_unit(ds):
+    for t in (ds.train, ds.test):
+        assert t.dtype == torch.float32 and t.min() >= 0 and t.max() <= 1
+
+
+def test_digits_default_protocol():
+    ds = load(DataConfig())
+    assert ds.train.shape[1:] == (1, 28, 28)
+    assert (ds.test_labels == NORMAL).sum() > 0 and (ds.test_labels == ABNORMAL).sum() > 0
+    # normal test images are exactly the normal class
+    groups = np.array(ds.test_groups)
+    assert set(groups[ds.test_labels.numpy() == NORMAL]) == {"8"}
+    assert "8" not in set(groups[ds.test_labels.numpy() == ABNORMAL])
+    _check_unit(ds)
+    again = load(DataConfig(seed=0, image_size=28))
+    assert torch.equal(again.test, ds.test)
+
+
+def test_digits_caps_val_and_channels():
+    ds = load(DataConfig(normal_class=3, max_train=40, max_test=100, val_fraction=0.25, channels=3, image_size=32))
+    assert ds.train.shape[0] + ds.val.shape[0] == 40 and ds.val.shape[0] == 10
+    assert ds.test.shape[0] <= 101 and ds.test.shape[1:] == (3, 32, 32)
+
+
+@needs_mnist
+def test_mnist_from_idx_files_follows_the_paper_protocol():
+    ds = load(DataConfig(dataset="mnist", data_root=str(MNIST_DIR), normal_class=3, max_train=200))
+    assert ds.train.shape == (200, 1, 28, 28)
+    assert ds.test.shape[0] == 10_000                       # the whole test split
+    assert int((ds.test_labels == NORMAL).sum()) == 1010    # the 3s of t10k
+    _check_unit(ds)
+
+
+def test_mnist_missing_files_say_where_to_put_them(tmp_path):
+    with pytest.raises(DataError, match="not found in"):
+        load(DataConfig(dataset="mnist", data_root=str(tmp_path)))
+
+
+def test_mnist_offline_without_files_is_a_clear_error(monkeypatch):
+    import torchvision
+
+    def no_network(*a, **k):
+        raise OSError("network unreachable")
+    monkeypatch.setattr(torchvision.datasets, "MNIST", no_network)
+    with pytest.raises(DataError, match="--data-root"):
+        load(DataConfig(dataset="mnist", normal_class=1))
+
+
+@needs_mvtec
+def test_mvtec_grid_with_masks():
+    ds = load(DataConfig(dataset="mvtec", data_root=str(MVTEC_DIR), category="grid", image_size=64))
+    assert ds.test_masks is not None and ds.test_masks.shape[0] == ds.test.shape[0]
+    normal = ds.test_labels == NORMAL
+    assert ds.test_masks[normal].sum() == 0 and ds.test_masks[~normal].sum() > 0
+    assert ds.channels == 1   # grid is greyscale
+    _check_unit(ds)
+
+
+@needs_mvtec
+def test_mvtec_unknown_category_lists_the_known_ones():
+    with pytest.raises(DataError, match="grid"):
+        load(DataConfig(dataset="mvtec", data_root=str(MVTEC_DIR), category="bottle"))
+
+
+@needs_hazelnut
+def test_hazelnut_masks_without_suffix_and_rgb():
+    ds = load(DataConfig(dataset="mvtec", data_root=str(HAZELNUT_DIR), image_size=32))
+    assert ds.channels == 3 and ds.train.shape[0] == 28
+    assert ds.test_masks is not None and int((ds.test_labels == ABNORMAL).sum()) == 17
+
+
+@pytest.mark.parametrize("layout", ["mvtec", "split", "unsplit"])
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_folder_layouts(make_layout, layout, as_zip):
+    path = make_layout(layout, as_zip=as_zip)
+    ds = load(DataConfig(dataset="folder", data_root=str(path), image_size=16))
+    assert ds.train.shape[0] >= 5 and (ds.test_labels == ABNORMAL).sum() == 4
+    assert (ds.test_masks is not None) == (layout == "mvtec")
+    _check_unit(ds)
+
+
+def test_zip_slip_is_refused(tmp_path):
+    files = layout_files("split")
+    files["../evil.png"] = png_bytes(blob_image(1))
+    path = write_zip(tmp_path / "evil.zip", files)
+    with pytest.raises(DataError, match="escape"):
+        load(DataConfig(dataset="folder", data_root=str(path), image_size=16))
+    assert not (tmp_path.parent / "evil.png").exists()
+
+
+def test_absolute_path_in_zip_is_refused(tmp_path):
+    path = tmp_path / "abs.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(zipfile.ZipInfo("/etc/normal.png"), png_bytes(blob_image(1)))
+    with pytest.raises(DataError, match="escape"):
+        load(DataConfig(dataset="folder", data_root=str(path), image_size=16))
+
+
+def test_symlink_in_zip_is_refused(tmp_path):
+    files = layout_files("unsplit")
+    path = write_zip(tmp_path / "link.zip", files)
+    with zipfile.ZipFile(path, "a") as zf:
+        info = zipfile.ZipInfo("normal/link.png")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(DataError, match="link"):
+        load(DataConfig(dataset="folder", data_root=str(path), image_size=16))
+
+
+def test_symlink_in_folder_is_refused(tmp_path):
+    root = write_dir(tmp_path / "set", layout_files("unsplit"))
+    os.symlink("/etc/hostname", root / "normal" / "sneaky.png")
+    with pytest.raises(DataError, match="link"):
+        load(DataConfig(dataset="folder", data_root=str(root), image_size=16))
+
+
+def test_file_count_and_size_caps(tmp_path, monkeypatch):
+    path = write_zip(tmp_path / "many.zip", layout_files("split"))
+    monkeypatch.setattr(common, "MAX_FILES", 5)
+    with pytest.raises(DataError, match="more than 5"):
+        load(DataConfig(dataset="folder", data_root=str(path), image_size=16, seed=1))
+    monkeypatch.setattr(common, "MAX_FILES", 20_000)
+    monkeypatch.setattr(common, "MAX_TOTAL_BYTES", 1000)
+    with pytest.raises(DataError, match="MiB"):
+        load(DataConfig(dataset="folder", data_root=str(path), image_size=16, seed=2))
+
+
+def test_zip_bomb_ratio_is_refused(tmp_path):
+    files = layout_files("split")
+    files["train/normal/zeros.bmp"] = b"\0" * (4 << 20)   # 4 MiB of zeros deflate ~1000x
+    path = write_zip(tmp_path / "bomb.zip", files)
+    with pytest.raises(DataError, match="bomb"):
+        load(DataConfig(dataset="folder", data_root=str(path), image_size=16))
+
+
+def test_pixel_bomb_is_skipped_with_a_note_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "MAX_PIXELS", 100)   # any 16x16 image now counts as a bomb
+    files = layout_files("split")
+    files["train/normal/huge.png"] = png_bytes(np.zeros((32, 32), np.uint8))
+    root = write_dir(tmp_path / "set", files)
+    with pytest.raises(DataError, match="pixel limit"):
+        # every image is over this tiny limit, so nothing readable is left to train on
+        load(DataConfig(dataset="folder", data_root=str(root), image_size=16))
+
+
+def test_corrupt_and_non_images_are_skipped_with_notes(tmp_path):
+    files = layout_files("split")
+    files["train/normal/broken.png"] = b"\x89PNG\r\n\x1a\nnot really"
+    files["train/normal/readme.txt"] = b"hello"
+    root = write_dir(tmp_path / "set", files)
+    ds = load(DataConfig(dataset="folder", data_root=str(root), image_size=16))
+    assert any("broken.png" in n for n in ds.notes)
+    assert any("readme.txt" in n for n in ds.notes)
+    assert ds.train.shape[0] == 8
+
+
+def test_modes_and_mixed_sizes_are_converted(tmp_path):
+    files = layout_files("split")
+    pal = Image.fromarray(blob_image(3, 20)).convert("P")
+    rgba = Image.fromarray(np.dstack([blob_image(4, 24)] * 3 + [np.full((24, 24), 128, np.uint8)]), "RGBA")
+    deep = Image.fromarray(blob_image(5, 12).astype(np.uint16) * 257)  # mode I;16
+    for name, img in (("pal", pal), ("rgba", rgba), ("deep", deep)):
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        files[f"train/normal/{name}.png"] = buf.getvalue()
+    root = write_dir(tmp_path / "set", files)
+    ds = load(DataConfig(dataset="folder", data_root=str(root), image_size=16))
+    assert ds.train.shape == (11, 3, 16, 16)   # RGBA forces colour for the whole set
+    _check_unit(ds)
+    grey = load(DataConfig(dataset="folder", data_root=str(root), image_size=16, channels=1))
+    assert grey.train.shape[1] == 1
+
+
+@pytest.mark.parametrize("drop,msg", [("train/normal/", "no readable normal training"),
+                                      ("test/anomalous/", "no anomalous test"),
+                                      ("test/normal/", "no normal test")])
+def test_missing_splits_are_named(tmp_path, drop, msg):
+    files = {k: v for k, v in layout_files("split").items() if not k.startswith(drop)}
+    if drop == "train/normal/":
+        files["train/normal/x.txt"] = b"not an image"
+    root = write_dir(tmp_path / "set", files)
+    with pytest.raises(DataError, match=msg):
+        load(DataConfig(dataset="folder", data_root=str(root), image_size=16))
+
+
+def test_unknown_layout_and_bad_paths(tmp_path):
+    root = write_dir(tmp_path / "odd", {"pics/a.png": png_bytes(blob_image(0))})
+    with pytest.raises(DataError, match="no known layout"):
+        load(DataConfig(dataset="folder", data_root=str(root), image_size=16))
+    with pytest.raises(DataError, match="does not exist"):
+        load(DataConfig(dataset="folder", data_root=str(tmp_path / "nope"), image_size=16))
+    (tmp_path / "notzip.zip").write_bytes(b"plain text")
+    with pytest.raises(DataError, match="neither a folder nor a zip"):
+        load(DataConfig(dataset="folder", data_root=str(tmp_path / "notzip.zip"), image_size=16))

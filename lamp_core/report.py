@@ -1,0 +1,387 @@
+"""Reports of sweeps: a CSV of every run, and the paper's tables with seeds and statistics.
+
+The paper (Tables 1-2) reports one number per cell: the best AUROC over tuned hyperparameters,
+picked on the test set, with no seeds and no spread. Here every cell is
+
+* mean ± std over seeds (for Table 1 the ten classes are first averaged per seed, as the paper
+  averages its ten one-class tasks),
+* the paired difference LAMP − base over every (seed, class/category) pair that shares initial
+  weights and batch order, with a t-based 95% confidence interval, and
+* the number of pairs LAMP won (ties counted apart).
+
+Two selection protocols, always labelled:
+
+* ``test`` (the paper's): for each arm, the best test AUROC over the tuned hyperparameters
+  (learning rate, kernel size, patches, ...). Optimistic: selection and report use the same data.
+* ``val`` (honest): for each arm, the hyperparameters with the lowest validation score (mean
+  anomaly score of held-out *normal* images, `DataConfig.val_fraction` > 0), reported on test.
+
+Figures are plain plotly functions (no Streamlit): AUROC against batch size with error bars, and
+per-category bars.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .config import LampError, RunConfig
+from .store import RunStore
+
+# CSV columns: what identifies a run, then what it measured
+ID_FIELDS = ("key", "dataset", "data_root", "unit", "image_size", "max_train", "max_test", "val_fraction",
+             "base_loss", "lamp", "eps", "max_over", "detach_max", "optimizer", "lr", "batch_size",
+             "epochs", "kernel_size", "patches", "width", "depth", "seed")
+METRIC_FIELDS = ("auroc", "pixel_auroc", "average_precision", "f1_max", "val_score", "seconds", "steps",
+                 "diverged", "error")
+TUNED_DEFAULT = ("lr", "kernel_size", "patches")
+PROTOCOLS = {
+    "test": "paper's protocol: best test AUROC over the tuned hyperparameters (optimistic)",
+    "val": "honest protocol: hyperparameters chosen by the lowest validation score (held-out normal "
+           "images), AUROC reported on test",
+}
+
+
+def unit_of(cfg: RunConfig) -> str:
+    """The one-class task: a digit class ('3') or an MVTec category ('grid')."""
+    d = cfg.data
+    if d.dataset in ("digits", "mnist", "fashion-mnist"):
+        return str(d.normal_class)
+    return d.category or (Path(d.data_root).name if d.data_root else d.dataset)
+
+
+def row_of(cfg: RunConfig, evaluation=None, *, seconds: float | None = None, steps: int | None = None,
+           diverged: bool | None = None, error: str | None = None) -> dict[str, Any]:
+    d, m, t = cfg.data, cfg.model, cfg.train
+    row: dict[str, Any] = {
+        "key": cfg.key(), "dataset": d.dataset, "data_root": d.data_root, "unit": unit_of(cfg),
+        "image_size": d.image_size, "max_train": d.max_train, "max_test": d.max_test,
+        "val_fraction": d.val_fraction, "base_loss": t.base_loss, "lamp": t.lamp, "eps": t.eps,
+        "max_over": t.max_over, "detach_max": t.detach_max, "optimizer": t.optimizer, "lr": t.lr,
+        "batch_size": t.batch_size, "epochs": t.epochs, "kernel_size": m.kernel_size, "patches": m.patches,
+        "width": m.width, "depth": m.depth, "seed": t.seed,
+    }
+    ev = evaluation
+    row.update({
+        "auroc": ev.auroc if ev else None, "pixel_auroc": ev.pixel_auroc if ev else None,
+        "average_precision": ev.average_precision if ev else None, "f1_max": ev.f1_max if ev else None,
+        "val_score": ev.val_score if ev else None, "seconds": seconds, "steps": steps,
+        "diverged": diverged, "error": error,
+    })
+    return row
+
+
+def rows_from_outcome(outcome) -> list[dict[str, Any]]:
+    return [row_of(r.config, r.evaluation, seconds=r.seconds, steps=r.steps, diverged=r.diverged,
+                   error=r.error) for r in outcome.runs]
+
+
+def rows_from_store(configs: Iterable[RunConfig], store: RunStore) -> list[dict[str, Any]]:
+    """Rows of the configs found in the store (missing ones are left out)."""
+    rows = []
+    for cfg in configs:
+        stored = store.get(cfg)
+        if stored is not None:
+            r = stored.result
+            rows.append(row_of(cfg, stored.evaluation, seconds=r.seconds, steps=r.steps, diverged=r.diverged))
+    return rows
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(ID_FIELDS + METRIC_FIELDS), extrasaction="ignore",
+                       lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.6f}" if isinstance(r.get(k), float)
+                                                     and k in METRIC_FIELDS else r[k]))
+                    for k in ID_FIELDS + METRIC_FIELDS})
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def t_quantile(df: int, q: float = 0.975) -> float:
+    from scipy.stats import t
+    return float(t.ppf(q, df))
+
+
+@dataclass
+class Paired:
+    """LAMP − base over paired runs (same seed, class/category, setting)."""
+    n: int
+    mean: float
+    lo: float               # 95% CI (t-based); nan when n < 2
+    hi: float
+    wins: int               # pairs where LAMP's AUROC is higher
+    ties: int
+    losses: int
+
+    def text(self, digits: int = 3) -> str:
+        if self.n == 0:
+            return "–"
+        ci = "" if math.isnan(self.lo) else f" [{self.lo:+.{digits}f}, {self.hi:+.{digits}f}]"
+        return f"{self.mean:+.{digits}f}{ci}"
+
+
+def paired(diffs: Sequence[float]) -> Paired:
+    d = np.asarray([x for x in diffs if x is not None and not math.isnan(x)], dtype=float)
+    n = len(d)
+    if n == 0:
+        return Paired(0, math.nan, math.nan, math.nan, 0, 0, 0)
+    mean = float(d.mean())
+    if n > 1:
+        half = t_quantile(n - 1) * float(d.std(ddof=1)) / math.sqrt(n)
+        lo, hi = mean - half, mean + half
+    else:
+        lo = hi = math.nan
+    return Paired(n, mean, lo, hi, int((d > 0).sum()), int((d == 0).sum()), int((d < 0).sum()))
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    if len(v) == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else math.nan), len(v)
+
+
+def fmt_ms(m: float, s: float, digits: int = 3) -> str:
+    if math.isnan(m):
+        return "–"
+    return f"{m:.{digits}f}" if math.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+# ----------------------------------------------------------------------------- selection
+
+def select(rows: Sequence[dict[str, Any]], *, protocol: str, metric: str = "auroc",
+           tuned: Sequence[str] = TUNED_DEFAULT, group: Sequence[str]) -> dict[tuple, dict[str, Any]]:
+    """One row per `group` value (which must include lamp, seed and unit): the chosen setting of
+    the `tuned` fields under `protocol`. Rows without the metric (failed runs) are skipped."""
+    if protocol not in PROTOCOLS:
+        raise LampError(f"unknown selection protocol {protocol!r}: choose test or val")
+    buckets: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.get(metric) is None or (isinstance(r[metric], float) and math.isnan(r[metric])):
+            continue
+        buckets[tuple(r[g] for g in group)].append(r)
+    chosen = {}
+    for k, rs in buckets.items():
+        if protocol == "test":
+            chosen[k] = max(rs, key=lambda r: r[metric])
+        else:
+            with_val = [r for r in rs if r.get("val_score") is not None and math.isfinite(r["val_score"])]
+            if not with_val:
+                raise LampError("the val protocol needs a validation split: run the sweep with "
+                                "data.val_fraction > 0 (e.g. --val-fraction 0.1)")
+            # lowest mean anomaly score on held-out normals; ties broken by the tuned values' order
+            chosen[k] = min(with_val, key=lambda r: r["val_score"])
+    return chosen
+
+
+def tuned_fields(rows: Sequence[dict[str, Any]], fixed: Sequence[str]) -> list[str]:
+    """Hyperparameters that vary in the rows and are not named as table axes (`fixed`)."""
+    candidates = [f for f in ("lr", "kernel_size", "patches", "epochs", "width", "depth", "eps", "max_over",
+                              "detach_max") if f not in fixed]
+    return [f for f in candidates if len({r[f] for r in rows if not (f in ("eps", "max_over", "detach_max")
+                                                                        and not r["lamp"])}) > 1]
+
+
+@dataclass
+class Cell:
+    base: tuple[float, float, int]       # mean, std over seeds, n seeds
+    lamp: tuple[float, float, int]
+    paired: Paired
+
+
+def cells(rows: Sequence[dict[str, Any]], *, cell_fields: Sequence[str], protocol: str = "test",
+          metric: str = "auroc", average_units: bool = True) -> dict[tuple, Cell]:
+    """Per cell (values of `cell_fields`): mean ± std over seeds of each arm and the paired
+    difference. With `average_units`, each seed's value is the mean over the units (classes or
+    categories) in the cell first, as the paper averages its ten MNIST tasks."""
+    rows = list(rows)
+    fixed = list(cell_fields) + ["lamp", "seed", "unit"]
+    tuned = tuned_fields(rows, fixed)
+    group = list(cell_fields) + ["unit", "seed", "lamp"]
+    chosen = select(rows, protocol=protocol, metric=metric, tuned=tuned, group=group)
+    by_cell: dict[tuple, dict] = defaultdict(lambda: {"base": defaultdict(dict), "lamp": defaultdict(dict)})
+    for k, r in chosen.items():
+        cell = k[:len(cell_fields)]
+        unit, seed, lamp = k[len(cell_fields):]
+        by_cell[cell]["lamp" if lamp else "base"][seed][unit] = r[metric]
+    out = {}
+    for cell, arms in by_cell.items():
+        per_seed = {}
+        for arm in ("base", "lamp"):
+            vals = []
+            for seed, units in sorted(arms[arm].items()):
+                vals.extend([float(np.mean(list(units.values())))] if average_units else list(units.values()))
+            per_seed[arm] = mean_std(vals)
+        diffs = [arms["lamp"][s][u] - arms["base"][s][u]
+                 for s in arms["lamp"] for u in arms["lamp"][s] if u in arms["base"].get(s, {})]
+        out[cell] = Cell(per_seed["base"], per_seed["lamp"], paired(diffs))
+    return out
+
+
+# ----------------------------------------------------------------------------- markdown tables
+
+LOSS_NAME = {"l2": "L2", "l1": "L1", "ssim": "SSIM"}
+OPT_NAME = {"sgd": "SGD", "rmsprop": "RMSprop", "adam": "Adam"}
+
+
+def _seeds_units(rows) -> tuple[int, int]:
+    return len({r["seed"] for r in rows}), len({r["unit"] for r in rows})
+
+
+def table1_markdown(rows: Sequence[dict[str, Any]], *, protocol: str = "test",
+                    paper: dict[str, dict[int, float]] | None = None, loss: str = "l2") -> str:
+    """Paper Table 1 layout: rows L2 / L2-LAMP, columns batch sizes (descending)."""
+    rows = [r for r in rows if r["base_loss"] == loss]
+    bss = sorted({r["batch_size"] for r in rows}, reverse=True)
+    cs = cells(rows, cell_fields=["batch_size"], protocol=protocol)
+    n_seeds, n_units = _seeds_units(rows)
+    name = LOSS_NAME.get(loss, loss)
+    lines = [f"*Selection: {PROTOCOLS[protocol]}.* Mean ± std over {n_seeds} seeds of the AUROC "
+             f"averaged over {n_units} classes; Δ = paired LAMP − {name} over seeds × classes with a "
+             "95% t-interval; wins = pairs where LAMP is higher (of all pairs).", "",
+             "| Loss | " + " | ".join(str(b) for b in bss) + " |",
+             "|---|" + "---|" * len(bss)]
+    lines.append(f"| {name} | " + " | ".join(fmt_ms(*cs[(b,)].base[:2]) if (b,) in cs else "–" for b in bss) + " |")
+    lines.append(f"| {name}-LAMP | " + " | ".join(fmt_ms(*cs[(b,)].lamp[:2]) if (b,) in cs else "–" for b in bss)
+                 + " |")
+    lines.append("| Δ LAMP − base [95% CI] | " + " | ".join(cs[(b,)].paired.text() if (b,) in cs else "–"
+                                                            for b in bss) + " |")
+    lines.append("| LAMP wins / pairs | " + " | ".join(
+        f"{cs[(b,)].paired.wins}/{cs[(b,)].paired.n}" if (b,) in cs else "–" for b in bss) + " |")
+    if paper:
+        for label, vals in paper.items():
+            lines.append(f"| paper: {label} | " + " | ".join(f"{vals[b]:.3f}" if b in vals else "–" for b in bss)
+                         + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table2_markdown(rows: Sequence[dict[str, Any]], *, protocol: str = "test", metric: str = "auroc",
+                    paper: dict[str, dict[tuple[str, str], tuple[float, float]]] | None = None) -> str:
+    """Paper Table 2 layout: rows categories (+ average), columns base loss × optimizer, each cell
+    'base → LAMP' (mean over seeds, ± std), then the paired difference per setting."""
+    rows = [r for r in rows if r.get(metric) is not None]
+    if not rows:
+        return f"(no {metric} values)\n"
+    losses = [l for l in ("l2", "l1", "ssim") if any(r["base_loss"] == l for r in rows)]
+    opts = [o for o in ("sgd", "rmsprop", "adam") if any(r["optimizer"] == o for r in rows)]
+    units = sorted({r["unit"] for r in rows})
+    settings = [(l, o) for l in losses for o in opts]
+    per_unit = cells(rows, cell_fields=["unit", "base_loss", "optimizer"], protocol=protocol, metric=metric,
+                     average_units=False)
+    overall = cells(rows, cell_fields=["base_loss", "optimizer"], protocol=protocol, metric=metric)
+    n_seeds, n_units = _seeds_units(rows)
+    head = " | ".join(f"{LOSS_NAME[l]} {OPT_NAME[o]}" for l, o in settings)
+    lines = [f"*Selection: {PROTOCOLS[protocol]}.* Metric: {metric}. Each cell: base → LAMP, mean ± std "
+             f"over {n_seeds} seeds. Δ rows: paired LAMP − base over seeds × categories, 95% t-interval.",
+             "", f"| Category | {head} |", "|---|" + "---|" * len(settings)]
+
+    def arrow(c: Cell | None) -> str:
+        if c is None:
+            return "–"
+        return f"{fmt_ms(*c.base[:2])} → {fmt_ms(*c.lamp[:2])}"
+    for u in units:
+        lines.append(f"| {u} | " + " | ".join(arrow(per_unit.get((u, l, o))) for l, o in settings) + " |")
+        if paper and u in paper:
+            lines.append(f"| paper: {u} | " + " | ".join(
+                (f"{paper[u][(l, o)][0]:.3f} → {paper[u][(l, o)][1]:.3f}" if (l, o) in paper[u] else "–")
+                for l, o in settings) + " |")
+    lines.append("| **Average** | " + " | ".join(arrow(overall.get((l, o))) for l, o in settings) + " |")
+    lines.append("| Δ LAMP − base [95% CI] | " + " | ".join(
+        overall[(l, o)].paired.text() if (l, o) in overall else "–" for l, o in settings) + " |")
+    lines.append("| LAMP wins / pairs | " + " | ".join(
+        f"{overall[(l, o)].paired.wins}/{overall[(l, o)].paired.n}" if (l, o) in overall else "–"
+        for l, o in settings) + " |")
+    better = sum(1 for s in settings if s in overall and overall[s].lamp[0] >= overall[s].base[0])
+    lines.append("")
+    lines.append(f"LAMP's average is equal or higher in {better} of {len(settings)} settings "
+                 "(the paper: 5 of 9).")
+    return "\n".join(lines) + "\n"
+
+
+def settings_markdown(rows: Sequence[dict[str, Any]], *, setting_fields: Sequence[str], protocol: str = "test",
+                      metric: str = "auroc", base_label: str = "base") -> str:
+    """One line per setting: base and LAMP mean ± std over seeds, Δ with CI, wins (ablations)."""
+    cs = cells(rows, cell_fields=list(setting_fields), protocol=protocol, metric=metric)
+    lines = ["| " + " | ".join(setting_fields) + f" | {base_label} | LAMP | Δ LAMP − {base_label} [95% CI] | "
+             "wins / pairs |", "|" + "---|" * (len(setting_fields) + 4)]
+    for k in sorted(cs, key=lambda k: tuple(str(x) for x in k)):
+        c = cs[k]
+        lines.append("| " + " | ".join(str(x) for x in k) + f" | {fmt_ms(*c.base[:2])} | {fmt_ms(*c.lamp[:2])} | "
+                     f"{c.paired.text()} | {c.paired.wins}/{c.paired.n} |")
+    return "\n".join(lines) + "\n"
+
+
+def lamp_variants(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for an ablation over LAMP's open choices: every LAMP variant gets a copy of its
+    paired base runs, tagged with the variant's (max_over, detach_max, eps), so `cells` can pair
+    each variant with the same base runs."""
+    base = [r for r in rows if not r["lamp"]]
+    out = []
+    variants = sorted({(r["max_over"], r["detach_max"], r["eps"]) for r in rows if r["lamp"]},
+                      key=lambda v: (v[0], v[1], v[2]))
+    for mo, dm, eps in variants:
+        for r in rows:
+            if r["lamp"] and (r["max_over"], r["detach_max"], r["eps"]) == (mo, dm, eps):
+                out.append(r)
+        for r in base:
+            out.append({**r, "max_over": mo, "detach_max": dm, "eps": eps})
+    return out
+
+
+# ----------------------------------------------------------------------------- figures
+
+def fig_auroc_vs_batch(rows: Sequence[dict[str, Any]], *, protocol: str = "test", loss: str = "l2",
+                       paper: dict[str, dict[int, float]] | None = None):
+    """AUROC against batch size (log axis), base and LAMP, error bars = std over seeds."""
+    import plotly.graph_objects as go
+    rows = [r for r in rows if r["base_loss"] == loss]
+    cs = cells(rows, cell_fields=["batch_size"], protocol=protocol)
+    bss = sorted(b for (b,) in cs)
+    fig = go.Figure()
+    name = LOSS_NAME.get(loss, loss)
+    for arm, label, color in (("base", name, "#636efa"), ("lamp", f"{name}-LAMP", "#ef553b")):
+        m = [getattr(cs[(b,)], arm)[0] for b in bss]
+        s = [0.0 if math.isnan(getattr(cs[(b,)], arm)[1]) else getattr(cs[(b,)], arm)[1] for b in bss]
+        fig.add_trace(go.Scatter(x=bss, y=m, error_y=dict(type="data", array=s, visible=True), name=label,
+                                 mode="lines+markers", line=dict(color=color)))
+    for label, vals in (paper or {}).items():
+        xs = sorted(vals)
+        fig.add_trace(go.Scatter(x=xs, y=[vals[b] for b in xs], name=f"paper: {label}", mode="lines+markers",
+                                 line=dict(dash="dot", color="#ef553b" if "LAMP" in label else "#636efa"),
+                                 opacity=0.6))
+    fig.update_layout(title=f"AUROC vs batch size ({'paper selection' if protocol == 'test' else 'val selection'})",
+                      xaxis=dict(title="batch size", type="log"), yaxis=dict(title="AUROC (mean over classes)"),
+                      template="plotly_white")
+    return fig
+
+
+def fig_category_bars(rows: Sequence[dict[str, Any]], *, protocol: str = "test", metric: str = "auroc"):
+    """Per category and setting (base loss × optimizer): base and LAMP bars, std over seeds."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    per = cells(rows, cell_fields=["unit", "base_loss", "optimizer"], protocol=protocol, metric=metric,
+                average_units=False)
+    units = sorted({k[0] for k in per})
+    fig = make_subplots(rows=1, cols=len(units), subplot_titles=units, shared_yaxes=True)
+    for i, u in enumerate(units, start=1):
+        keys = [k for k in per if k[0] == u]
+        keys.sort(key=lambda k: (("l2", "l1", "ssim").index(k[1]), ("sgd", "rmsprop", "adam").index(k[2])))
+        xs = [f"{LOSS_NAME[k[1]]} {OPT_NAME[k[2]]}" for k in keys]
+        for arm, color in (("base", "#636efa"), ("lamp", "#ef553b")):
+            ys = [getattr(per[k], arm)[0] for k in keys]
+            es = [0.0 if math.isnan(getattr(per[k], arm)[1]) else getattr(per[k], arm)[1] for k in keys]
+            fig.add_trace(go.Bar(x=xs, y=ys, error_y=dict(type="data", array=es), name=arm.upper() if arm == "lamp"
+                                 else "base", marker_color=color, showlegend=(i == 1)), row=1, col=i)
+    fig.update_layout(barmode="group", title=f"{metric} per category ({PROTOCOLS[protocol].split(':')[0]})",
+                      template="plotly_white")
+    return fig

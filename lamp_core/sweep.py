@@ -1,0 +1,440 @@
+"""Grids of runs (the paper's Tables 1 and 2, with seeds), run locally or on a Ray cluster.
+
+A sweep is a *spec*: a base `RunConfig` plus one or more grids of axes. Each axis is a field
+path (``"train.batch_size"``) with a list of values, or a section name (``"data"``) whose values
+are partial dicts applied together (e.g. a category with its own data root). `expand()` takes the
+Cartesian product of each grid, unions the grids, and returns distinct, validated configs.
+
+Every run goes through `runner.run_config` and the `RunStore`: the store decides what is done, so
+a sweep that is killed and started again redoes nothing that finished. Base and LAMP runs of one
+seed share initial weights and batch order (`runner.compare_configs`), which is what makes the
+paired comparison in `report.py` meaningful (paper §3.3-3.4 compare L_base with L_base^LAMP).
+
+Executors:
+
+* ``local``: in this process, one run at a time (one device).
+* ``ray``: one ``@ray.remote`` task per run that is not in the store yet, with a resource request
+  (``num_cpus``, and ``num_gpus`` when the run wants a GPU); results stream back with
+  ``ray.wait`` and the driver writes them to the store (atomic writes), so workers need no access
+  to the store's folder. Relative data paths are resolved against the driver's working folder,
+  which must exist on the workers too (a shared file system, or the same layout on every node).
+
+Same seeds give the same numbers on both executors when both use the same number of torch
+threads (``threads``, default 1: floating-point reductions depend on the thread count).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import sys
+import time
+try:
+    import tomllib
+except ImportError:  # Python 3.10: TOML specs need Python 3.11+; JSON specs work everywhere
+    tomllib = None  # type: ignore[assignment]
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .config import (DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER, ConfigError, DataConfig, LampError,
+                     ModelConfig, RunConfig, TrainConfig, validate)
+from .evaluate import Evaluation
+from .store import RunStore
+from .train import TrainResult
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+# Fields that only matter when LAMP is on: a base run is filed without them, so a grid over
+# eps x max_over x detach_max trains its L2 baseline once, not once per LAMP variant.
+LAMP_ONLY = {"eps": DEFAULT_EPS, "max_over": DEFAULT_MAX_OVER, "detach_max": DEFAULT_DETACH_MAX}
+
+
+# ----------------------------------------------------------------------------- spec and expansion
+
+@dataclass
+class SweepSpec:
+    name: str = "sweep"
+    base: RunConfig = field(default_factory=RunConfig)
+    grids: list[dict[str, list[Any]]] = field(default_factory=lambda: [{}])
+    report: dict[str, Any] = field(default_factory=dict)   # layout hints for report.py
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SweepSpec":
+        unknown = set(d) - {"name", "base", "grid", "report", "description", "protocol"}
+        if unknown:
+            raise ConfigError(f"unknown sweep spec key(s): {', '.join(sorted(unknown))}; "
+                              "use name, base, grid, report")
+        grid = d.get("grid", {})
+        grids = grid if isinstance(grid, list) else [grid]
+        for g in grids:
+            if not isinstance(g, dict):
+                raise ConfigError("sweep spec 'grid' must be a table of axes (or a list of tables)")
+            for axis, values in g.items():
+                _check_axis(axis)
+                if not isinstance(values, list) or not values:
+                    raise ConfigError(f"sweep axis {axis!r} must be a non-empty list of values")
+        return cls(name=str(d.get("name", "sweep")), base=RunConfig.from_dict(d.get("base", {})),
+                   grids=[dict(g) for g in grids] or [{}], report=dict(d.get("report", {})))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SweepSpec":
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"sweep spec {p} not found: give the path of a .json or .toml file")
+        try:
+            if p.suffix.lower() == ".toml":
+                if tomllib is None:
+                    raise ConfigError(f"sweep spec {p}: TOML needs Python 3.11+; write it as JSON")
+                d = tomllib.loads(p.read_text())
+            else:
+                d = json.loads(p.read_text())
+        except ValueError as exc:  # TOMLDecodeError and JSONDecodeError are ValueErrors
+            raise ConfigError(f"sweep spec {p} is not valid {'TOML' if p.suffix == '.toml' else 'JSON'}: "
+                              f"{exc}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"sweep spec {p} must hold one object with name, base, grid")
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "base": self.base.to_dict(), "grid": self.grids, "report": self.report}
+
+
+def _check_axis(axis: str) -> None:
+    if axis in SECTIONS:
+        return
+    section, _, name = axis.partition(".")
+    if section not in SECTIONS or name not in {f.name for f in fields(SECTIONS[section])}:
+        raise ConfigError(f"unknown sweep axis {axis!r}: use a field path such as train.batch_size, "
+                          "data.normal_class, model.kernel_size, or a section name data/model/train")
+
+
+def apply(cfg: RunConfig, axis: str, value: Any) -> RunConfig:
+    """`cfg` with one axis set: a field path takes a value, a section name a dict of fields."""
+    _check_axis(axis)
+    if axis in SECTIONS:
+        if not isinstance(value, dict):
+            raise ConfigError(f"sweep axis {axis!r} takes tables of {axis} fields, not {value!r}")
+        changes = value
+        section = axis
+    else:
+        section, _, name = axis.partition(".")
+        changes = {name: value}
+    known = {f.name for f in fields(SECTIONS[section])}
+    bad = set(changes) - known
+    if bad:
+        raise ConfigError(f"unknown {section} field(s) in sweep axis {axis!r}: {', '.join(sorted(bad))}")
+    return replace(cfg, **{section: replace(getattr(cfg, section), **changes)})
+
+
+def canonical(cfg: RunConfig) -> RunConfig:
+    """File a run without fields that cannot change its training: a base (non-LAMP) run without
+    the LAMP-only fields, and a LAMP run with the fixed bound 1 without detach_max (a constant max
+    has no gradient to detach)."""
+    if not cfg.train.lamp:
+        return cfg.with_train(**LAMP_ONLY)
+    if cfg.train.max_over == "fixed" and cfg.train.detach_max != LAMP_ONLY["detach_max"]:
+        return cfg.with_train(detach_max=LAMP_ONLY["detach_max"])
+    return cfg
+
+
+def base_of(cfg: RunConfig) -> RunConfig:
+    """The base run a LAMP run is paired with (same data, model, seed, optimizer, batches)."""
+    return canonical(cfg.with_train(lamp=False))
+
+
+def expand(spec: SweepSpec) -> list[RunConfig]:
+    """Distinct, validated configs of the spec's grids, in grid order (last axis fastest)."""
+    out: dict[str, RunConfig] = {}
+    for grid in spec.grids:
+        axes = list(grid.items())
+        for combo in itertools.product(*(values for _, values in axes)):
+            cfg = spec.base
+            for (axis, _), value in zip(axes, combo):
+                cfg = apply(cfg, axis, value)
+            cfg = canonical(cfg)
+            try:
+                validate(cfg)
+            except ConfigError as exc:
+                raise ConfigError(f"sweep run {describe(cfg)}: {exc}") from None
+            out.setdefault(cfg.key(), cfg)
+    return list(out.values())
+
+
+def describe(cfg: RunConfig) -> str:
+    """A short human label of a run, e.g. 'mnist c3 l2-lamp adam lr0.001 bs128 s0'."""
+    d, m, t = cfg.data, cfg.model, cfg.train
+    what = d.category or (d.data_root and Path(d.data_root).name) or d.dataset
+    if d.dataset in ("digits", "mnist", "fashion-mnist"):
+        what = f"{d.dataset} c{d.normal_class}"
+    loss = t.base_loss + ("-lamp" if t.lamp else "")
+    if t.lamp and (t.eps, t.max_over, t.detach_max) != (DEFAULT_EPS, DEFAULT_MAX_OVER, DEFAULT_DETACH_MAX):
+        loss += f"[{t.max_over},eps{t.eps:g}{',detach' if t.detach_max else ''}]"
+    extra = ""
+    if m.kernel_size != 3:
+        extra += f" k{m.kernel_size}"
+    if m.patches != 1:
+        extra += f" p{m.patches}"
+    return f"{what} {loss} {t.optimizer} lr{t.lr:g} bs{t.batch_size}{extra} s{t.seed}"
+
+
+# ----------------------------------------------------------------------------- execution
+
+@dataclass
+class SweepRun:
+    config: RunConfig
+    evaluation: Evaluation | None
+    seconds: float                 # training time (from the store for cached runs)
+    steps: int
+    cached: bool
+    diverged: bool = False
+    error: str | None = None       # a run that failed (e.g. its evaluation met NaN scores)
+
+
+@dataclass
+class SweepOutcome:
+    runs: list[SweepRun]
+    trained: int                   # runs trained by this call (not found in the store)
+    failed: int
+    stopped: bool = False          # should_stop ended the sweep early (the rest stays to do)
+
+    @property
+    def ok(self) -> list[SweepRun]:
+        return [r for r in self.runs if r.evaluation is not None]
+
+
+def _fmt_s(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class SweepProgress:
+    """One line per finished run on stderr: done, running, left, and the estimated time left."""
+
+    def __init__(self, total: int, *, stream=None, enabled: bool = True):
+        self.total, self.stream, self.enabled = total, stream or sys.stderr, enabled
+        self.done = self.cached = self.failed = self.running = 0
+        self.start = time.perf_counter()
+        self.fresh = 0
+
+    def started(self, n: int = 1) -> None:
+        self.running += n
+
+    def finished(self, run: SweepRun, label: str) -> None:
+        self.done += 1
+        if run.cached:
+            self.cached += 1
+        else:
+            self.running = max(self.running - 1, 0)
+            self.fresh += 1
+        if run.error:
+            self.failed += 1
+        if not self.enabled:
+            return
+        left = self.total - self.done
+        elapsed = time.perf_counter() - self.start
+        # throughput of fresh runs so far (covers parallel executors): seconds per finished run
+        eta = f"ETA {_fmt_s(elapsed / self.fresh * left)}" if self.fresh and left else ("ETA -" if left else "")
+        tail = ("FAILED " + run.error) if run.error else (
+            f"auroc {run.evaluation.auroc:.4f}" + (" (cached)" if run.cached else f" ({run.seconds:.1f}s)"))
+        self.stream.write(f"sweep: {self.done}/{self.total} done ({self.cached} cached, {self.failed} failed), "
+                          f"{self.running} running, {left} left, {eta} | {label} {tail}\n")
+        self.stream.flush()
+
+
+def _from_store(cfg: RunConfig, store: RunStore) -> SweepRun | None:
+    stored = store.get(cfg)
+    if stored is None:
+        return None
+    r = stored.result
+    return SweepRun(cfg, stored.evaluation, r.seconds, r.steps, cached=True, diverged=r.diverged)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+
+
+def run_sweep(configs: Sequence[RunConfig], store: RunStore, *, executor: str = "local",
+              address: str | None = None, num_cpus: int | None = None, cpus_per_run: float = 1.0,
+              gpus_per_run: float | None = None, threads: int | None = 1,
+              progress: SweepProgress | None = None,
+              should_stop: Callable[[], bool] | None = None) -> SweepOutcome:
+    """Run every config not yet in `store`, writing each to the store as soon as it finishes."""
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"unknown executor {executor!r}: choose local or ray")
+    progress = progress or SweepProgress(len(configs), enabled=False)
+    runs: dict[str, SweepRun] = {}
+    todo: list[RunConfig] = []
+    for cfg in configs:
+        hit = _from_store(cfg, store)
+        if hit is not None:
+            runs[cfg.key()] = hit
+            progress.finished(hit, describe(cfg))
+        else:
+            todo.append(cfg)
+    if executor == "local":
+        stopped = _run_local(todo, store, runs, progress, threads, should_stop)
+    else:
+        stopped = _run_ray(todo, store, runs, progress, address=address, num_cpus=num_cpus,
+                           cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, threads=threads,
+                           should_stop=should_stop)
+    ordered = [runs[c.key()] for c in configs if c.key() in runs]
+    trained = sum(1 for r in ordered if not r.cached and r.error is None)
+    failed = sum(1 for r in ordered if r.error is not None)
+    return SweepOutcome(ordered, trained=trained, failed=failed, stopped=stopped)
+
+
+def _run_local(todo, store, runs, progress, threads, should_stop) -> bool:
+    from .runner import run_config
+    _set_threads(threads)
+    for cfg in todo:
+        if should_stop is not None and should_stop():
+            return True
+        progress.started()
+        try:
+            rec = run_config(cfg, store=store, should_stop=should_stop)
+        except LampError:
+            raise          # bad data or config: every run would fail the same way
+        except Exception as exc:  # noqa: BLE001 - one broken run must not end a long sweep
+            run = SweepRun(cfg, None, 0.0, 0, cached=False, error=f"{type(exc).__name__}: {exc}")
+        else:
+            if rec.evaluation is None:      # stopped mid-run: nothing stored, redo next time
+                return True
+            r = rec.result
+            run = SweepRun(cfg, rec.evaluation, r.seconds, r.steps, cached=rec.cached, diverged=r.diverged)
+        runs[cfg.key()] = run
+        progress.finished(run, describe(cfg))
+    return False
+
+
+# --- Ray: one remote task per run ------------------------------------------------------------
+
+def _ray_task(cfg_dict: dict[str, Any], cwd: str, threads: int | None):
+    """Body of the remote task: train and evaluate one config, return plain data to the driver."""
+    _set_threads(threads)
+    if cwd and os.path.isdir(cwd):
+        os.chdir(cwd)   # relative data roots in configs are relative to the driver's folder
+    from .runner import run_config
+    cfg = RunConfig.from_dict(cfg_dict)
+    rec = run_config(cfg)          # no store here: the driver files the result (atomic writes)
+    if rec.evaluation is None:
+        raise RuntimeError("the run stopped before it finished")
+    return rec.result.to_checkpoint(), rec.evaluation.to_dict()
+
+
+def wants_gpu(cfg: RunConfig, cluster_gpus: float) -> bool:
+    return cfg.train.device == "cuda" or (cfg.train.device == "auto" and cluster_gpus > 0)
+
+
+def _run_ray(todo, store, runs, progress, *, address, num_cpus, cpus_per_run, gpus_per_run, threads,
+             should_stop) -> bool:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("the ray executor needs Ray: pip install 'lamp-lab[ray]' (or use --executor local)") \
+            from None
+    if not todo:
+        return False
+    started_here = not ray.is_initialized()
+    if started_here:
+        init: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False,
+                                "include_dashboard": False}
+        if address:
+            init["address"] = address
+        elif num_cpus:
+            init["num_cpus"] = num_cpus
+        try:
+            ray.init(**init)
+        except ConnectionError as exc:
+            raise ConfigError(f"cannot reach the Ray cluster at {address}: {exc}; check --address") from None
+    try:
+        cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+        remote = ray.remote(max_retries=0)(_ray_task)
+        cwd = os.getcwd()
+        pending: dict[Any, RunConfig] = {}
+        for cfg in todo:
+            gpus = gpus_per_run if gpus_per_run is not None else (1.0 if wants_gpu(cfg, cluster_gpus) else 0.0)
+            if gpus and cluster_gpus <= 0:
+                raise ConfigError(f"run {describe(cfg)} wants a GPU but the Ray cluster has none: "
+                                  "use device cpu or auto, or --gpus-per-run 0")
+            ref = remote.options(num_cpus=cpus_per_run, num_gpus=gpus).remote(cfg.to_dict(), cwd, threads)
+            pending[ref] = cfg
+        # runs that can execute at once: the cluster's CPUs over each task's CPU request
+        slots = max(1, int(float(ray.cluster_resources().get("CPU", 1)) // max(cpus_per_run, 1e-9)))
+        progress.running = min(len(pending), slots)
+        while pending:
+            if should_stop is not None and should_stop():
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                return True
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                cfg = pending.pop(ref)
+                try:
+                    ckpt, ev = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                    if isinstance(cause, LampError):
+                        for r in pending:
+                            ray.cancel(r, force=True)
+                        raise LampError(str(cause)) from None
+                    run = SweepRun(cfg, None, 0.0, 0, cached=False,
+                                   error=f"{type(cause).__name__}: {str(cause).splitlines()[-1] if str(cause) else ''}")
+                else:
+                    result, evaluation = TrainResult.from_checkpoint(ckpt), Evaluation.from_dict(ev)
+                    store.put(result, evaluation)
+                    run = SweepRun(cfg, evaluation, result.seconds, result.steps, cached=False,
+                                   diverged=result.diverged)
+                runs[cfg.key()] = run
+                progress.finished(run, describe(cfg))
+                progress.running = min(len(pending), slots)
+        return False
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def parse_int_list(text: str) -> list[int]:
+    """'0-9' -> 0..9; '1024,128,32' -> [1024, 128, 32]; '0-2,5' -> [0, 1, 2, 5]."""
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
+                out.extend(range(int(lo), int(hi) + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise ConfigError(f"cannot read {text!r} as integers: write e.g. 0-9 or 1024,128,32") from None
+    if not out:
+        raise ConfigError(f"{text!r} holds no integers: write e.g. 0-9 or 1024,128,32")
+    return out
+
+
+def parse_float_list(text: str) -> list[float]:
+    try:
+        out = [float(p) for p in str(text).split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"cannot read {text!r} as numbers: write e.g. 1e-3,1e-2") from None
+    if not out or any(not math.isfinite(v) for v in out):
+        raise ConfigError(f"{text!r} must be finite numbers separated by commas, e.g. 1e-3,1e-2")
+    return out
+
+
+def parse_str_list(text: str, allowed: Iterable[str] | None = None, what: str = "value") -> list[str]:
+    out = [p.strip() for p in str(text).split(",") if p.strip()]
+    if allowed is not None:
+        allowed = tuple(allowed)
+        for v in out:
+            if v not in allowed:
+                raise ConfigError(f"unknown {what} {v!r}: choose from {', '.join(allowed)}")
+    if not out:
+        raise ConfigError(f"no {what} given: write a comma-separated list")
+    return out

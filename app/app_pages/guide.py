@@ -1,0 +1,14 @@
+"""Guide: the lab guide for a session (assets/lab_guide.md)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app/ (for lab_state), when run alone
+import streamlit as st
+
+import lab_state
+
+lab_state.setup("Lab guide")
+guide = lab_state.ASSETS / "lab_guide.md"
+st.markdown(guide.read_text(encoding="utf-8"))
+st.download_button("Download the guide (Markdown)", guide.read_bytes(), file_name="lamp_lab_guide.md",
+                   mime="text/markdown", key="dl_guide", help="The same guide as a file, to print or hand out.")

@@ -1,0 +1,106 @@
+"""Loss landscape (paper Fig. 1 and Fig. 3): base and LAMP surfaces side by side, one scale."""
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app/ (for lab_state), when run alone
+import streamlit as st
+
+import lab_state
+import results
+from lamp_core import landscape_figures
+from lamp_core.jobs import DONE
+
+q = lab_state.setup("Loss landscape")
+cfg = lab_state.current_config()
+st.caption(f"The runs of **Train & compare** ({lab_state.describe(cfg)}, first seed), trained here first "
+           "if they are not in the run store yet.")
+st.markdown("Each surface is the loss at θ + x·d₁ + y·d₂ around the trained weights θ, along two random, "
+            "filter-normalised directions (Li et al. 2018) drawn from the same seed for both models.")
+
+d = lab_state.DEFAULT_LANDSCAPE
+c1, c2, c3, c4 = st.columns(4)
+metric = c1.selectbox("Metric", ["own", "l2", "own_rel", "l2_rel"], index=0,
+                      help="own: each model's training loss (LAMP's is amplified, so it is on a larger "
+                           "scale). l2: plain L2 for both, one yardstick. *_rel: divided by the value at the "
+                           "centre, so the surfaces show relative increase.")
+nx = c2.select_slider("Grid", options=[7, 9, 11, 13, 15, 21, 31], value=d.nx,
+                      help="Points per axis. The grid is drawn coarse first and refined while you watch; "
+                           "31×31 takes minutes on a CPU.")
+span = c3.select_slider("Span ±", options=[0.25, 0.5, 1.0, 1.5, 2.0], value=d.span,
+                        help="Coordinates run over [−span, span] in units of the filter-normalised directions.")
+seed = c4.number_input("Direction seed", 0, 10_000, d.seed,
+                       help="Seed of the random directions. Another seed gives another 2-D slice: compare a few.")
+with st.expander("More"):
+    c1, c2, c3 = st.columns(3)
+    n_images = c1.select_slider("Evaluation images", options=[16, 32, 64, 128, 256], value=d.n_images,
+                                help="Normal training images the loss is averaged over (one batch).")
+    bn_mode = c2.radio("BatchNorm", ["eval", "batch"], horizontal=True,
+                       help="eval: the running statistics the trained model uses for scoring. batch: the "
+                            "statistics of the evaluation images, as during training.")
+    bn_bias = c3.checkbox("Move biases and BN too", False, help="Give biases and BatchNorm parameters a "
+                          "direction as well (Li et al.'s code); by default only weights move.")
+lcfg = replace(d, nx=nx, ny=nx, span=float(span), seed=int(seed), metric=metric, n_images=int(n_images),
+               bn_mode=bn_mode, include_bn_bias=bn_bias)
+cfgs = {n: cs[0] for n, cs in results.seed_configs(cfg, 1).items()}
+key = "|".join(c.key() for c in cfgs.values()) + repr(lcfg)
+
+if st.button("Compute landscapes", type="primary", key="compute",
+             help="Queue both surfaces in the background; finished ones load from the run store at once."):
+    st.session_state["landscape"] = {"key": key, "ids": {n: q.submit_surface(c, lcfg).id for n, c in cfgs.items()}}
+
+job = st.session_state.get("landscape")
+if job and job["key"] != key:
+    st.caption("The settings changed since these surfaces were asked for: press **Compute landscapes**.")
+
+
+def view() -> bool:
+    vs = {n: q.get(i) for n, i in job["ids"].items()}
+    busy = not lab_state.all_final(list(vs.values()))
+    cols = st.columns(len(vs))
+    for col, (n, v) in zip(cols, vs.items()):
+        with col:
+            lab_state.show_job(v, label=f"{n} landscape")
+    if busy:
+        st.button("Stop", key="stop_ls", help="Stop both surfaces; what is computed so far stays on screen.",
+                  on_click=lambda: [q.cancel(i) for i in job["ids"].values()])
+    surfaces = {}
+    for n, v in vs.items():
+        if v is None:
+            continue
+        s = v.result if v.status == DONE else v.partial.get("surface")
+        if s is not None and s.displayable().values.size:
+            surfaces[n] = s
+    if len(surfaces) == len(vs):
+        left, right = st.columns(2)
+        f3d, fc = landscape_figures.fig_surface_3d(surfaces), landscape_figures.fig_contour(surfaces)
+        left.plotly_chart(f3d, key="surf3d")
+        right.plotly_chart(fc, key="contour")
+        if not busy:
+            c1, c2 = st.columns(2)
+            with c1:
+                lab_state.download_figure(f3d, "landscape_3d", key="dl_3d")
+            with c2:
+                lab_state.download_figure(fc, "landscape_contour", key="dl_contour")
+        rows = [{"loss": n, "centre": s.center, **{k: v for k, v in s.sharpness.items()}}
+                for n, s in surfaces.items()]
+        if any(s.sharpness for s in surfaces.values()):
+            st.markdown("**Sharpness at the trained weights** (same metric and BN mode as the surfaces)")
+            st.dataframe(rows, hide_index=True, column_config={
+                "top_eigenvalue": st.column_config.NumberColumn("top Hessian eigenvalue", format="%.4g"),
+                "hessian_trace": st.column_config.NumberColumn("Hessian trace (Hutchinson)", format="%.4g"),
+                "hessian_trace_se": st.column_config.NumberColumn("± s.e.", format="%.2g"),
+                "radius_increase": st.column_config.NumberColumn("mean rel. increase at r", format="%.3f"),
+                "centre": st.column_config.NumberColumn("loss at θ", format="%.4g")})
+            if not busy:
+                lab_state.download_table(rows, "sharpness", key="dl_sharp")
+    elif busy:
+        st.caption("The first coarse picture appears after a few grid points.")
+    return busy
+
+
+if job:
+    lab_state.poll(view, key="landscape")
+st.info("A random 2-D slice shows the loss along two directions out of millions. It can show that one "
+        "surface rises faster than another along comparable directions; it cannot prove the whole landscape "
+        "is sharper. Compare several direction seeds, and the l2 metric, before drawing conclusions.")

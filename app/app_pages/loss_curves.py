@@ -1,0 +1,45 @@
+"""Loss curves (paper Fig. 2, eq. 1-2): base L1/L2 against their LAMP versions, instantly."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app/ (for lab_state), when run alone
+import streamlit as st
+
+import lab_state
+from lamp_core import figures
+from lamp_core.losses import loss_curves
+
+lab_state.setup("Loss curves")
+st.markdown("LAMP replaces a base reconstruction loss by an amplified version of itself. "
+            "Per element of the base loss map $B$ (shape N×C×H×W):")
+st.latex(r"\mathcal{L}'_{base}(y,\hat y) = \frac{\mathcal{L}_{base}(y,\hat y)}{\max \mathcal{L}_{base}(y,\hat y)}\,(1-\epsilon)"
+         r"\qquad \text{(eq. 2)}")
+st.latex(r"\mathcal{L}^{LAMP}_{base}(y,\hat y) = \sum_{h,w,c} -\log\bigl(1-\mathcal{L}'_{base}(y,\hat y)\bigr)"
+         r"\qquad \text{(eq. 1)}")
+
+c1, c2, c3 = st.columns(3)
+eps = c1.select_slider("ε (eq. 2)", options=[1e-4, 1e-3, 1e-2, 0.05, 0.1, 0.3, 0.5], value=1e-2,
+                       format_func=lambda v: f"{v:g}",
+                       help="Scales the normalised loss to at most 1 − ε, so −log(1 − B') stays finite. "
+                            "Smaller ε: a steeper wall at the largest residual. The app's default is 0.01.")
+max_over = c2.radio("Max taken over", ["fixed", "sample"], horizontal=True,
+                    help="'fixed': divide by the bound 1 (every base loss map lies in [0, 1]), so the curve "
+                         "does not depend on the plotted range. 'sample': divide by the largest value on "
+                         "the plotted range, as eq. 2 does per image in training.")
+rng = c3.slider("Residual range ±", 0.1, 1.0, 1.0, 0.05,
+                help="Residuals r = y − ŷ are plotted over [−range, range]; images live in [0, 1].")
+
+curves = {b: loss_curves(b, eps=eps, residual_range=rng, max_over=max_over) for b in ("l1", "l2")}
+fig = figures.fig_loss_curves(curves, eps=eps)
+st.plotly_chart(fig, key="fig2")
+lab_state.download_figure(fig, "loss_curves", key="dl_fig2")
+
+st.markdown("""
+**What to notice.** The LAMP curve lies above its base everywhere and bends up towards the
+largest residual: $-\\log(1-x) \\ge x$, with equality only at 0. Its gradient (right column)
+is the base gradient multiplied by $1/(1-B')$, so large residuals are pushed much harder.
+L1's base gradient is a constant ±1; LAMP turns it into a slope that grows with |r|, much like
+L2. Lower ε and watch the wall at the edge of the range grow. With *sample*, the maximum is
+the edge of the plotted range, so shrinking the range changes the whole curve: in training
+this is what makes every image's loss relative to its own worst pixel.
+""")

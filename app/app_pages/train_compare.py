@@ -1,0 +1,211 @@
+"""Train & compare (paper Fig. 4 and the ROC): base and LAMP from the same initial weights."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app/ (for lab_state), when run alone
+import streamlit as st
+
+import lab_state
+import results
+from lamp_core import figures
+from lamp_core.config import (BASE_LOSSES, DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER, MAX_OVER,
+                              OPTIMIZERS, LampError, ModelConfig, RunConfig, TrainConfig, DataConfig, validate)
+from lamp_core.evaluate import confusion_at
+from lamp_core.jobs import DONE
+
+q = lab_state.setup("Train & compare")
+st.caption("Two autoencoders, identical except for the loss: same data, same initial weights, same "
+           "batches in the same order. One is trained on the base loss, the other on its LAMP version.")
+ss = st.session_state
+cur = lab_state.current_config()
+
+# ----------------------------------------------------------------------------- data
+SOURCES = {"digits": "Built-in digits (offline)", "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST",
+           "mvtec": "MVTec-layout folder", "folder": "Uploaded zip"}
+st.subheader("Data")
+c1, c2, c3 = st.columns(3)
+source = c1.selectbox("Data source", list(SOURCES), format_func=SOURCES.get, key="source",
+                      index=list(SOURCES).index(cur.data.dataset),
+                      help="Digits ship with scikit-learn (1,797 8×8 images, nothing to download). MNIST and "
+                           "Fashion-MNIST read IDX files; MVTec-layout folders come from the data root "
+                           "(LAMP_DATA_ROOT); 'Uploaded zip' uses the set validated on the Your data page.")
+data_kw: dict = {"dataset": source}
+root = lab_state.data_root()
+if source in ("digits", "mnist", "fashion-mnist"):
+    data_kw["normal_class"] = c2.selectbox("Normal class", list(range(10)), index=cur.data.normal_class,
+                                           help="The class trained as normal; the other nine are the anomalies "
+                                                "(the paper's one-class protocol, §3.1).")
+if source in ("mnist", "fashion-mnist"):
+    found = lab_state.find_folders("idx")
+    choice = c3.selectbox("IDX folder", found + ["(download into the cache)"],
+                          help=f"Folders under the data root ({root}) holding train-images-idx3-ubyte files. "
+                               "Fashion-MNIST uses the same file names. Downloading needs a network.")
+    data_kw["data_root"] = str(root / choice) if choice in found else None
+    cc1, cc2 = st.columns(2)
+    data_kw["max_train"] = cc1.number_input("Max training images", 2, 6000, 1000, 100,
+                                            help="A seeded subset of the normal class keeps CPU training short.")
+    data_kw["max_test"] = cc2.number_input("Max test images", 2, 10000, 2000, 100,
+                                           help="A seeded, stratified subset of the 10,000 test images.")
+elif source == "mvtec":
+    found = lab_state.find_folders("mvtec")
+    if not found:
+        st.warning(f"No MVTec-layout category (a folder with train/good/) under the data root {root}. "
+                   "Set LAMP_DATA_ROOT to the folder that holds your categories.")
+    else:
+        choice = c2.selectbox("Category", found, help="Category folders under the data root: each holds "
+                              "train/good, test/<type> and optionally ground_truth/<type> masks.")
+        data_kw["data_root"] = str(root / choice)
+        data_kw["category"] = Path(choice).name
+elif source == "folder":
+    up = lab_state.upload()
+    if up is None:
+        st.info("No validated upload in this session yet: upload a zip on the **Your data** page first.")
+    else:
+        c2.markdown(f"Using **{up['name']}** ({up['summary']['train_normal']} training images)")
+        data_kw["data_root"] = up["path"]
+default_size = cur.data.image_size if cur.data.dataset == source else (28 if source != "mvtec" and source != "folder" else 64)
+data_kw["image_size"] = c3.number_input("Image size (px)", 8, 256, default_size, 4, key=f"size_{source}",
+                                        help="Images are resized to size×size. 28 matches MNIST; the network "
+                                             "has 4 blocks up to 32 px and 6 above (paper §3.1).")
+
+# ----------------------------------------------------------------------------- training
+st.subheader("Training")
+t = cur.train
+c1, c2, c3, c4 = st.columns(4)
+base_loss = c1.selectbox("Base loss", BASE_LOSSES, index=BASE_LOSSES.index(t.base_loss),
+                         format_func=str.upper, help="The per-pixel base loss L_base: L2 (squared error), L1 "
+                         "(absolute error) or SSIM ((1 − SSIM)/2). LAMP amplifies whichever you choose.")
+optimizer = c2.selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(t.optimizer),
+                         help="Adam, SGD with momentum 0.9, or RMSprop (the paper's Table 2 uses all three).")
+lr = c3.number_input("Learning rate", 1e-5, 1.0, t.lr, format="%g", step=1e-4,
+                     help="Step size of the optimizer; the same for base and LAMP.")
+batch = c4.selectbox("Batch size", lab_state.BATCH_SIZES, index=lab_state.BATCH_SIZES.index(t.batch_size)
+                     if t.batch_size in lab_state.BATCH_SIZES else 3,
+                     help="Images per step (the paper's sizes). Capped at the number of training images.")
+c1, c2, c3 = st.columns(3)
+epochs = c1.number_input("Epochs", 1, 500, t.epochs, help="Passes over the normal training images.")
+seeds = c2.number_input("Seeds", 1, 10, int(ss.get("seeds", 1)),
+                        help="Train each loss with this many seeds (initial weights and batch order). Several "
+                             "seeds show the spread: AUROC is reported as mean ± std over seeds.")
+seed0 = c3.number_input("First seed", 0, 10_000, t.seed, help="Seeds run from this value upward.")
+with st.expander("LAMP's open choices (paper eq. 2): defaults shown", expanded=True):
+    c1, c2, c3 = st.columns(3)
+    eps = c1.number_input("ε", 1e-6, 0.5, t.eps, format="%g", step=1e-3,
+                          help=f"B' = B / max(B) · (1 − ε). Default {DEFAULT_EPS}: the largest element "
+                               "contributes −log ε ≈ 4.6. Smaller ε lets that one element dominate.")
+    max_over = c2.selectbox("max(B) taken over", MAX_OVER, index=MAX_OVER.index(t.max_over),
+                            help=f"Default '{DEFAULT_MAX_OVER}': per image over C, H, W, as eq. 2 is written "
+                                 "for one (y, ŷ) pair. 'batch': over the whole batch (one image's loss then "
+                                 "depends on its batch mates). 'fixed': the bound 1, no normalisation.")
+    detach = c3.checkbox("Detach max from the gradient", t.detach_max,
+                         help=f"Default {DEFAULT_DETACH_MAX}: the gradient flows through max(B), as eq. 2 "
+                              "reads literally. Ticked: the max is a constant scale factor.")
+with st.expander("Network"):
+    c1, c2 = st.columns(2)
+    width = c1.number_input("Width", 4, 128, cur.model.width, help="Channels of the first block, doubled "
+                            "per block up to 4×. Fewer is faster.")
+    latent = c2.number_input("Latent channels", 1, 256, cur.model.latent_channels,
+                             help="Channels at the bottleneck: a narrower bottleneck generalises less.")
+
+cfg = RunConfig(data=DataConfig(**data_kw),
+                model=ModelConfig(width=int(width), latent_channels=int(latent)),
+                train=TrainConfig(base_loss=base_loss, eps=float(eps), max_over=max_over, detach_max=detach,
+                                  optimizer=optimizer, lr=float(lr), batch_size=int(batch), epochs=int(epochs),
+                                  seed=int(seed0)))
+st.caption(lab_state.describe(cfg))
+
+if st.button("Train base and LAMP", type="primary", key="train",
+             help="Queue both runs (per seed) in the background. Runs trained before by anyone on this "
+                  "server load from the run store at once."):
+    try:
+        validate(cfg)
+        if source == "folder" and cfg.data.data_root is None:
+            raise LampError("no uploaded data: validate a zip on the Your data page first")
+        cfgs = results.seed_configs(cfg, int(seeds))
+        ss["compare"] = {"ids": {n: [q.submit_run(c).id for c in cs] for n, cs in cfgs.items()},
+                         "epochs": int(epochs)}
+        lab_state.set_current_config(cfg, int(seeds))
+    except LampError as exc:
+        st.error(str(exc))
+
+cmp = ss.get("compare")
+
+
+def progress() -> bool:
+    vs = {n: lab_state.views(ids) for n, ids in cmp["ids"].items()}
+    busy = not all(lab_state.all_final(v) for v in vs.values())
+    cols = st.columns(len(vs))
+    for col, (name, vlist) in zip(cols, vs.items()):
+        with col:
+            for v in vlist:
+                lab_state.show_job(v, label=f"{name}" + (f" · {v.label}" if v else ""))
+    if busy:
+        st.button("Stop", key="stop", help="Stop every run of this comparison after its current step. "
+                  "The partial loss curves stay; nothing partial is stored.",
+                  on_click=lambda: [q.cancel(i) for ids in cmp["ids"].values() for i in ids])
+    hist = {}
+    for name, vlist in vs.items():
+        v = vlist[0]
+        if v is None:
+            continue
+        rec = v.result
+        hist[name] = rec.result.history if rec is not None else v.partial.get("history", {})
+    if any(h.get("loss") for h in hist.values()):
+        st.plotly_chart(figures.fig_history(hist, epochs=cmp["epochs"]), key="history")
+    return busy
+
+
+if cmp:
+    st.subheader("Progress")
+    lab_state.poll(progress, key="compare")
+    vs = {n: lab_state.views(ids) for n, ids in cmp["ids"].items()}
+    if lab_state.all_final([v for vl in vs.values() for v in vl]):
+        recs = {n: [v.result for v in vl if v is not None and v.status == DONE and v.result.evaluation]
+                for n, vl in vs.items()}
+        if not all(recs.values()):
+            st.warning("Stopped or failed before both losses finished: the loss curves above show how far "
+                       "they got. Nothing partial was evaluated or stored; press Train to run again.")
+        else:
+            st.session_state["last_records"] = True
+            st.subheader("Detection")
+            evs = {n: [r.evaluation for r in rl] for n, rl in recs.items()}
+            mcols = st.columns(len(evs) + 1)
+            for col, (n, el) in zip(mcols, evs.items()):
+                col.metric(f"{n} AUROC", figures.format_auroc([e.auroc for e in el]),
+                           help="Area under the ROC curve of the per-image mean-L2 score (1 = perfect, "
+                                "0.5 = chance); mean ± std over seeds when several ran.")
+            pix = {n: el[0].pixel_auroc for n, el in evs.items() if el[0].pixel_auroc is not None}
+            if pix:
+                mcols[-1].metric("pixel AUROC (seed 1)", " / ".join(f"{n} {v:.3f}" for n, v in pix.items()),
+                                 help="AUROC of per-pixel squared error against the ground-truth masks.")
+            roc = figures.fig_roc(evs)
+            st.plotly_chart(roc, key="roc")
+            lab_state.download_figure(roc, "roc", key="dl_roc")
+
+            @st.fragment
+            def threshold_part() -> None:
+                first = {n: el[0] for n, el in evs.items()}
+                pct = st.slider("Threshold: percentile of normal test scores", 50.0, 100.0, 95.0, 0.5,
+                                key="threshold",
+                                help="Each model flags an image as anomalous when its score is above this "
+                                     "percentile of its own normal test scores: the same false-positive "
+                                     "budget for both, whatever the scale of their scores (first seed).")
+                thr = results.percentile_thresholds(first, pct)
+                hist_fig = figures.fig_score_hist(first, thresholds=thr)
+                st.plotly_chart(hist_fig, key="hist")
+                st.plotly_chart(figures.fig_confusion({n: confusion_at(e, thr[n]) for n, e in first.items()}),
+                                key="confusion")
+                lab_state.download_figure(hist_fig, "score_histograms", key="dl_hist")
+
+            threshold_part()
+            st.subheader("Reconstructions (paper Fig. 4)")
+            st.caption("Columns: normal and anomalous test images, from typical to hardest by score. Every "
+                       "error map shares one colour scale. Masks are shown where the data has them.")
+            ex = results.recon_examples({n: rl[0] for n, rl in recs.items()})
+            grid = figures.fig_recon_grid(ex["inputs"], ex["recons"], titles=ex["titles"], masks=ex["masks"])
+            st.plotly_chart(grid, key="grid")
+            lab_state.download_figure(grid, "reconstructions", key="dl_grid")
+            st.subheader("Results")
+            rows = [results.result_row(n, r) for n, rl in recs.items() for r in rl]
+            st.dataframe(rows, hide_index=True)
+            lab_state.download_table(rows, "lamp_comparison", key="dl_rows")

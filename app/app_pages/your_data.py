@@ -1,0 +1,92 @@
+"""Your data: upload a zip of images, see a validation report, then train on it."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app/ (for lab_state), when run alone
+import numpy as np
+import streamlit as st
+
+import lab_state
+from lamp_core import data as data_mod
+from lamp_core.config import DataConfig, LampError
+
+lab_state.setup("Your data")
+st.markdown("""
+Upload a **.zip** of images in one of these layouts (optionally inside one top folder):
+
+| layout | folders |
+|---|---|
+| MVTec AD | `train/good/`, `test/good/`, `test/<defect>/`, optional `ground_truth/<defect>/<name>_mask.png` |
+| split | `train/normal/`, `test/normal/`, `test/anomalous/`, optional `masks/<name>_mask.png` |
+| unsplit | `normal/`, `anomalous/` (a share of the normal images is held out for testing) |
+
+Training uses normal images only; the test set needs both kinds. The archive is read in memory,
+never unpacked; files that are not images are skipped and listed below.
+""")
+example = lab_state.ASSETS / "example_upload.zip"
+if example.is_file():
+    st.download_button("Download the example zip", example.read_bytes(), file_name="example_upload.zip",
+                       mime="application/zip", key="dl_example",
+                       help="60 normal eights to train on, 20 held-out eights and 40 other digits to test on, "
+                            "in the split layout, plus a README that the report lists as skipped.")
+
+c1, c2 = st.columns([3, 1])
+up = c1.file_uploader("Zip archive", type=["zip"], key="zip", max_upload_size=lab_state.MAX_UPLOAD_MB,
+                      help=f"At most {lab_state.MAX_UPLOAD_MB} MB. Nothing trains until you press the "
+                           "button below the report.")
+size = c2.number_input("Image size (px)", 8, 256, 64, 4, key="up_size",
+                       help="Images are resized to size×size for training (and for this report).")
+
+if up is not None:
+    raw = up.getvalue()
+    if len(raw) > lab_state.MAX_UPLOAD_MB << 20:
+        st.error(f"{up.name} is {len(raw) >> 20} MB, over the {lab_state.MAX_UPLOAD_MB} MB limit: "
+                 "upload fewer or smaller images.")
+        st.stop()
+    path = lab_state.save_upload(raw)
+    cfg = DataConfig(dataset="folder", data_root=str(path), image_size=int(size))
+    try:
+        with st.spinner("Reading the archive..."):
+            ds = data_mod.load(cfg)
+    except LampError as exc:
+        lab_state.discard_upload(path)
+        st.error(str(exc).replace(str(path), up.name).replace(path.name, up.name))
+        st.stop()
+    s = ds.summary()
+    st.subheader("Validation report")
+    cols = st.columns(5)
+    cols[0].metric("train (normal)", s["train_normal"])
+    cols[1].metric("test normal", s["test_normal"])
+    cols[2].metric("test anomalous", s["test_anomalous"])
+    cols[3].metric("image", f"{s['image_size']} px · {'grey' if s['channels'] == 1 else 'RGB'}",
+                   help="After resizing. Grey when every image is grey, else RGB.")
+    cols[4].metric("masks", "yes" if s["has_masks"] else "no",
+                   help="Pixel masks for every anomalous test image turn on pixel AUROC and mask overlays.")
+    groups = sorted(set(ds.test_groups))
+    if groups:
+        st.caption("Test groups: " + ", ".join(f"{g} ({ds.test_groups.count(g)})" for g in groups))
+    if ds.notes:
+        with st.expander(f"Skipped or noted: {len(ds.notes)}", expanded=True):
+            st.markdown("\n".join(f"- {n.replace(str(path), up.name)}" for n in ds.notes[:200]))
+    else:
+        st.caption("Nothing was skipped.")
+
+    def thumbs(x, label: str) -> None:
+        if len(x) == 0:
+            return
+        imgs = [np.clip(t.permute(1, 2, 0).numpy(), 0, 1) for t in x[:8]]
+        imgs = [im[..., 0] if im.shape[-1] == 1 else im for im in imgs]
+        st.image(imgs, caption=[label] * len(imgs), width=72)
+
+    thumbs(ds.train, "train")
+    labels = ds.test_labels.numpy()
+    thumbs(ds.test[np.flatnonzero(labels == 0)], "test normal")
+    thumbs(ds.test[np.flatnonzero(labels == 1)], "test anomalous")
+    if st.button("Use this data on Train & compare", type="primary", key="use_upload",
+                 help="Makes 'Uploaded zip' the data source there, with this image size."):
+        st.session_state["upload"] = {"path": str(path), "name": up.name, "summary": s}
+        cur = lab_state.current_config()
+        lab_state.set_current_config(cur.with_data(dataset="folder", data_root=str(path), image_size=int(size),
+                                                   category=None),
+                                     st.session_state.get("seeds", 1))
+        st.success(f"{up.name} is ready: open **Train & compare** and press Train.")

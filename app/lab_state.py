@@ -1,0 +1,236 @@
+"""What every page of the app shares: the process-wide job queue, the session's current
+configuration, uploads, downloads and the sidebar.
+
+Each page calls `setup()` first, so a page runs on its own (under `AppTest.from_file` or as
+the entry script) exactly as it does inside `st.navigation`. Everything that is not Streamlit
+glue lives in `lamp_core` (jobs, store, figures); this file only wires it to the session.
+"""
+from __future__ import annotations
+
+import atexit
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import streamlit as st
+
+from lamp_core.config import DataConfig, LandscapeConfig, ModelConfig, RunConfig, TrainConfig
+from lamp_core.jobs import DONE, FINAL, JobQueue, JobView
+from lamp_core.store import RunStore, default_root
+
+REPO = Path(__file__).resolve().parent.parent
+ASSETS = REPO / "assets"
+BATCH_SIZES = (1, 4, 16, 32, 128, 1024)   # the paper's Table 1
+POLL_S = 0.5                              # how often a running page looks at its jobs
+MAX_UPLOAD_MB = int(os.environ.get("LAMP_MAX_UPLOAD_MB", "200"))
+
+# The app's default comparison: the built-in digits, paper-sized 28 px images, 10 epochs. On 2
+# CPU cores base + LAMP train in well under 30 s (bench/results/app_latency.md).
+DEFAULT_CONFIG = RunConfig(data=DataConfig(dataset="digits", normal_class=8, image_size=28),
+                           model=ModelConfig(), train=TrainConfig(epochs=10, batch_size=32))
+# Landscapes in the app: a 15x15 grid over 128 normal images (coarse pass first, then refined).
+DEFAULT_LANDSCAPE = LandscapeConfig(nx=15, ny=15, span=1.0, n_images=128)
+
+
+def data_root() -> Path | None:
+    """The folder the app offers MNIST / Fashion-MNIST / MVTec-layout data from:
+    $LAMP_DATA_ROOT, else `data/` in the repository, else `../shared/data` beside it."""
+    env = os.environ.get("LAMP_DATA_ROOT")
+    if env:
+        return Path(env).expanduser()
+    for cand in (REPO / "data", REPO.parent / "shared" / "data"):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def find_folders(kind: str, max_depth: int = 3) -> list[str]:
+    """Folders under the data root (relative paths) that hold `kind` data: "idx" (MNIST-style
+    IDX files) or "mvtec" (a category: train/good/)."""
+    root = data_root()
+    if root is None or not root.is_dir():
+        return []
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        depth = len(here.relative_to(root).parts)
+        if depth >= max_depth:
+            dirnames[:] = []
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if kind == "idx" and any(f.startswith("train-images-idx3-ubyte") for f in filenames):
+            out.append(here.relative_to(root).as_posix())
+        if kind == "mvtec" and (here / "train" / "good").is_dir():
+            out.append(here.relative_to(root).as_posix())
+            dirnames[:] = []
+    return out
+
+
+@st.cache_resource(show_spinner=False)
+def _queue_for(store_root: str) -> JobQueue:
+    return JobQueue(RunStore(store_root))
+
+
+def queue() -> JobQueue:
+    """The one job queue of this server process (per run-store folder)."""
+    return _queue_for(str(default_root()))
+
+
+def setup(title: str | None = None) -> JobQueue:
+    """Call first on every page: shared state and the sidebar."""
+    ss = st.session_state
+    ss.setdefault("config", DEFAULT_CONFIG.to_dict())
+    ss.setdefault("seeds", 1)
+    q = queue()
+    with st.sidebar:
+        jobs = q.jobs()
+        running = [j for j in jobs if j.status == "running"]
+        waiting = [j for j in jobs if j.status == "queued"]
+        st.caption(f"Worker{'s' if len(q.devices) > 1 else ''}: {', '.join(q.devices)} · "
+                   f"{len(running)} running · {len(waiting)} queued")
+        st.caption(f"Run store: `{_short(q.store.root)}`", help="Finished runs and landscapes are kept here "
+                   "and never trained twice. Set LAMP_STORE to move it.")
+    if title:
+        st.title(title)
+    return q
+
+
+def _short(p: Path) -> str:
+    try:
+        return "~/" + str(p.relative_to(Path.home()))
+    except ValueError:
+        return str(p)
+
+
+def current_config() -> RunConfig:
+    """The configuration last chosen on Train & compare (or the default)."""
+    return RunConfig.from_dict(st.session_state.get("config", DEFAULT_CONFIG.to_dict()))
+
+
+def set_current_config(cfg: RunConfig, seeds: int) -> None:
+    st.session_state["config"] = cfg.to_dict()
+    st.session_state["seeds"] = int(seeds)
+
+
+def describe(cfg: RunConfig) -> str:
+    d, t = cfg.data, cfg.train
+    what = {"digits": f"digits, normal {d.normal_class}", "mnist": f"MNIST, normal {d.normal_class}",
+            "fashion-mnist": f"Fashion-MNIST, normal {d.normal_class}",
+            "mvtec": f"MVTec {d.category or ''}".strip(), "folder": "your upload"}[d.dataset]
+    return (f"{what} · {d.image_size} px · {t.base_loss.upper()} · {t.optimizer} lr {t.lr:g} · "
+            f"batch {t.batch_size} · {t.epochs} epochs")
+
+
+# ----------------------------------------------------------------------------- polling
+
+def poll(render: Callable[[], bool], *, key: str) -> None:
+    """Draw `render()` (which returns True while its work is still running) inside a fragment
+    that reruns itself every POLL_S seconds while busy. A fragment's timer is fixed when the
+    whole page runs, so a change between busy and idle reruns the page once: polling starts
+    after a submit, and the finished results replace the progress view when the work ends."""
+    flag = f"_busy_{key}"
+
+    @st.fragment(run_every=POLL_S if st.session_state.get(flag) else None)
+    def body() -> None:
+        busy = bool(render())
+        was = bool(st.session_state.get(flag, False))
+        st.session_state[flag] = busy
+        if busy != was:
+            st.rerun(scope="app")
+
+    body()
+
+
+def views(ids: list[int]) -> list[JobView | None]:
+    q = queue()
+    return [q.get(i) for i in ids]
+
+
+def all_final(vs: list[JobView | None]) -> bool:
+    return all(v is None or v.status in FINAL for v in vs)
+
+
+def show_job(v: JobView | None, *, label: str | None = None) -> None:
+    """One line of progress for a job."""
+    if v is None:
+        st.caption("(job forgotten: press the button again; finished runs load from the store)")
+        return
+    name = label or v.label
+    if v.status == DONE:
+        st.caption(f"✓ {name}: {'from the run store' if v.cached else 'done'}")
+    elif v.status in ("stopped", "failed"):
+        st.caption(f"■ {name}: {v.status}")
+        if v.error:
+            st.error(v.error.splitlines()[0])
+    else:
+        st.progress(v.progress, text=f"{name}: {v.message}")
+
+
+# ----------------------------------------------------------------------------- downloads
+
+def download_figure(fig, name: str, *, key: str) -> None:
+    """A download button for one figure as a self-contained HTML file (made on click)."""
+    st.download_button(f"Download {name} (HTML)", data=lambda: fig.to_html(include_plotlyjs=True, full_html=True),
+                       file_name=f"{name}.html", mime="text/html", key=key,
+                       help="The interactive figure as one HTML file that opens offline in any browser.")
+
+
+def download_table(rows: list[dict[str, Any]], name: str, *, key: str) -> None:
+    """CSV and JSON download buttons for a list of flat result rows."""
+    c1, c2 = st.columns(2)
+    c1.download_button(f"{name}.csv", data=lambda: _csv(rows), file_name=f"{name}.csv", mime="text/csv",
+                       key=key + "_csv", help="One row per run: settings and metrics, for a spreadsheet.")
+    c2.download_button(f"{name}.json", data=lambda: json.dumps(rows, indent=1), file_name=f"{name}.json",
+                       mime="application/json", key=key + "_json", help="The same rows as JSON.")
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    import csv
+    buf = io.StringIO()
+    cols: list[str] = []
+    for r in rows:
+        cols += [c for c in r if c not in cols]
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- uploads
+
+@st.cache_resource(show_spinner=False)
+def _upload_dir() -> str:
+    """A private (0700) folder for this process's uploads, removed when the server exits."""
+    d = tempfile.mkdtemp(prefix="lamp-uploads-")
+    os.chmod(d, 0o700)
+    atexit.register(shutil.rmtree, d, True)
+    return d
+
+
+def save_upload(data: bytes) -> Path:
+    """Write an uploaded zip (already size-checked) under a content-hash name in the private
+    upload folder; the engine reads it member by member in memory, never extracting it."""
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    path = Path(_upload_dir()) / f"{digest}.zip"
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    return path
+
+
+def discard_upload(path: Path) -> None:
+    Path(path).unlink(missing_ok=True)
+
+
+def upload() -> dict | None:
+    """The validated upload of this session: {"path", "name", "summary"} or None."""
+    up = st.session_state.get("upload")
+    if up and Path(up["path"]).is_file():
+        return up
+    return None

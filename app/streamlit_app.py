@@ -1,0 +1,23 @@
+"""LAMP Lab: the interactive lab for loss amplification in reconstruction-based anomaly detection.
+
+Start it with `make app` (or `streamlit run app/streamlit_app.py`). Pages live in app_pages/, one
+short file each; what they share (job queue, current settings, downloads) is in lab_state.py.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import streamlit as st
+
+st.set_page_config(page_title="LAMP Lab", page_icon="🔬", layout="wide")
+PAGES = Path(__file__).resolve().parent / "app_pages"
+nav = st.navigation([
+    st.Page(PAGES / "loss_curves.py", title="Loss curves", icon="📈", default=True),
+    st.Page(PAGES / "train_compare.py", title="Train & compare", icon="🏋️"),
+    st.Page(PAGES / "landscape.py", title="Loss landscape", icon="⛰️"),
+    st.Page(PAGES / "batch_size.py", title="Batch size", icon="🎚️"),
+    st.Page(PAGES / "your_data.py", title="Your data", icon="📦"),
+    st.Page(PAGES / "guide.py", title="Guide", icon="📖"),
+])
+st.sidebar.markdown("**LAMP Lab** · loss amplification for anomaly detection")
+nav.run()

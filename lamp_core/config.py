@@ -23,8 +23,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 # Defaults of the paper's open choices (see losses.py for the reasoning).
 DEFAULT_EPS = 1e-2
-DEFAULT_MAX_OVER = "sample"
-DEFAULT_DETACH_MAX = False
+DEFAULT_MAX_OVER = "batch"
+DEFAULT_DETACH_MAX = True
 
 
 class LampError(ValueError):
@@ -86,6 +86,11 @@ class LandscapeConfig:
     bn_mode: str = "eval"            # eval = running statistics, batch = batch statistics
     include_bn_bias: bool = False    # give biases and BatchNorm parameters a direction too
     seed: int = 0                    # seed of the random directions
+    radius: float = 0.25             # sharpness: mean relative loss increase at this distance
+    radius_directions: int = 8       # sharpness: random directions (each probed at +radius and -radius)
+    hessian_iters: int = 20          # sharpness: power-iteration steps for the top Hessian eigenvalue
+    hutchinson_samples: int = 16     # sharpness: Rademacher probes of the Hutchinson trace estimate
+    method: str = "fast"             # "fast" = fused exact evaluator, "loop" = Li et al.'s per-point loop
 
 
 @dataclass(frozen=True)

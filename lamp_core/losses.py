@@ -15,11 +15,15 @@ eq. 1 and is reduced the same way, so the two differ only by the amplification:
 
 The paper leaves three choices open. Our defaults and why:
 
-* ``max_over="sample"``: the max is taken per image over C, H, W. Eq. 2 is written for one
-  (y, ŷ) pair, so its max ranges over that image; a batch-wide max would make one image's loss
-  depend on which other images share its batch.
-* ``detach_max=False``: the gradient flows through max(B), which is what eq. 2 means when it
-  is written literally in an autograd framework. ``True`` makes the max a constant scale.
+* ``max_over="batch"``: the max over the whole (N, C, H, W) loss tensor, which is what a
+  framework's max over the batch's loss map gives when eq. 2 is coded as written, and the only
+  reading under which LAMP itself depends on the batch size, as the paper's discussion of
+  Table 1 implies. ``"sample"`` takes it per image; ``"fixed"`` uses the bound 1, which for the
+  small residuals of a trained model makes LAMP almost equal to the base loss.
+* ``detach_max=True``: the max is a constant scale, as a normaliser. Without the detach, the
+  normalised loss is invariant to scaling every residual by the same factor (B/max(B) does not
+  change), so its gradient has no component that shrinks all residuals at once (tested in
+  tests/test_losses.py); ``False`` keeps that literal autograd reading available.
 * ``eps=0.01``: "slightly less than 1" (1 - eps = 0.99). The largest element then contributes
   -log(eps) = 4.6; much smaller eps makes that one element's gradient dominate.
 

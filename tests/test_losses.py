@@ -135,3 +135,15 @@ def test_fig2_curves_gradients_match_finite_differences(base):
 def test_fig2_curves_reject_ssim():
     with pytest.raises(ConfigError):
         loss_curves("ssim")
+
+
+@pytest.mark.parametrize("max_over", ["sample", "batch"])
+def test_undetached_lamp_cannot_shrink_all_residuals_at_once(max_over):
+    """Why detach_max defaults to True: without it, LAMP is invariant to a common scale of the
+    residual map, so the gradient along "make every residual smaller" vanishes."""
+    b = torch.rand(3, 1, 6, 6, dtype=torch.float64) * 0.5 + 0.01
+    scale = torch.ones((), dtype=torch.float64, requires_grad=True)
+    for detach, expect_zero in ((False, True), (True, False)):
+        scale.grad = None
+        lamp(b * scale, eps=0.01, max_over=max_over, detach_max=detach).backward()
+        assert (abs(scale.grad.item()) < 1e-9) == expect_zero

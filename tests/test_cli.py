@@ -1,0 +1,145 @@
+"""The `lamp train` command, run as a user runs it: a subprocess with exit codes, stdout and stderr."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import MNIST_DIR, MVTEC_DIR, REPO, blob_image, layout_files, needs_mnist, needs_mvtec, png_bytes, write_zip
+
+
+def lamp(*args: str, cwd: Path, env_extra: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_extra or {})}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-m", "lamp_core", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _snapshot(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def test_compare_on_digits_prints_both_aurocs_and_writes_nothing(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    r = lamp("train", "--compare", "--dataset", "digits", "--normal-class", "8", "--epochs", "3", "--json",
+             cwd=work, env_extra={"HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) == {"base", "lamp"}
+    for side in out.values():
+        assert 0.0 <= side["auroc"] <= 1.0 and side["seconds"] > 0 and side["pixel_auroc"] is None
+    assert out["base"]["config"]["train"]["lamp"] is False and out["lamp"]["config"]["train"]["lamp"] is True
+    assert _snapshot(work) == set()          # nothing written where the user did not ask
+    assert not list(home.rglob("*.pt"))
+
+
+def test_human_table_and_store_reuse(tmp_path):
+    store = tmp_path / "store"
+    args = ("train", "--compare", "--epochs", "2", "--max-train", "40", "--store", str(store))
+    first = lamp(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "auroc" in first.stdout and "lamp - base" in first.stdout
+    again = lamp(*args, "--json", cwd=tmp_path)
+    assert json.loads(again.stdout)["lamp"]["cached"] is True
+
+
+def test_progress_bar_on_stderr(tmp_path):
+    r = lamp("train", "--epochs", "2", "--max-train", "40", "--progress", "always", cwd=tmp_path)
+    assert r.returncode == 0 and "epoch 2/2" in r.stderr
+
+
+def test_save_checkpoint_loads_with_weights_only(tmp_path):
+    import torch
+    r = lamp("train", "--epochs", "1", "--max-train", "20", "--save", str(tmp_path / "m.pt"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert ckpt["config"]["train"]["epochs"] == 1
+
+
+@needs_mnist
+def test_mnist_compare_from_idx_folder(tmp_path):
+    r = lamp("train", "--compare", "--dataset", "mnist", "--data-root", str(MNIST_DIR), "--normal-class", "3",
+             "--max-train", "300", "--max-test", "600", "--epochs", "4", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["base"]["auroc"] > 0.5 and out["lamp"]["auroc"] > 0.5
+
+
+@needs_mvtec
+def test_mvtec_grid_reports_pixel_auroc(tmp_path):
+    r = lamp("train", "--dataset", "mvtec", "--data-root", str(MVTEC_DIR), "--category", "grid",
+             "--image-size", "32", "--epochs", "1", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert 0 <= out["auroc"] <= 1 and 0 <= out["pixel_auroc"] <= 1
+
+
+@pytest.mark.parametrize("layout", ["mvtec", "split", "unsplit"])
+def test_zip_in_each_layout(tmp_path, layout):
+    path = write_zip(tmp_path / f"{layout}.zip", layout_files(layout), prefix="myset/")
+    r = lamp("train", "--dataset", "folder", "--data-root", str(path), "--image-size", "16", "--epochs", "2",
+             "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert 0 <= out["auroc"] <= 1 and (out["pixel_auroc"] is not None) == (layout == "mvtec")
+
+
+def _hostile_zips(tmp: Path) -> dict[str, Path]:
+    slip = layout_files("split")
+    slip["../../escaped.png"] = png_bytes(blob_image(0))
+    link = tmp / "link.zip"
+    write_zip(link, layout_files("unsplit"))
+    with zipfile.ZipFile(link, "a") as zf:
+        info = zipfile.ZipInfo("normal/l.png")
+        info.external_attr = (0o120777) << 16
+        zf.writestr(info, "/etc/passwd")
+    bomb = layout_files("split")
+    bomb["train/normal/z.bmp"] = b"\0" * (4 << 20)
+    no_anom = {k: v for k, v in layout_files("split").items() if "anomalous" not in k}
+    (tmp / "text.zip").write_text("not a zip")
+    return {"slip": write_zip(tmp / "slip.zip", slip), "link": link, "bomb": write_zip(tmp / "bomb.zip", bomb),
+            "no_anomalous": write_zip(tmp / "noanom.zip", no_anom), "not_zip": tmp / "text.zip",
+            "missing": tmp / "missing.zip"}
+
+
+def test_hostile_inputs_exit_2_with_one_line(tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    zips = _hostile_zips(inputs)
+    work = tmp_path / "work"
+    work.mkdir()
+    before = _snapshot(tmp_path)
+    for name, path in zips.items():
+        r = lamp("train", "--dataset", "folder", "--data-root", str(path), "--image-size", "16", "--epochs", "1",
+                 cwd=work)
+        assert r.returncode == 2, (name, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("lamp: error:"), (name, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert _snapshot(tmp_path) == before     # nothing extracted or written anywhere
+    assert not (tmp_path.parent / "escaped.png").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ("--dataset", "nope"),
+    ("--eps", "1.5"),
+    ("--batch-size", "0"),
+    ("--normal-class", "12"),
+    ("--kernel-size", "4"),
+    ("--image-size", "30", "--patches", "4"),
+    ("--lr", "abc"),
+    ("--dataset", "mnist", "--data-root", "/nonexistent/dir"),
+    ("--dataset", "mvtec"),
+])
+def test_bad_options_exit_2_with_one_line(tmp_path, args):
+    r = lamp("train", "--epochs", "1", *args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr

@@ -38,16 +38,16 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .config import (DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER, ConfigError, DataConfig, LampError,
-                     ModelConfig, RunConfig, TrainConfig, validate)
+from .config import ConfigError, DataConfig, LampError, ModelConfig, RunConfig, TrainConfig, validate
 from .evaluate import Evaluation
 from .store import RunStore
 from .train import TrainResult
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-# Fields that only matter when LAMP is on: a base run is filed without them, so a grid over
-# eps x max_over x detach_max trains its L2 baseline once, not once per LAMP variant.
-LAMP_ONLY = {"eps": DEFAULT_EPS, "max_over": DEFAULT_MAX_OVER, "detach_max": DEFAULT_DETACH_MAX}
+# Fields that only matter when LAMP is on: a base run is filed with these fixed values, so a grid
+# over eps x max_over x detach_max trains its L2 baseline once, not once per LAMP variant. They are
+# constants, not the current defaults, so stored base runs keep their keys when a default changes.
+LAMP_ONLY = {"eps": 0.01, "max_over": "sample", "detach_max": False}
 
 
 # ----------------------------------------------------------------------------- spec and expansion
@@ -162,13 +162,13 @@ def expand(spec: SweepSpec) -> list[RunConfig]:
 
 
 def describe(cfg: RunConfig) -> str:
-    """A short human label of a run, e.g. 'mnist c3 l2-lamp adam lr0.001 bs128 s0'."""
+    """A short human label of a run, e.g. 'mnist c3 l2-lamp[sample,eps0.01] adam lr0.001 bs128 s0'."""
     d, m, t = cfg.data, cfg.model, cfg.train
     what = d.category or (d.data_root and Path(d.data_root).name) or d.dataset
     if d.dataset in ("digits", "mnist", "fashion-mnist"):
         what = f"{d.dataset} c{d.normal_class}"
     loss = t.base_loss + ("-lamp" if t.lamp else "")
-    if t.lamp and (t.eps, t.max_over, t.detach_max) != (DEFAULT_EPS, DEFAULT_MAX_OVER, DEFAULT_DETACH_MAX):
+    if t.lamp:
         loss += f"[{t.max_over},eps{t.eps:g}{',detach' if t.detach_max else ''}]"
     extra = ""
     if m.kernel_size != 3:
@@ -220,12 +220,14 @@ class SweepProgress:
     def started(self, n: int = 1) -> None:
         self.running += n
 
-    def finished(self, run: SweepRun, label: str) -> None:
+    def finished(self, run: SweepRun, label: str, *, ran: bool = True) -> None:
+        """Count a finished run; `ran` is False for runs found in the store before starting."""
         self.done += 1
+        if ran:
+            self.running = max(self.running - 1, 0)
         if run.cached:
             self.cached += 1
         else:
-            self.running = max(self.running - 1, 0)
             self.fresh += 1
         if run.error:
             self.failed += 1
@@ -271,7 +273,7 @@ def run_sweep(configs: Sequence[RunConfig], store: RunStore, *, executor: str = 
         hit = _from_store(cfg, store)
         if hit is not None:
             runs[cfg.key()] = hit
-            progress.finished(hit, describe(cfg))
+            progress.finished(hit, describe(cfg), ran=False)
         else:
             todo.append(cfg)
     if executor == "local":
@@ -388,8 +390,8 @@ def _run_ray(todo, store, runs, progress, *, address, num_cpus, cpus_per_run, gp
                     run = SweepRun(cfg, evaluation, result.seconds, result.steps, cached=False,
                                    diverged=result.diverged)
                 runs[cfg.key()] = run
-                progress.finished(run, describe(cfg))
                 progress.running = min(len(pending), slots)
+                progress.finished(run, describe(cfg), ran=False)
         return False
     finally:
         if started_here:

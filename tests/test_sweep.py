@@ -1,0 +1,228 @@
+"""Sweeps: spec expansion, resuming through the run store, progress, and the `lamp sweep` command."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import lamp_core.runner as runner_mod
+from lamp_core.cli import main
+from lamp_core.config import ConfigError, DataConfig, RunConfig, TrainConfig
+from lamp_core.store import RunStore
+from lamp_core.sweep import (SweepProgress, SweepSpec, base_of, describe, expand, parse_int_list, run_sweep)
+
+REPO = Path(__file__).resolve().parent.parent
+
+TINY = RunConfig(data=DataConfig(dataset="digits", max_train=16, max_test=30),
+                 train=TrainConfig(epochs=1, batch_size=8, device="cpu"))
+
+
+def tiny_spec(**grid) -> SweepSpec:
+    return SweepSpec(name="t", base=TINY, grids=[grid])
+
+
+@pytest.fixture
+def count_trainings(monkeypatch):
+    """Counts calls of train() made through runner.run_config."""
+    calls = []
+    real = runner_mod.train
+
+    def counting(cfg, data, **kw):
+        calls.append(cfg.key())
+        return real(cfg, data, **kw)
+    monkeypatch.setattr(runner_mod, "train", counting)
+    return calls
+
+
+# ----------------------------------------------------------------------------- expansion
+
+def test_expand_is_the_product_in_grid_order():
+    cfgs = expand(tiny_spec(**{"train.seed": [0, 1], "train.batch_size": [8, 4], "train.lamp": [False, True]}))
+    assert len(cfgs) == 8
+    assert [(c.train.seed, c.train.batch_size, c.train.lamp) for c in cfgs[:3]] == [
+        (0, 8, False), (0, 8, True), (0, 4, False)]
+    assert len({c.key() for c in cfgs}) == 8
+
+
+def test_base_runs_are_shared_across_lamp_variants():
+    # eps x max_over x detach only change LAMP runs: the base run is filed once
+    grid = {"train.lamp": [False, True], "train.eps": [0.01, 0.1], "train.max_over": ["sample", "fixed"],
+            "train.detach_max": [False, True]}
+    cfgs = expand(tiny_spec(**grid))
+    base = [c for c in cfgs if not c.train.lamp]
+    lamp = [c for c in cfgs if c.train.lamp]
+    assert len(base) == 1
+    # fixed bound: nothing to detach, so fixed runs once per eps -> 2*2 (sample) + 2 (fixed)
+    assert len(lamp) == 6
+    assert all(base_of(c) == base[0] for c in lamp)
+
+
+def test_section_axis_sets_fields_together_and_unions_grids():
+    spec = SweepSpec.from_dict({
+        "base": TINY.to_dict(),
+        "grid": [{"data": [{"normal_class": 1, "max_train": 12}, {"normal_class": 2}]},
+                 {"data.normal_class": [1], "data.max_train": [12]}]})
+    cfgs = expand(spec)
+    assert [(c.data.normal_class, c.data.max_train) for c in cfgs] == [(1, 12), (2, 16)]  # union, deduped
+
+
+@pytest.mark.parametrize("grid, words", [
+    ({"train.batchsize": [1]}, "unknown sweep axis"),
+    ({"train.batch_size": 4}, "non-empty list"),
+    ({"train.batch_size": [0]}, "batch size 0"),
+    ({"model.kernel_size": [4]}, "odd"),
+])
+def test_bad_specs_name_the_problem(grid, words):
+    with pytest.raises(ConfigError, match=words):
+        expand(SweepSpec.from_dict({"base": TINY.to_dict(), "grid": grid}))
+
+
+def test_spec_files_json_and_toml(tmp_path):
+    (tmp_path / "s.json").write_text(json.dumps({"name": "j", "grid": {"train.seed": [0, 1]}}))
+    (tmp_path / "s.toml").write_text('name = "t"\n[grid]\n"train.seed" = [0, 1, 2]\n')
+    assert len(expand(SweepSpec.load(tmp_path / "s.json"))) == 2
+    assert len(expand(SweepSpec.load(tmp_path / "s.toml"))) == 3
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        SweepSpec.load(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="not found"):
+        SweepSpec.load(tmp_path / "missing.json")
+
+
+def test_bench_specs_expand_to_the_documented_grids():
+    t1 = expand(SweepSpec.load(REPO / "bench/specs/table1_reduced.json"))
+    assert len(t1) == 10 * 6 * 2 * 3
+    ab = expand(SweepSpec.load(REPO / "bench/specs/ablation.json"))
+    shared = {c.key() for c in t1} & {c.key() for c in ab}
+    assert len(shared) == 2 * 10 * 3      # L2 and default LAMP at batch 128 are reused, not retrained
+    assert len(expand(SweepSpec.load(REPO / "bench/specs/table2_reduced.json"))) == 2 * 2 * 9 * 2 * 2
+
+
+def test_parse_int_list():
+    assert parse_int_list("0-3,7") == [0, 1, 2, 3, 7]
+    assert parse_int_list("1024,128") == [1024, 128]
+    with pytest.raises(ConfigError, match="integers"):
+        parse_int_list("a,b")
+
+
+def test_describe_is_short_and_specific():
+    c = TINY.with_train(lamp=True, max_over="batch", detach_max=True, seed=2)
+    assert describe(c) == "digits c8 l2-lamp[batch,eps0.01,detach] adam lr0.001 bs8 s2"
+
+
+# ----------------------------------------------------------------------------- running and resuming
+
+def test_sweep_resumes_after_a_kill_and_redoes_nothing_finished(tmp_path, count_trainings):
+    cfgs = expand(tiny_spec(**{"train.seed": [0, 1], "train.lamp": [False, True]}))
+    store = RunStore(tmp_path / "store")
+    # "kill" in the middle of the third run: should_stop turns true once its training has begun
+    out1 = run_sweep(cfgs, store, should_stop=lambda: len(count_trainings) >= 3)
+    assert out1.stopped and out1.trained == 2 and len(store.configs()) == 2   # the stopped run is not stored
+    out2 = run_sweep(cfgs, store)
+    assert not out2.stopped and out2.trained == 2 and len(count_trainings) == 5
+    # the two finished runs were not trained again; the interrupted one was redone
+    assert sorted(count_trainings[:2] + count_trainings[3:]) == sorted(c.key() for c in cfgs)
+    out3 = run_sweep(cfgs, store)
+    assert out3.trained == 0 and len(count_trainings) == 5
+    assert [r.cached for r in out3.runs] == [True] * 4
+    assert [r.evaluation.auroc for r in out3.runs] == [r.evaluation.auroc for r in out2.runs]
+
+
+def test_paired_runs_share_initial_weights_and_batches(tmp_path):
+    base, lamp = expand(tiny_spec(**{"train.lamp": [False, True]}))
+    out = run_sweep([base, lamp], RunStore(tmp_path))
+    b, l = (r.evaluation for r in out.runs)
+    assert out.runs[0].steps == out.runs[1].steps == 2
+    # same weights and batches, different loss: the reconstructions (and so scores) differ
+    assert b.scores != l.scores
+    again = run_sweep([base], RunStore(tmp_path / "other"))
+    assert again.runs[0].evaluation.scores == b.scores                   # deterministic per seed
+
+
+def test_progress_reports_done_running_left_and_eta(tmp_path):
+    cfgs = expand(tiny_spec(**{"train.seed": [0, 1, 2]}))
+    buf = io.StringIO()
+    store = RunStore(tmp_path)
+    run_sweep(cfgs[:1], store)
+    run_sweep(cfgs, store, progress=SweepProgress(len(cfgs), stream=buf))
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("sweep: 1/3 done (1 cached, 0 failed), 0 running, 2 left, ETA -")
+    assert "2/3 done (1 cached, 0 failed), 0 running, 1 left, ETA " in lines[1] and "ETA -" not in lines[1]
+    assert lines[2].startswith("sweep: 3/3 done") and "0 left" in lines[2]
+
+
+def test_a_broken_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    cfgs = expand(tiny_spec(**{"train.seed": [0, 1]}))
+    real = runner_mod.evaluate
+
+    def flaky(model, data):
+        if flaky.n == 0:
+            flaky.n += 1
+            raise ValueError("Input contains NaN")
+        return real(model, data)
+    flaky.n = 0
+    monkeypatch.setattr(runner_mod, "evaluate", flaky)
+    out = run_sweep(cfgs, RunStore(tmp_path))
+    assert out.failed == 1 and out.runs[0].error.startswith("ValueError") and out.runs[1].evaluation
+
+
+# ----------------------------------------------------------------------------- the command
+
+def test_cli_sweep_writes_reports_and_resumes(tmp_path, capsys):
+    args = ["sweep", "--store", str(tmp_path / "s"), "--dataset", "digits", "--classes", "1,2",
+            "--lamp", "both", "--seeds", "0-1", "--epochs", "1", "--max-train", "16", "--max-test", "30",
+            "--batch-sizes", "8,4", "--out", str(tmp_path / "r" / "t1"), "--quiet"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["runs"] == 16 and first["trained"] == 16
+    md = (tmp_path / "r" / "t1.md").read_text()
+    assert "| Loss | 8 | 4 |" in md and "| L2-LAMP |" in md and "wins" in md
+    assert len((tmp_path / "r" / "t1.csv").read_text().splitlines()) == 17
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["trained"] == 0
+    assert main(args[:-3] + ["--dry-run"]) == 0
+    assert "16 runs, 16 done, 0 to do" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--batch-sizes", "big"], "cannot read 'big' as integers"),
+    (["--losses", "l3"], "unknown base loss 'l3'"),
+    (["--spec", "nowhere.json"], "not found"),
+    (["--dataset", "mnist", "--data-root", "nowhere", "--no-download", "--classes", "1"], "nowhere"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, capsys, extra, words):
+    assert main(["sweep", "--store", str(tmp_path), "--epochs", "1"] + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_really_killed_sweep_resumes(tmp_path):
+    """SIGKILL a `lamp sweep` process mid-way; the rerun trains only what was not stored."""
+    store = tmp_path / "store"
+    args = [sys.executable, "-m", "lamp_core", "sweep", "--store", str(store), "--dataset", "digits",
+            "--classes", "0-1", "--lamp", "both", "--epochs", "4", "--max-train", "64", "--max-test", "40",
+            "--batch-sizes", "4", "--out", str(tmp_path / "r"), "--threads", "1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(store.glob("*/evaluation.json"))) < 1:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(store.glob("*/evaluation.json")))
+    assert 1 <= done < 4, "the sweep finished before it could be killed: make the runs longer"
+    res = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["runs"] == 4 and summary["trained"] == 4 - done
+    assert f"{done} already in" in res.stderr

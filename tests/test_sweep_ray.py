@@ -1,0 +1,45 @@
+"""The Ray executor on a small local Ray instance: same numbers as the local executor, results
+filed by the driver, nothing redone. Few and small: starting Ray costs seconds."""
+from __future__ import annotations
+
+import pytest
+
+from lamp_core.config import ConfigError, DataConfig, RunConfig, TrainConfig
+from lamp_core.store import RunStore
+from lamp_core.sweep import SweepSpec, expand, run_sweep, wants_gpu
+
+ray = pytest.importorskip("ray")
+
+TINY = RunConfig(data=DataConfig(dataset="digits", max_train=16, max_test=30),
+                 train=TrainConfig(epochs=1, batch_size=8, device="cpu"))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_gives_the_local_numbers_and_resumes(tmp_path):
+    cfgs = expand(SweepSpec(base=TINY, grids=[{"train.seed": [0, 1], "train.lamp": [False, True]}]))
+    local = run_sweep(cfgs, RunStore(tmp_path / "local"), executor="local", threads=1)
+    store = RunStore(tmp_path / "ray")
+    # a local instance with 2 CPUs; each task asks for 1 CPU and runs torch with 1 thread
+    remote = run_sweep(cfgs, store, executor="ray", num_cpus=2, threads=1)
+    assert not ray.is_initialized()                       # the instance it started is shut down
+    assert remote.trained == 4 and remote.failed == 0
+    for a, b in zip(local.runs, remote.runs):
+        assert a.config == b.config
+        assert a.evaluation.scores == b.evaluation.scores  # bit-identical: same seeds, same threads
+        assert a.evaluation.auroc == b.evaluation.auroc
+    assert all(store.has(c) for c in cfgs)                 # the driver filed every result
+    again = run_sweep(cfgs, store, executor="ray", num_cpus=2)
+    assert again.trained == 0 and all(r.cached for r in again.runs)
+
+
+def test_gpu_requests_follow_the_run_device():
+    assert wants_gpu(TINY.with_train(device="cuda"), cluster_gpus=0)
+    assert wants_gpu(TINY.with_train(device="auto"), cluster_gpus=1)
+    assert not wants_gpu(TINY.with_train(device="auto"), cluster_gpus=0)
+    assert not wants_gpu(TINY.with_train(device="cpu"), cluster_gpus=4)
+
+
+def test_unknown_executor_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="choose local or ray"):
+        run_sweep([TINY], RunStore(tmp_path), executor="dask")

@@ -60,6 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "run's device wants a GPU and the cluster has one, else 0; fractions share a GPU)")
     e.add_argument("--threads", type=int, default=1, help="torch threads per run (same threads = same numbers)")
     e.add_argument("--dry-run", action="store_true", help="list the runs and how many are done; train nothing")
+    e.add_argument("--report-only", action="store_true",
+                   help="write --out from the runs already in the store (a partial sweep too); train nothing")
     o = p.add_argument_group("report")
     o.add_argument("--out", help="write OUT.csv (every run) and OUT.md (tables)")
     o.add_argument("--layout", choices=LAYOUTS, default="auto",
@@ -186,6 +188,15 @@ def run(a: argparse.Namespace) -> int:
             print(f"{'done' if store.has(c) else 'todo'}  {c.key()}  {describe(c)}")
         print(f"{len(configs)} runs, {done} done, {len(configs) - done} to do")
         return 0
+    if a.report_only:
+        from .report import rows_from_store
+        if not a.out:
+            raise ConfigError("--report-only writes the report to --out: give --out PREFIX")
+        rows = rows_from_store(configs, store)
+        paths = write_report(rows, a.out, _layout(a, spec, configs), title=f"Sweep {spec.name} "
+                             f"({len(rows)} of {len(configs)} runs in the store)")
+        print(json.dumps({"runs": len(configs), "in_store": len(rows), "files": [str(p) for p in paths]}))
+        return 0
     # fail early, in one line, on data that cannot be read (every run using it would fail)
     if a.executor == "local":
         for d in {c.data for c in configs if not store.has(c)}:
@@ -201,7 +212,7 @@ def run(a: argparse.Namespace) -> int:
     if a.out:
         layout = _layout(a, spec, configs)
         paths = write_report(rows_from_outcome(outcome), a.out, layout, title=f"Sweep {spec.name}",
-                             command="lamp " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None)
+                             command="lamp sweep " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None)
         print(json.dumps({"runs": len(configs), "trained": outcome.trained, "failed": outcome.failed,
                           "files": [str(p) for p in paths]}))
     return 1 if outcome.failed else 0

@@ -1,0 +1,120 @@
+"""Reports: statistics (paired t-interval, wins), the two selection protocols, the paper's table
+layouts, CSV and figures, on hand-made rows whose answers are worked out by hand."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import pytest
+
+from lamp_core import report as rep
+from lamp_core.config import LampError, RunConfig
+
+
+def row(unit, seed, lamp, auroc, *, bs=128, lr=1e-3, val=None, loss="l2", opt="adam", pixel=None, **kw):
+    r = rep.row_of(RunConfig())
+    r.update(unit=str(unit), seed=seed, lamp=lamp, auroc=auroc, batch_size=bs, lr=lr, val_score=val,
+             base_loss=loss, optimizer=opt, pixel_auroc=pixel, key=f"{unit}-{seed}-{lamp}-{bs}-{lr}-{loss}-{opt}",
+             eps=0.01, max_over="sample", detach_max=False)
+    r.update(kw)
+    return r
+
+
+def test_paired_interval_matches_the_t_formula():
+    p = rep.paired([1.0, 2.0, 3.0])
+    # mean 2, sd 1, n 3: half-width t(0.975, 2) * 1 / sqrt(3) = 4.3027 / 1.7321 = 2.4841
+    assert p.mean == pytest.approx(2.0)
+    assert p.hi - p.mean == pytest.approx(4.302652729911275 / math.sqrt(3))
+    assert (p.wins, p.ties, p.losses) == (3, 0, 0)
+    q = rep.paired([0.1, -0.2, 0.0, 0.3])
+    assert (q.wins, q.ties, q.losses, q.n) == (2, 1, 1, 4)
+    assert q.lo < 0 < q.hi                      # a mixed result: the interval covers zero
+    one = rep.paired([0.5])
+    assert one.n == 1 and math.isnan(one.lo) and one.text() == "+0.500"
+
+
+def test_cells_average_classes_per_seed_then_spread_over_seeds():
+    rows = [row(0, 0, False, 0.8), row(1, 0, False, 0.6), row(0, 1, False, 0.9), row(1, 1, False, 0.7),
+            row(0, 0, True, 0.9), row(1, 0, True, 0.6), row(0, 1, True, 0.9), row(1, 1, True, 0.8)]
+    c = rep.cells(rows, cell_fields=["batch_size"])[(128,)]
+    # base: seed means 0.7 and 0.8 -> 0.75 ± 0.0707; lamp: 0.75 and 0.85 -> 0.80 ± 0.0707
+    assert c.base[0] == pytest.approx(0.75) and c.base[1] == pytest.approx(math.sqrt(0.005))
+    assert c.lamp[0] == pytest.approx(0.80) and c.base[2] == 2
+    # pairs (seed x class): +0.1, 0, 0, +0.1
+    assert c.paired.n == 4 and c.paired.mean == pytest.approx(0.05)
+    assert (c.paired.wins, c.paired.ties) == (2, 2)
+
+
+def test_the_two_selection_protocols_pick_differently():
+    # lr 1e-2 has the best test AUROC; lr 1e-3 reconstructs held-out normals better (lower val score)
+    rows = [row(0, 0, False, 0.70, lr=1e-3, val=0.01), row(0, 0, False, 0.90, lr=1e-2, val=0.05),
+            row(0, 0, True, 0.80, lr=1e-3, val=0.02), row(0, 0, True, 0.85, lr=1e-2, val=0.01)]
+    paper = rep.cells(rows, cell_fields=["batch_size"], protocol="test")[(128,)]
+    honest = rep.cells(rows, cell_fields=["batch_size"], protocol="val")[(128,)]
+    assert (paper.base[0], paper.lamp[0]) == (0.90, 0.85)
+    assert (honest.base[0], honest.lamp[0]) == (0.70, 0.85)
+    assert paper.paired.mean == pytest.approx(-0.05) and honest.paired.mean == pytest.approx(0.15)
+    with pytest.raises(LampError, match="val_fraction"):
+        rep.cells([row(0, 0, False, 0.7, lr=1e-3), row(0, 0, False, 0.8, lr=1e-2)],
+                  cell_fields=["batch_size"], protocol="val")
+
+
+def test_table1_layout_matches_the_paper():
+    rows = [row(u, s, l, 0.5 + 0.1 * l + 0.01 * u, bs=bs) for u in (0, 1) for s in (0, 1, 2)
+            for l in (False, True) for bs in (1, 1024, 16)]
+    md = rep.table1_markdown(rows, paper={"L2": {1024: 0.658, 16: 0.926, 1: 0.919}})
+    lines = md.splitlines()
+    assert "| Loss | 1024 | 16 | 1 |" in lines                  # batch sizes descending, as in the paper
+    assert "| L2 | 0.505 ± 0.000 | 0.505 ± 0.000 | 0.505 ± 0.000 |" in lines
+    assert "| L2-LAMP | 0.605 ± 0.000 | 0.605 ± 0.000 | 0.605 ± 0.000 |" in lines
+    assert "| LAMP wins / pairs | 6/6 | 6/6 | 6/6 |" in lines
+    assert "| paper: L2 | 0.658 | 0.926 | 0.919 |" in lines
+    assert "paper's protocol" in md and "3 seeds" in md and "2 classes" in md
+
+
+def test_table2_layout_has_arrows_average_and_both_metrics():
+    rows = []
+    for u in ("grid", "hazelnut"):
+        for s in (0, 1):
+            for loss in ("l2", "ssim"):
+                for opt in ("sgd", "adam"):
+                    rows.append(row(u, s, False, 0.8, loss=loss, opt=opt, pixel=0.7))
+                    rows.append(row(u, s, True, 0.8 if opt == "sgd" else 0.9, loss=loss, opt=opt, pixel=0.6))
+    md = rep.table2_markdown(rows, paper={"grid": {("l2", "sgd"): (0.791, 0.787)}})
+    assert "| Category | L2 SGD | L2 Adam | SSIM SGD | SSIM Adam |" in md
+    assert "| grid | 0.800 ± 0.000 → 0.800 ± 0.000 | 0.800 ± 0.000 → 0.900 ± 0.000 |" in md
+    assert "| paper: grid | 0.791 → 0.787 | – | – | – |" in md
+    assert "equal or higher in 4 of 4 settings" in md and "| LAMP wins / pairs | 0/4 | 4/4 | 0/4 | 4/4 |" in md
+    px = rep.table2_markdown(rows, metric="pixel_auroc")
+    assert "equal or higher in 0 of 4 settings." in px
+
+
+def test_lamp_variants_pair_each_variant_with_the_same_base_runs():
+    rows = [row(0, 0, False, 0.8), row(0, 0, True, 0.9, max_over="sample"),
+            row(0, 0, True, 0.7, max_over="batch")]
+    v = rep.lamp_variants(rows)
+    cs = rep.cells(v, cell_fields=["max_over", "detach_max", "eps"])
+    assert cs[("batch", False, 0.01)].paired.mean == pytest.approx(-0.1)
+    assert cs[("sample", False, 0.01)].paired.mean == pytest.approx(0.1)
+    md = rep.settings_markdown(v, setting_fields=["max_over"], base_label="L2")
+    assert "| batch | 0.800 | 0.700 | -0.100 | 0/1 |" in md
+
+
+def test_csv_has_every_run_and_blank_missing_values():
+    rows = [row(0, 0, False, 0.8), row(0, 0, True, None, error="ValueError: NaN")]
+    got = list(csv.DictReader(io.StringIO(rep.to_csv(rows))))
+    assert len(got) == 2 and got[0]["auroc"] == "0.800000" and got[1]["auroc"] == ""
+    assert got[1]["error"] == "ValueError: NaN" and set(rep.ID_FIELDS) <= set(got[0])
+
+
+def test_figures_have_error_bars_and_one_panel_per_category():
+    rows = [row(u, s, l, 0.6 + 0.1 * s, bs=bs) for u in (0, 1) for s in (0, 1) for l in (False, True)
+            for bs in (4, 128)]
+    fig = rep.fig_auroc_vs_batch(rows, paper={"L2": {4: 0.931, 128: 0.919}})
+    assert [t.name for t in fig.data] == ["L2", "L2-LAMP", "paper: L2"]
+    assert list(fig.data[0].x) == [4, 128] and fig.data[0].error_y.array[0] == pytest.approx(math.sqrt(0.005))
+    assert fig.layout.xaxis.type == "log"
+    bars = rep.fig_category_bars([dict(r, unit=("grid" if r["unit"] == "0" else "hazelnut")) for r in rows
+                                  if r["batch_size"] == 4])
+    assert len(bars.data) == 4 and bars.layout.annotations[0].text == "grid"

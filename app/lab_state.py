@@ -26,15 +26,17 @@ from lamp_core.store import RunStore, default_root
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"
 BATCH_SIZES = (1, 4, 16, 32, 128, 1024)   # the paper's Table 1
-POLL_S = 0.5                              # how often a running page looks at its jobs
+POLL_S = 1.0                              # how often a running page looks at its jobs
 MAX_UPLOAD_MB = int(os.environ.get("LAMP_MAX_UPLOAD_MB", "200"))
 
 # The app's default comparison: the built-in digits, paper-sized 28 px images, 10 epochs. On 2
 # CPU cores base + LAMP train in well under 30 s (bench/results/app_latency.md).
 DEFAULT_CONFIG = RunConfig(data=DataConfig(dataset="digits", normal_class=8, image_size=28),
                            model=ModelConfig(), train=TrainConfig(epochs=10, batch_size=32))
-# Landscapes in the app: a 15x15 grid over 128 normal images (coarse pass first, then refined).
-DEFAULT_LANDSCAPE = LandscapeConfig(nx=15, ny=15, span=1.0, n_images=128)
+# Landscapes in the app: a 13x13 grid over 64 normal images (coarse pass first, then refined), and
+# cheaper sharpness estimates than the command line's defaults, so a surface takes tens of seconds.
+DEFAULT_LANDSCAPE = LandscapeConfig(nx=13, ny=13, span=1.0, n_images=64, hessian_iters=10,
+                                    hutchinson_samples=8, radius_directions=4)
 
 
 def data_root() -> Path | None:
@@ -168,6 +170,19 @@ def show_job(v: JobView | None, *, label: str | None = None) -> None:
             st.error(v.error.splitlines()[0])
     else:
         st.progress(v.progress, text=f"{name}: {v.message}")
+
+
+def memo_figure(key: str, inputs: Any, build: Callable[[], Any]):
+    """Rebuild a figure only when its inputs change: a polling page redraws every POLL_S, but
+    live loss curves change once per epoch, and building plotly figures costs CPU that the
+    training worker needs."""
+    slot = st.session_state.setdefault("_figure_memo", {})
+    hit = slot.get(key)
+    if hit is not None and hit[0] == inputs:
+        return hit[1]
+    fig = build()
+    slot[key] = (inputs, fig)
+    return fig
 
 
 # ----------------------------------------------------------------------------- downloads

@@ -85,3 +85,24 @@ def seed_configs(cfg: RunConfig, seeds: int) -> dict[str, list[RunConfig]]:
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
+
+
+LAYOUT_PREFIXES = {
+    "mvtec": ("train/good/", "test/", "ground_truth/"),
+    "split": ("train/normal/", "test/normal/", "test/anomalous/", "masks/"),
+    "unsplit": ("normal/", "anomalous/", "masks/"),
+}
+
+
+def files_outside_layout(path) -> tuple[str, list[str]]:
+    """The layout the engine detects in a folder or zip, and the files it will not read because
+    they lie outside that layout's folders (the engine's own notes cover files inside them)."""
+    from lamp_core.data.common import list_files, strip_common_root
+    from lamp_core.data.folder import LAYOUT_MARKERS, detect_layout
+
+    files = strip_common_root(list_files(path), LAYOUT_MARKERS)
+    layout = detect_layout(files)
+    prefixes = LAYOUT_PREFIXES.get(layout)
+    if prefixes is None:
+        return layout, []
+    return layout, sorted(k for k in files if not k.startswith(prefixes))

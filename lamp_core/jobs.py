@@ -20,10 +20,12 @@ Nothing here knows about pages; `tests/test_jobs.py` drives it without Streamlit
 """
 from __future__ import annotations
 
+import atexit
 import itertools
 import threading
 import time
 import traceback
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -134,6 +136,7 @@ class JobQueue:
                                           daemon=True) for dev in self.devices]
         for w in self._workers:
             w.start()
+        _QUEUES.add(self)
 
     # ------------------------------------------------------------------ submitting
 
@@ -270,17 +273,20 @@ class JobQueue:
         with self._lock:
             return len(self._pending)
 
-    def close(self) -> None:
-        """Stop the workers after their current job (tests; the app never closes its queue)."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop every job and the workers (tests, and at interpreter exit: a worker thread
+        killed inside a torch operation would abort the process)."""
         with self._lock:
             self._closed = True
             for job in self._pending:
                 job.stop_flag.set()
+                job._finish(STOPPED, message="stopped: the server shut down")
+            self._pending.clear()
+            for job in self._by_id.values():
+                job.stop_flag.set()
             self._wake.notify_all()
-        for job in list(self._by_id.values()):
-            job.stop_flag.set()
         for w in self._workers:
-            w.join(timeout=30)
+            w.join(timeout=timeout)
 
     # ------------------------------------------------------------------ the workers
 
@@ -320,6 +326,16 @@ class JobQueue:
         for k in finished[: max(0, len(finished) - MAX_FINISHED)]:
             job = self._by_key.pop(k)
             self._by_id.pop(job.id, None)
+
+
+_QUEUES: "weakref.WeakSet[JobQueue]" = weakref.WeakSet()
+
+
+@atexit.register
+def close_all(timeout: float = 30.0) -> None:
+    """Close every queue of this process (registered to run at exit)."""
+    for q in list(_QUEUES):
+        q.close(timeout)
 
 
 class _on_device:

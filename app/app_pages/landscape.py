@@ -20,11 +20,11 @@ st.markdown("Each surface is the loss at θ + x·d₁ + y·d₂ around the train
 
 d = lab_state.DEFAULT_LANDSCAPE
 c1, c2, c3, c4 = st.columns(4)
-metric = c1.selectbox("Metric", ["own", "l2", "own_rel", "l2_rel"], index=0,
+metric = c1.selectbox("Metric", ["own", "l2", "own_rel", "l2_rel"], index=0, key="ls_metric",
                       help="own: each model's training loss (LAMP's is amplified, so it is on a larger "
                            "scale). l2: plain L2 for both, one yardstick. *_rel: divided by the value at the "
                            "centre, so the surfaces show relative increase.")
-nx = c2.select_slider("Grid", options=[7, 9, 11, 13, 15, 21, 31], value=d.nx,
+nx = c2.select_slider("Grid", options=[7, 9, 11, 13, 15, 21, 31], value=d.nx, key="ls_grid",
                       help="Points per axis. The grid is drawn coarse first and refined while you watch; "
                            "31×31 takes minutes on a CPU.")
 span = c3.select_slider("Span ±", options=[0.25, 0.5, 1.0, 1.5, 2.0], value=d.span,
@@ -34,6 +34,7 @@ seed = c4.number_input("Direction seed", 0, 10_000, d.seed,
 with st.expander("More"):
     c1, c2, c3 = st.columns(3)
     n_images = c1.select_slider("Evaluation images", options=[16, 32, 64, 128, 256], value=d.n_images,
+                                key="ls_images",
                                 help="Normal training images the loss is averaged over (one batch).")
     bn_mode = c2.radio("BatchNorm", ["eval", "batch"], horizontal=True,
                        help="eval: the running statistics the trained model uses for scoring. batch: the "

@@ -151,7 +151,9 @@ def progress() -> bool:
         rec = v.result
         hist[name] = rec.result.history if rec is not None else v.partial.get("history", {})
     if any(h.get("loss") for h in hist.values()):
-        st.plotly_chart(figures.fig_history(hist, epochs=cmp["epochs"]), key="history")
+        sig = repr({n: h.get("loss") for n, h in hist.items()})
+        st.plotly_chart(lab_state.memo_figure("history", sig, lambda: figures.fig_history(hist, epochs=cmp["epochs"])),
+                        key="history")
     return busy
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import streamlit as st
 
 import lab_state
+import results
 from lamp_core import data as data_mod
 from lamp_core.config import DataConfig, LampError
 
@@ -65,9 +66,14 @@ if up is not None:
     groups = sorted(set(ds.test_groups))
     if groups:
         st.caption("Test groups: " + ", ".join(f"{g} ({ds.test_groups.count(g)})" for g in groups))
-    if ds.notes:
-        with st.expander(f"Skipped or noted: {len(ds.notes)}", expanded=True):
-            st.markdown("\n".join(f"- {n.replace(str(path), up.name)}" for n in ds.notes[:200]))
+    layout, outside = results.files_outside_layout(path)
+    st.caption(f"Layout: **{layout}**")
+    notes = [n.replace(str(path), up.name) for n in ds.notes]
+    notes += [f"ignored {f}: not inside one of the {layout} layout's folders" for f in outside]
+    if notes:
+        with st.expander(f"Skipped or noted: {len(notes)}", expanded=True):
+            st.markdown("\n".join(f"- {n}" for n in notes[:200]) + (
+                f"\n- … and {len(notes) - 200} more" if len(notes) > 200 else ""))
     else:
         st.caption("Nothing was skipped.")
 

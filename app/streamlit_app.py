@@ -9,15 +9,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import streamlit as st
 
-st.set_page_config(page_title="LAMP Lab", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="LAMP Lab", page_icon=":material/biotech:", layout="wide")
 PAGES = Path(__file__).resolve().parent / "app_pages"
 nav = st.navigation([
-    st.Page(PAGES / "loss_curves.py", title="Loss curves", icon="📈", default=True),
-    st.Page(PAGES / "train_compare.py", title="Train & compare", icon="🏋️"),
-    st.Page(PAGES / "landscape.py", title="Loss landscape", icon="⛰️"),
-    st.Page(PAGES / "batch_size.py", title="Batch size", icon="🎚️"),
-    st.Page(PAGES / "your_data.py", title="Your data", icon="📦"),
-    st.Page(PAGES / "guide.py", title="Guide", icon="📖"),
+    st.Page(PAGES / "loss_curves.py", title="Loss curves", icon=":material/show_chart:", default=True),
+    st.Page(PAGES / "train_compare.py", title="Train & compare", icon=":material/model_training:"),
+    st.Page(PAGES / "landscape.py", title="Loss landscape", icon=":material/landscape:"),
+    st.Page(PAGES / "batch_size.py", title="Batch size", icon=":material/tune:"),
+    st.Page(PAGES / "your_data.py", title="Your data", icon=":material/upload_file:"),
+    st.Page(PAGES / "guide.py", title="Guide", icon=":material/menu_book:"),
 ])
 st.sidebar.markdown("**LAMP Lab** · loss amplification for anomaly detection")
 nav.run()

@@ -197,3 +197,36 @@ def _close_queues():
     yield
     from lamp_core import jobs
     jobs.close_all(timeout=30)
+
+
+def test_uploaded_mvtec_zip_trains_with_pixel_auroc_and_masks(make_layout):
+    zpath = make_layout("mvtec", as_zip=True)
+    up_page = page("your_data").run()
+    up_page.number_input(key="up_size").set_value(16)
+    up_page.file_uploader[0].set_value(("mine.zip", zpath.read_bytes(), "application/zip")).run()
+    assert not up_page.error and {m.label: m.value for m in up_page.metric}["masks"] == "yes"
+    up_page.button(key="use_upload").click().run()
+    upload = up_page.session_state["upload"]
+    cfg = RunConfig.from_dict(up_page.session_state["config"])
+    cfg = RunConfig(data=cfg.data, model=TINY.model, train=TINY.train)
+    at = page("train_compare", cfg)
+    at.session_state["upload"] = upload
+    at.run()
+    assert at.selectbox(key="source").value == "folder"
+    at.button(key="train").click()
+    run_until(at, _done_comparison, "the upload comparison")
+    labels = [m.label for m in at.metric]
+    assert "pixel AUROC (seed 1)" in labels
+    grid = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    assert any(a.get("text") == "mask" for a in grid["layout"]["annotations"])
+
+
+def test_your_data_refuses_an_upload_over_the_size_limit(monkeypatch):
+    monkeypatch.setenv("LAMP_MAX_UPLOAD_MB", "1")
+    at = page("your_data").run()
+    buf = io.BytesIO()                                          # 2 MiB, stored uncompressed
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("normal/a.png", bytes(range(256)) * 8192)
+    at.file_uploader[0].set_value(("big.zip", buf.getvalue(), "application/zip")).run()
+    assert not at.exception
+    assert at.error and "over the 1 MB limit" in at.error[0].value

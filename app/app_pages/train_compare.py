@@ -180,9 +180,11 @@ if cmp:
             if pix:
                 mcols[-1].metric("pixel AUROC (seed 1)", " / ".join(f"{n} {v:.3f}" for n, v in pix.items()),
                                  help="AUROC of per-pixel squared error against the ground-truth masks.")
-            roc = figures.fig_roc(evs)
-            st.plotly_chart(roc, key="roc")
-            lab_state.download_figure(roc, "roc", key="dl_roc")
+            left, right = st.columns([1, 1.4])
+            with left:
+                roc = figures.fig_roc(evs)
+                st.plotly_chart(roc, key="roc")
+                lab_state.download_figure(roc, "roc", key="dl_roc")
 
             @st.fragment
             def threshold_part() -> None:
@@ -199,7 +201,8 @@ if cmp:
                                 key="confusion")
                 lab_state.download_figure(hist_fig, "score_histograms", key="dl_hist")
 
-            threshold_part()
+            with right:
+                threshold_part()
             st.subheader("Reconstructions (paper Fig. 4)")
             st.caption("Columns: normal and anomalous test images, from typical to hardest by score. Every "
                        "error map shares one colour scale. Masks are shown where the data has them.")

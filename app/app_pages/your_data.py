@@ -31,17 +31,18 @@ if example.is_file():
                        help="60 normal eights to train on, 20 held-out eights and 40 other digits to test on, "
                             "in the split layout, plus a README that the report lists as skipped.")
 
+limit = lab_state.max_upload_mb()
 c1, c2 = st.columns([3, 1])
-up = c1.file_uploader("Zip archive", type=["zip"], key="zip", max_upload_size=lab_state.MAX_UPLOAD_MB,
-                      help=f"At most {lab_state.MAX_UPLOAD_MB} MB. Nothing trains until you press the "
+up = c1.file_uploader("Zip archive", type=["zip"], key="zip", max_upload_size=limit,
+                      help=f"At most {limit} MB. Nothing trains until you press the "
                            "button below the report.")
 size = c2.number_input("Image size (px)", 8, 256, 64, 4, key="up_size",
                        help="Images are resized to size×size for training (and for this report).")
 
 if up is not None:
     raw = up.getvalue()
-    if len(raw) > lab_state.MAX_UPLOAD_MB << 20:
-        st.error(f"{up.name} is {len(raw) >> 20} MB, over the {lab_state.MAX_UPLOAD_MB} MB limit: "
+    if len(raw) > limit << 20:
+        st.error(f"{up.name} is {len(raw) >> 20} MB, over the {limit} MB limit: "
                  "upload fewer or smaller images.")
         st.stop()
     path = lab_state.save_upload(raw)

@@ -1,0 +1,129 @@
+"""Screenshots of every page of the app, taken from the real app in headless Chromium.
+
+Starts `streamlit run app/streamlit_app.py` with a fresh run store, walks through the pages the
+way a student would (train the default comparison, compute the landscapes, upload the example
+zip, ...), waits on visible text, and saves small palette PNGs to docs/screenshots/.
+
+    .venv/bin/python docs/make_screenshots.py
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
+WIDTH = 1100          # saved width in pixels (the browser renders at 1400)
+LONG = 900_000        # ms: training and landscapes on a busy 2-core machine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(store: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = dict(os.environ, LAMP_STORE=str(store), LAMP_CACHE=str(store.parent / "cache"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "streamlit_app.py"), "--server.port",
+         str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.time() + 90
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("streamlit did not become healthy within 90 s")
+
+
+def save(page, name: str, *, full: bool = False) -> None:
+    """Screenshot -> downscaled 256-colour PNG (a few hundred KB at most)."""
+    png = page.screenshot(full_page=full)
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    img = img.resize((WIDTH, round(img.height * WIDTH / img.width)), Image.LANCZOS)
+    img = img.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    OUT.mkdir(parents=True, exist_ok=True)
+    img.save(OUT / f"{name}.png", optimize=True)
+    print(f"saved docs/screenshots/{name}.png ({(OUT / f'{name}.png').stat().st_size // 1024} KiB)")
+
+
+def main() -> int:
+    from playwright.sync_api import expect, sync_playwright
+
+    tmp = Path(tempfile.mkdtemp(prefix="lamp-shots-"))
+    proc, url = start(tmp / "runs")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            plots = page.locator(".js-plotly-plot")
+
+            page.goto(url)
+            expect(page.get_by_role("heading", name="Loss curves")).to_be_visible(timeout=60_000)
+            expect(plots.first).to_be_visible(timeout=60_000)
+            save(page, "loss_curves", full=True)
+
+            page.get_by_role("link", name="Train & compare").click()
+            page.get_by_role("button", name="Train base and LAMP").click()
+            expect(page.get_by_text("epoch", exact=False).first).to_be_visible(timeout=LONG)
+            save(page, "train_progress")
+            expect(page.get_by_text("Reconstructions (paper Fig. 4)")).to_be_visible(timeout=LONG)
+            page.get_by_role("heading", name="Detection").scroll_into_view_if_needed()
+            save(page, "train_compare_results")
+            page.get_by_role("heading", name="Reconstructions (paper Fig. 4)").scroll_into_view_if_needed()
+            save(page, "train_compare_reconstructions")
+
+            page.get_by_role("link", name="Loss landscape").click()
+            page.get_by_role("button", name="Compute landscapes").click()
+            expect(page.get_by_text("Sharpness at the trained weights")).to_be_visible(timeout=LONG)
+            expect(page.get_by_role("button", name="Stop")).to_have_count(0, timeout=LONG)
+            page.get_by_role("heading", name="Loss landscape").scroll_into_view_if_needed()
+            save(page, "landscape", full=True)
+
+            page.get_by_role("link", name="Batch size").click()
+            expect(page.get_by_text("✓ surface LAMP @ 32")).to_be_visible(timeout=LONG)
+            expect(plots).to_have_count(2, timeout=LONG)
+            save(page, "batch_size")
+
+            page.get_by_role("link", name="Your data").click()
+            page.locator("input[type=file]").set_input_files(str(REPO / "assets" / "example_upload.zip"))
+            expect(page.get_by_text("Validation report")).to_be_visible(timeout=LONG)
+            page.get_by_text("Validation report").scroll_into_view_if_needed()
+            save(page, "your_data")
+
+            page.get_by_role("link", name="Guide").click()
+            expect(page.get_by_role("heading", name="Lab guide")).to_be_visible(timeout=60_000)
+            save(page, "guide")
+            browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

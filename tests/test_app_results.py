@@ -1,0 +1,57 @@
+"""The app's plain helpers (app/results.py): seeds, thresholds, example picking, upload layout."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "app"))
+import results  # noqa: E402
+
+from lamp_core.config import RunConfig, TrainConfig  # noqa: E402
+
+
+def test_seed_configs_pair_base_and_lamp_and_ignore_lamp_options_for_base():
+    cfg = RunConfig(train=TrainConfig(seed=5, eps=0.2, max_over="batch", detach_max=True))
+    pairs = results.seed_configs(cfg, 3)
+    assert [c.train.seed for c in pairs["base"]] == [5, 6, 7] == [c.train.seed for c in pairs["LAMP"]]
+    assert all(c.train.lamp for c in pairs["LAMP"]) and not any(c.train.lamp for c in pairs["base"])
+    assert pairs["LAMP"][0].train.eps == 0.2 and pairs["LAMP"][0].train.max_over == "batch"
+    # changing a LAMP-only option leaves the base config (and so its store key) unchanged
+    other = results.seed_configs(cfg.with_train(eps=0.01, max_over="sample"), 1)
+    assert other["base"][0].key() == pairs["base"][0].key()
+
+
+def test_percentile_thresholds_use_each_models_normal_scores():
+    class Ev:
+        def __init__(self, scores, labels):
+            self.scores, self.labels = scores, labels
+    evs = {"a": Ev([1, 2, 3, 4, 100], [0, 0, 0, 0, 1]), "b": Ev([10, 20, 30, 40, 1], [0, 0, 0, 0, 1])}
+    thr = results.percentile_thresholds(evs, 50)
+    assert thr == {"a": 2.5, "b": 25.0}
+
+
+def test_pick_examples_spreads_over_the_ranking_of_each_group():
+    labels = [0] * 10 + [1] * 3
+    scores = list(range(13))
+    idx = results.pick_examples(labels, scores, k=4)
+    assert idx[:4] == [0, 3, 6, 9] and idx[4:] == [10, 11, 12]
+
+
+def test_files_outside_layout_lists_ignored_files(tmp_path):
+    for rel in ("set/train/normal/a.png", "set/test/normal/b.png", "set/test/anomalous/c.png", "set/notes.txt"):
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    layout, outside = results.files_outside_layout(tmp_path)
+    assert layout == "split" and outside == ["notes.txt"]
+
+
+def test_example_zip_is_reproducible(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "assets"))
+    import make_example_zip
+    built = make_example_zip.build(tmp_path / "ex.zip").read_bytes()
+    shipped = (Path(make_example_zip.__file__).parent / "example_upload.zip").read_bytes()
+    assert built == shipped
+    assert np.frombuffer(built[:4], np.uint8).tolist() == [0x50, 0x4B, 3, 4]

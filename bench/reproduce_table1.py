@@ -59,6 +59,9 @@ def main(argv=None) -> int:
     ap.add_argument("--address", help="ray cluster address (default: a local instance)")
     ap.add_argument("--num-cpus", type=int, help="ray: CPUs of the local instance")
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (at least 3 for the table)")
+    ap.add_argument("--reverse", action="store_true", help="run the grid backwards: a second worker on the "
+                    "same store shares the work (each run is skipped once the other has stored it)")
+    ap.add_argument("--rotate", type=int, default=0, help="start the grid at this run (a third worker)")
     ap.add_argument("--spec", help="another spec file (default: the protocol's spec in bench/specs/)")
     ap.add_argument("--out", default="bench/results/table1", help="output prefix (relative to the repo)")
     a = ap.parse_args(argv)
@@ -67,6 +70,9 @@ def main(argv=None) -> int:
     for g in spec.grids:
         g["train.seed"] = list(range(a.seeds))
     configs = expand(spec)
+    if a.reverse:
+        configs = configs[::-1]
+    configs = configs[a.rotate:] + configs[:a.rotate]
     progress = SweepProgress(len(configs))
     outcome = run_sweep(configs, RunStore(a.store), executor=a.executor, address=a.address,
                         num_cpus=a.num_cpus, progress=progress)

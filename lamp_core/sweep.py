@@ -376,7 +376,7 @@ def _run_ray(todo, store, runs, progress, *, address, num_cpus, cpus_per_run, gp
                 cfg = pending.pop(ref)
                 try:
                     ckpt, ev = ray.get(ref)
-                except ray.exceptions.RayTaskError as exc:
+                except ray.exceptions.RayError as exc:   # a failed task, or a lost worker/node
                     cause = exc.cause if getattr(exc, "cause", None) is not None else exc
                     if isinstance(cause, LampError):
                         for r in pending:

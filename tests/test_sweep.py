@@ -190,6 +190,12 @@ def test_cli_sweep_writes_reports_and_resumes(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["trained"] == 0
     assert main(args[:-3] + ["--dry-run"]) == 0
     assert "16 runs, 16 done, 0 to do" in capsys.readouterr().out
+    # a report from the store alone, for a bigger grid that is only partly done
+    partial = args[:-1] + ["--seeds", "0-2", "--report-only"]
+    partial[partial.index("--out") + 1] = str(tmp_path / "r" / "part")
+    assert main(partial) == 0
+    assert json.loads(capsys.readouterr().out)["in_store"] == 16
+    assert "16 of 24 runs in the store" in (tmp_path / "r" / "part.md").read_text()
 
 
 @pytest.mark.parametrize("extra, words", [

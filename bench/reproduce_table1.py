@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lamp_core import report as rep  # noqa: E402
-from lamp_core.report import rows_from_outcome  # noqa: E402
 from lamp_core.store import RunStore  # noqa: E402
 from lamp_core.sweep import SweepProgress, SweepSpec, expand, run_sweep  # noqa: E402
 
@@ -57,6 +56,8 @@ def main(argv=None) -> int:
     ap.add_argument("--store", required=True, help="run store folder (resumable; share it with ablation.py)")
     ap.add_argument("--executor", choices=("local", "ray"), default="local")
     ap.add_argument("--address", help="ray cluster address (default: a local instance)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write the results from the runs already in the store (a partial sweep); train nothing")
     ap.add_argument("--num-cpus", type=int, help="ray: CPUs of the local instance")
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (at least 3 for the table)")
     ap.add_argument("--reverse", action="store_true", help="run the grid backwards: a second worker on the "
@@ -73,10 +74,12 @@ def main(argv=None) -> int:
     if a.reverse:
         configs = configs[::-1]
     configs = configs[a.rotate:] + configs[:a.rotate]
-    progress = SweepProgress(len(configs))
-    outcome = run_sweep(configs, RunStore(a.store), executor=a.executor, address=a.address,
-                        num_cpus=a.num_cpus, progress=progress)
-    rows = rows_from_outcome(outcome)
+    if a.report_only:
+        rows, failed = rep.rows_from_store(configs, RunStore(a.store)), 0
+    else:
+        outcome = run_sweep(configs, RunStore(a.store), executor=a.executor, address=a.address,
+                            num_cpus=a.num_cpus, progress=SweepProgress(len(configs)))
+        rows, failed = rep.rows_from_outcome(outcome), outcome.failed
     ok = [r for r in rows if r["auroc"] is not None]
     out = ROOT / (a.out if a.protocol == "reduced" else a.out + "-paper")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +94,7 @@ def main(argv=None) -> int:
           f"Command: `{cmd}` (equivalently `lamp sweep --spec {SPECS[a.protocol]} --store <store folder> "
           f"--out {a.out}`).", "",
           f"Protocol: {_describe_spec(spec_path)}", "",
-          f"Runs: {len(ok)} finished of {len(configs)}; failed: {outcome.failed}. Optimiser steps per run by batch "
+          f"Runs: {len(ok)} finished of {len(configs)}; failed: {failed}. Optimiser steps per run by batch "
           "size: " + ", ".join(f"{b}: {steps[b]}" for b in sorted(steps, reverse=True)) + ". Mean training "
           "seconds per run: " + ", ".join(f"{b}: {sum(v) / len(v):.1f}" for b, v in sorted(secs.items(),
                                                                                           reverse=True)) + ".",
@@ -107,7 +110,7 @@ def main(argv=None) -> int:
     fig = rep.fig_auroc_vs_batch(ok, paper=PAPER)
     fig.write_html(out.with_suffix(".html"), include_plotlyjs="cdn")
     print(rep.table1_markdown(ok, protocol="test", paper=PAPER))
-    return 0 if not outcome.failed else 1
+    return 0 if not failed else 1
 
 
 def _describe_spec(path: Path) -> str:

@@ -34,6 +34,8 @@ def main(argv=None) -> int:
     ap.add_argument("--address")
     ap.add_argument("--report-only", action="store_true",
                     help="write the results from the runs already in the store (a partial sweep); train nothing")
+    ap.add_argument("--gpus-per-run", type=float,
+                    help="ray: GPUs per run (e.g. 0.125 packs 8 small runs on one GPU; default 1 on GPU clusters)")
     ap.add_argument("--num-cpus", type=int)
     ap.add_argument("--spec", default=SPEC)
     ap.add_argument("--out", default="bench/results/ablation")
@@ -45,7 +47,8 @@ def main(argv=None) -> int:
         rows, failed = rep.rows_from_store(configs, RunStore(a.store)), 0
     else:
         outcome = run_sweep(configs, RunStore(a.store), executor=a.executor, address=a.address,
-                            num_cpus=a.num_cpus, progress=SweepProgress(len(configs)))
+                            num_cpus=a.num_cpus, gpus_per_run=a.gpus_per_run,
+                            progress=SweepProgress(len(configs)))
         rows, failed = rep.rows_from_outcome(outcome), outcome.failed
     ok = [r for r in rows if r["auroc"] is not None]
     out = ROOT / a.out

@@ -289,8 +289,17 @@ def run_sweep(configs: Sequence[RunConfig], store: RunStore, *, executor: str = 
 
 
 def _run_local(todo, store, runs, progress, threads, should_stop) -> bool:
-    from .runner import run_config
+    import torch
+    before = torch.get_num_threads()
     _set_threads(threads)
+    try:
+        return _local_loop(todo, store, runs, progress, should_stop)
+    finally:
+        torch.set_num_threads(before)      # leave the calling process (e.g. the app) as it was
+
+
+def _local_loop(todo, store, runs, progress, should_stop) -> bool:
+    from .runner import run_config
     for cfg in todo:
         if should_stop is not None and should_stop():
             return True

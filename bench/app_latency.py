@@ -108,8 +108,13 @@ def measure(repeats: int) -> dict:
                     expect(page.get_by_text(f"✓ surface LAMP @ {target}")).to_be_visible(timeout=60_000)
                     expect(page.locator(".js-plotly-plot")).to_have_count(2, timeout=60_000)
                     out["slider_to_finished_s"].append(time.perf_counter() - t0)
-            page.screenshot(path=str(tmp / "batch.png"))
             browser.close()
+        # how much of the wait was training itself (each run's own clock, from the run store)
+        from lamp_core.store import RunStore
+        store = RunStore(tmp / "runs")
+        out["train_seconds_batch32"] = {
+            ("LAMP" if c.train.lamp else "base"): round(store.get(c).result.seconds, 2)
+            for c in store.configs() if c.train.batch_size == 32}
     finally:
         proc.terminate()
         try:
@@ -123,6 +128,7 @@ def measure(repeats: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="slider round trips to time (2 moves each)")
+    ap.add_argument("--label", default="", help="a note on the conditions, stored with the numbers")
     args = ap.parse_args()
     if not Path(CHROMIUM).is_file():
         print(f"{CHROMIUM} is missing: apt-get install chromium", file=sys.stderr)
@@ -133,7 +139,9 @@ def main() -> int:
     train = r["train_to_roc_s"][0]
     sl = r["slider_to_finished_s"]
     result = {
-        "command": "nice -n 10 .venv/bin/python bench/app_latency.py --repeats " + str(args.repeats),
+        "command": " ".join(["nice -n 10" if os.nice(0) >= 10 else "", ".venv/bin/python bench/app_latency.py",
+                             *sys.argv[1:]]).strip(),
+        "label": args.label,
         "cpus": os.cpu_count(), "python": platform.python_version(),
         "load_average_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "train_to_roc_s": round(train, 2), "train_target_s": TARGET_TRAIN_S,
@@ -143,6 +151,7 @@ def main() -> int:
         "slider_target_s": TARGET_SLIDER_S,
         "slider_ratio_to_target": round(statistics.median(sl) / TARGET_SLIDER_S, 3),
         "auroc_shown": r.get("auroc_text"),
+        "training_seconds_of_the_two_runs": r.get("train_seconds_batch32"),
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "app_latency.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -159,6 +168,10 @@ click or key press to the figure being visible.
 |---|---|---|---|
 | press Train (default digits comparison) -> ROC curves on screen | {train:.1f} s | <= {TARGET_TRAIN_S:.0f} s | {result['train_ratio_to_target']:.2f} |
 | move the batch-size slider to a finished size -> its figures (median of {len(sl)}) | {statistics.median(sl):.2f} s (max {max(sl):.2f} s) | <= {TARGET_SLIDER_S:.0f} s | {result['slider_ratio_to_target']:.2f} |
+
+Of the Train -> ROC time, the two training loops themselves took {r.get('train_seconds_batch32')} s
+(each run's own clock); the rest is data loading, evaluation, queueing and drawing, all on the
+same shared cores as the browser.
 
 AUROC shown after the comparison: base {r.get('auroc_text', {}).get('base')}, LAMP {r.get('auroc_text', {}).get('LAMP')}.
 """

@@ -58,6 +58,7 @@ def start(store: Path) -> tuple[subprocess.Popen, str]:
 
 def save(page, name: str, *, full: bool = False) -> None:
     """Screenshot -> downscaled 256-colour PNG (a few hundred KB at most)."""
+    page.mouse.move(1, 1)                       # no tooltip from the last click in the picture
     png = page.screenshot(full_page=full)
     img = Image.open(io.BytesIO(png)).convert("RGB")
     img = img.resize((WIDTH, round(img.height * WIDTH / img.width)), Image.LANCZOS)

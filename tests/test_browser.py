@@ -106,7 +106,11 @@ def test_default_comparison_end_to_end_in_chromium(app_url):
             expect(page.get_by_text("Reconstructions (paper Fig. 4)")).to_be_visible()
             # the ROC figure is drawn, with the AUROC in its legend
             expect(page.locator(".js-plotly-plot").filter(has_text="ROC curves")).to_be_visible(timeout=30_000)
-            expect(page.get_by_text("Download roc (HTML)")).to_be_visible()
+            # the ROC figure downloads as a self-contained HTML file
+            with page.expect_download(timeout=60_000) as dl:
+                page.get_by_role("button", name="Download roc (HTML)").click()
+            html = Path(dl.value.path()).read_text(encoding="utf-8")
+            assert "plotly" in html.lower() and "AUROC" in html
             page.screenshot(path=str(SCREENSHOT_DIR / "browser_train_compare.png"), full_page=False)
         finally:
             browser.close()

@@ -8,7 +8,7 @@ import streamlit as st
 
 import lab_state
 import results
-from lamp_core import figures, landscape_figures
+from lamp_core import figures, landscape, landscape_figures
 from lamp_core.jobs import DONE, FINAL
 
 q = lab_state.setup("Batch size")
@@ -118,3 +118,19 @@ def view() -> bool:
 
 
 lab_state.poll(view, key="batch")
+
+if st.toggle("Show every finished size (paper Fig. 3)", False, key="bs_grid",
+             help="Contours of base and LAMP at every batch size whose landscapes are finished, on one "
+                  "colour scale: rows are the losses, columns the batch sizes."):
+    grid = {}
+    for b in SIZES:
+        for n, c in configs(b).items():
+            s = landscape.cached_surface(c, LCFG, q.store)
+            if s is not None:
+                grid[(n, b)] = s
+    if grid:
+        fig3 = landscape_figures.fig_batch_grid(grid)
+        st.plotly_chart(fig3, key="batch_grid")
+        lab_state.download_figure(fig3, "contours_by_batch_size", key="dl_grid")
+    else:
+        st.caption("No landscape has finished yet.")

@@ -208,7 +208,7 @@ if cmp:
                        "error map shares one colour scale. Masks are shown where the data has them.")
             ex = results.recon_examples({n: rl[0] for n, rl in recs.items()})
             grid = figures.fig_recon_grid(ex["inputs"], ex["recons"], titles=ex["titles"], masks=ex["masks"])
-            st.plotly_chart(grid, key="grid")
+            st.plotly_chart(grid, key="grid", theme=None)  # keep the figure's own colour scales
             lab_state.download_figure(grid, "reconstructions", key="dl_grid")
             st.subheader("Results")
             rows = [results.result_row(n, r) for n, rl in recs.items() for r in rl]

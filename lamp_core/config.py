@@ -91,6 +91,7 @@ class LandscapeConfig:
     hessian_iters: int = 20          # sharpness: power-iteration steps for the top Hessian eigenvalue
     hutchinson_samples: int = 16     # sharpness: Rademacher probes of the Hutchinson trace estimate
     method: str = "fast"             # "fast" = fused exact evaluator, "loop" = Li et al.'s per-point loop
+    workers: int = 0                 # fast: grid points evaluated in parallel; 0 = torch's thread count
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,7 @@ BN_MODES = ("eval", "batch")
 METHODS = ("fast", "loop")
 KINDS = ("plane", "line", "interpolation")
 MAX_GRID_POINTS = 201 * 201
+SUBPIXEL_MIN_SIZE = 4             # below this the sub-pixel form's fixed costs outweigh its savings
 PROGRESS_EVERY_S = 1.0            # partial surfaces are reported at least this often (besides levels)
 
 ProgressFn = Callable[["Surface"], None]
@@ -124,7 +125,7 @@ class Surface:
                     return self
                 return replace(self, x=self.x[ix], y=self.y[iy], values=self.values[np.ix_(iy, ix)],
                                sharpness=dict(self.sharpness))
-        return replace(self, x=self.x[:0], y=self.y[:0], values=self.values[:0, :0])
+        return self   # no complete sub-lattice (not computed coarse-to-fine): draw it with its gaps
 
     # -- persistence
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -312,6 +313,8 @@ class _Step:
     act: str                          # "lrelu" | "sigmoid" | "none"
     slope: float
     upsample: tuple[int, int] | None  # nearest-upsample target size before the conv, if any
+    out_channels: int = 0
+    kernel_size: int = 3
 
 
 class FastEvaluator:
@@ -330,7 +333,7 @@ class FastEvaluator:
 
     def __init__(self, model: nn.Module, x: torch.Tensor, metric: str, train_cfg: TrainConfig,
                  bn_mode: str = "eval", *, fold_bn: bool = True, subpixel: bool = True,
-                 chunk: int | None = None):
+                 small_head: bool = True, channels_last: bool = True, chunk: int | None = 128):
         self.patches = 1
         inner, prefix = model, ""
         if isinstance(model, PatchAutoencoder):
@@ -339,11 +342,13 @@ class FastEvaluator:
             raise TypeError(f"FastEvaluator supports ConvAutoencoder, not {type(inner).__name__}")
         self.x, self.metric, self.train_cfg, self.bn_mode = x, metric, train_cfg, bn_mode
         self.fold_bn = fold_bn and bn_mode == "eval"
-        self.subpixel = subpixel
+        self.subpixel, self.small_head, self.channels_last = subpixel, small_head, channels_last
         # eval mode: images are independent, so they may be processed in chunks (cache-friendly);
         # batch mode: the batch statistics need all images at once.
         self.chunk = chunk if (chunk and bn_mode == "eval") else None
         self.steps = self._plan(inner, prefix)
+        self.kernel_sizes = [st.kernel_size for st in self.steps]
+        self.modes: list[str] | None = None
         self.buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
         self._folded_cache: dict[str, tuple] = {}
         self._check(model)
@@ -371,7 +376,8 @@ class FastEvaluator:
                 raise TypeError("unexpected block layout")
             return _Step(conv=f"{name}.{name_off}", stride=conv.stride[0], padding=conv.padding[0],
                          has_bias=conv.bias is not None, bn=f"{name}.{name_off + 1}", bn_eps=bn.eps,
-                         act="lrelu", slope=act.negative_slope, upsample=up)
+                         act="lrelu", slope=act.negative_slope, upsample=up,
+                         out_channels=conv.out_channels, kernel_size=conv.kernel_size[0])
 
         for i, seq in enumerate(inner.encoder):
             steps.append(block(seq, f"{prefix}encoder.{i}", False))
@@ -382,7 +388,8 @@ class FastEvaluator:
             raise TypeError("unexpected head layout")
         steps.append(_Step(conv=f"{prefix}head.0", stride=conv.stride[0], padding=conv.padding[0],
                            has_bias=conv.bias is not None, bn=None, bn_eps=0.0, act="sigmoid",
-                           slope=0.0, upsample=None))
+                           slope=0.0, upsample=None, out_channels=conv.out_channels,
+                           kernel_size=conv.kernel_size[0]))
         return steps
 
     def _check(self, model: nn.Module) -> None:
@@ -397,25 +404,30 @@ class FastEvaluator:
             raise TypeError("fast evaluator disagrees with the module on this model")
 
     # -- execution
-    def _conv(self, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, st: _Step) -> torch.Tensor:
-        if st.upsample is not None:
-            size = st.upsample
-            hh, ww = h.shape[-2:]
-            k = w.shape[-1]
-            if (self.subpixel and size == (2 * hh, 2 * ww) and st.stride == 1 and k % 2 == 1
-                    and st.padding == k // 2):
-                return _subpixel_conv(h, w, b, st.padding)
-            h = F.interpolate(h, size=size, mode="nearest")
-        return F.conv2d(h, w, b, stride=st.stride, padding=st.padding)
+    def _modes(self, size: tuple[int, int]) -> list[str]:
+        """How each step runs, from the spatial sizes its input will have (fixed per model)."""
+        modes = []
+        hh, ww = size
+        for st, k in zip(self.steps, self.kernel_sizes):
+            mode = "conv"
+            if st.upsample is not None:
+                mode = "upconv"
+                if (self.subpixel and st.upsample == (2 * hh, 2 * ww) and st.stride == 1 and k % 2 == 1
+                        and st.padding == k // 2 and min(hh, ww) >= SUBPIXEL_MIN_SIZE):
+                    mode = "subpixel"
+                hh, ww = st.upsample
+            elif (self.small_head and st.out_channels <= 2 and st.stride == 1 and k % 2 == 1
+                    and st.padding == k // 2 and st.bn is None):
+                mode = "head"
+            modes.append(mode)
+            hh = (hh + 2 * st.padding - k) // st.stride + 1
+            ww = (ww + 2 * st.padding - k) // st.stride + 1
+        return modes
 
-    def _forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        n, c, hgt, wid = x.shape
-        p = self.patches
-        if p > 1:
-            ph, pw = hgt // p, wid // p
-            x = x.reshape(n, c, p, ph, p, pw).permute(0, 2, 4, 1, 3, 5).reshape(n * p * p, c, ph, pw)
-        weights = []
-        for st in self.steps:
+    def _prepare(self, params: dict[str, torch.Tensor]) -> list[tuple]:
+        """Per grid point, once: weights of every step, BN folded and re-laid for its mode."""
+        prepared = []
+        for st, mode in zip(self.steps, self.modes):
             w = params[f"{st.conv}.weight"]
             b = params.get(f"{st.conv}.bias") if st.has_bias else None
             bn = None
@@ -430,12 +442,40 @@ class FastEvaluator:
                     w, b = w * scale.view(-1, 1, 1, 1), shift
                 else:
                     bn = (gamma, beta)
-            weights.append((w, b, bn))
+            if mode == "subpixel":
+                prepared.append((mode, _subpixel_kernel(w, b, st.padding), bn))
+            elif mode == "head":
+                prepared.append((mode, _head_taps(w, b), bn))
+            else:
+                prepared.append((mode, (w, b), bn))
+        return prepared
+
+    def _forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        n, c, hgt, wid = x.shape
+        p = self.patches
+        if p > 1:
+            ph, pw = hgt // p, wid // p
+            x = x.reshape(n, c, p, ph, p, pw).permute(0, 2, 4, 1, 3, 5).reshape(n * p * p, c, ph, pw)
+        if self.modes is None:
+            self.modes = self._modes(tuple(x.shape[-2:]))
+        prepared = self._prepare(params)
         chunks = x.split(self.chunk) if self.chunk else (x,)
         outs = []
         for h in chunks:
-            for st, (w, b, bn) in zip(self.steps, weights):
-                h = self._conv(h, w, b, st)
+            if self.channels_last:
+                h = h.contiguous(memory_format=torch.channels_last)
+            for st, (mode, kern, bn) in zip(self.steps, prepared):
+                if mode == "subpixel":
+                    h = _subpixel_apply(h, *kern)
+                elif mode == "head":
+                    h = _head_apply(h, *kern)
+                else:
+                    if mode == "upconv":
+                        h = F.interpolate(h, size=st.upsample, mode="nearest")
+                    h = F.conv2d(h, kern[0], kern[1], stride=st.stride, padding=st.padding)
+                    if self.channels_last:
+                        # a 1-channel input counts as both layouts and conv then returns NCHW
+                        h = h.contiguous(memory_format=torch.channels_last)
                 if bn is not None:
                     if self.bn_mode == "batch":
                         h = F.batch_norm(h, None, None, bn[0], bn[1], training=True, eps=st.bn_eps)
@@ -448,7 +488,7 @@ class FastEvaluator:
                 elif st.act == "sigmoid":
                     h = torch.sigmoid_(h)
             outs.append(h)
-        out = torch.cat(outs) if len(outs) > 1 else outs[0]
+        out = torch.cat(outs) if len(outs) > 1 else outs[0].contiguous()
         if p > 1:
             out = out.reshape(n, p, p, c, hgt // p, wid // p).permute(0, 3, 1, 4, 2, 5).reshape(n, c, hgt, wid)
         return out
@@ -479,20 +519,87 @@ def _phase_kernels(w: torch.Tensor, pad: int) -> list[tuple[int, torch.Tensor, i
     return out
 
 
-def _subpixel_conv(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, pad: int) -> torch.Tensor:
-    """conv2d(upsample_nearest_2x(h), w, b, padding=pad) computed on h: (N, C_in, H, W) -> (N, C_out, 2H, 2W)."""
-    n, _, hh, ww = h.shape
+def _subpixel_kernel(w: torch.Tensor, b: torch.Tensor | None, pad: int):
+    """The four phase kernels of conv(upsample_nearest_2x(h), w, padding=pad), stacked.
+
+    Phase (p, q) reads source offsets lo_p.. (rows) and lo_q.. (cols); all phase kernels have
+    the same size (k=3: 2x2), so one convolution with 4*C_out outputs over the zero-padded small
+    image gives every phase, phase (p, q) being that output shifted by (lo_p - lo_min, lo_q - lo_min).
+    One larger GEMM beats four small ones. Returns (kernel (4*C_out, C_in, kh, kw), bias, pads,
+    shifts, C_out).
+    """
+    c_out = w.shape[0]
     phases = _phase_kernels(w, pad)
-    reach = max(max(-lo, lo + r.shape[0] - 1) for lo, r, _ in phases)
-    hp = F.pad(h, (reach, reach, reach, reach))                       # zero padding of the small image
-    out = h.new_empty(n, w.shape[0], hh, 2, ww, 2)                      # (N, C_out, H, 2, W, 2)
+    sizes = {r.shape[0] for _, r, _ in phases}
+    if len(sizes) != 1:
+        raise TypeError("phase kernels of different sizes")
+    ks = sizes.pop()
+    lo_min = min(lo for lo, _, _ in phases)
+    max_shift = max(lo for lo, _, _ in phases) - lo_min
+    kernels, shifts = [], []
     for lo_y, ry, p in phases:
         for lo_x, rx, q in phases:
-            k = torch.einsum("ak,bl,oikl->oiab", ry, rx, w)           # (C_out, C_in, ky', kx')
-            ys, xs = reach + lo_y, reach + lo_x
-            src = hp[:, :, ys: ys + hh + ry.shape[0] - 1, xs: xs + ww + rx.shape[0] - 1]
-            out[:, :, :, p, :, q] = F.conv2d(src, k, b)
-    return out.view(n, w.shape[0], 2 * hh, 2 * ww)
+            kernels.append(torch.einsum("ak,bl,oikl->oiab", ry, rx, w))     # (C_out, C_in, ks, ks)
+            shifts.append((lo_y - lo_min, lo_x - lo_min))
+    # output u of the padded conv reads source rows u + lo_min .. u + lo_min + ks - 1; H + max_shift
+    # outputs are needed, so the padded image has H + max_shift + ks - 1 rows
+    before = -lo_min
+    after = ks - 1 + max_shift - before
+    pads = (before, after, before, after)
+    bias = None if b is None else b.repeat(4)
+    return torch.cat(kernels), bias, pads, tuple(shifts), c_out
+
+
+def _subpixel_apply(h: torch.Tensor, kernel: torch.Tensor, bias, pads, shifts, c_out: int) -> torch.Tensor:
+    """(N, C_in, H, W) -> (N, C_out, 2H, 2W): one conv for all four phases, then interleave."""
+    n, _, hh, ww = h.shape
+    o = F.conv2d(F.pad(h, pads), kernel, bias)                          # (N, 4*C_out, H', W'), (p, q, c)
+    cl = h.is_contiguous(memory_format=torch.channels_last)
+    if cl:
+        out = h.new_empty(n, hh, 2, ww, 2, c_out)                      # memory of a channels_last result
+        for k, (dy, dx) in enumerate(shifts):
+            p, q = divmod(k, 2)
+            src = o[:, k * c_out:(k + 1) * c_out, dy:dy + hh, dx:dx + ww]     # (N, C_out, H, W)
+            out[:, :, p, :, q, :] = src.permute(0, 2, 3, 1)
+        return out.view(n, 2 * hh, 2 * ww, c_out).permute(0, 3, 1, 2)
+    out = h.new_empty(n, c_out, hh, 2, ww, 2)
+    for k, (dy, dx) in enumerate(shifts):
+        p, q = divmod(k, 2)
+        out[:, :, :, p, :, q] = o[:, k * c_out:(k + 1) * c_out, dy:dy + hh, dx:dx + ww]
+    return out.view(n, c_out, 2 * hh, 2 * ww)
+
+
+def _subpixel_conv(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, pad: int) -> torch.Tensor:
+    """conv2d(upsample_nearest_2x(h), w, b, padding=pad) computed on h: (N, C_in, H, W) -> (N, C_out, 2H, 2W)."""
+    return _subpixel_apply(h, *_subpixel_kernel(w, b, pad))
+
+
+def _head_taps(w: torch.Tensor, b: torch.Tensor | None):
+    c_out, c_in, k, _ = w.shape
+    return w.permute(0, 2, 3, 1).reshape(c_out * k * k, c_in), b, c_out, k   # taps (C_out*k*k, C_in)
+
+
+def _head_apply(h: torch.Tensor, taps: torch.Tensor, b, c_out: int, k: int) -> torch.Tensor:
+    """A k x k convolution (padding k//2) to very few channels (the 16 -> 1 head) as one GEMM over
+    channels, (N, H*W, C_in) @ (C_in, C_out*k*k), plus k*k shifted adds: the library's conv
+    kernels are 2-3x slower than this when C_out is 1."""
+    n, c_in, hh, ww = h.shape
+    pad = k // 2
+    if h.is_contiguous(memory_format=torch.channels_last):
+        z = torch.matmul(h.permute(0, 2, 3, 1).reshape(n, hh * ww, c_in), taps.t())  # (N, H*W, C_out*k*k)
+        z = z.transpose(1, 2).contiguous()                             # (N, C_out*k*k, H*W)
+    else:
+        z = torch.matmul(taps, h.reshape(n, c_in, hh * ww))             # (N, C_out*k*k, H*W)
+    z = F.pad(z.view(n, c_out, k * k, hh, ww), (pad, pad, pad, pad))
+    out = h.new_zeros(n, c_out, hh, ww) if b is None else b.view(1, -1, 1, 1).expand(n, c_out, hh, ww).clone()
+    for t in range(k * k):
+        ky, kx = divmod(t, k)
+        out += z[:, :, t, ky:ky + hh, kx:kx + ww]
+    return out
+
+
+def _small_head_conv(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    return _head_apply(h, *_head_taps(w, b))
 
 
 # ----------------------------------------------------------------------------- surfaces
@@ -543,6 +650,62 @@ def make_evaluator(model: nn.Module, x: torch.Tensor, metric: str, train_cfg: Tr
     return LoopEvaluator(model, x, metric, train_cfg, bn_mode)
 
 
+def resolve_workers(cfg: LandscapeConfig, ev) -> int:
+    """Parallel grid points: only for the fast evaluator (the loop's module is shared state)."""
+    if not isinstance(ev, FastEvaluator):
+        return 1
+    return max(1, cfg.workers or torch.get_num_threads())
+
+
+class PointPool:
+    """Evaluates grid points on `workers` threads, each running its operations single-threaded.
+
+    Grid points are independent, so they parallelise without any synchronisation inside a forward
+    pass; intra-op threading of these small convolutions scales poorly and, on a machine shared
+    with other processes, every operation waits at a barrier for a descheduled thread. Torch's
+    thread count is set to 1 while the pool is open and restored afterwards (it is a process-wide
+    setting: other work in this process runs single-threaded meanwhile). Results are identical to
+    sequential evaluation: each point runs the same code on its own tensors.
+    """
+
+    def __init__(self, ev, workers: int):
+        self.ev, self.workers = ev, workers
+        self._executor = None
+        self._threads = None
+
+    def __enter__(self) -> "PointPool":
+        if self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            self._threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="landscape")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(self._threads)
+            self._executor = None
+
+    def map(self, theta, d1, d2, coords: list[tuple[float, float]], should_stop: StopFn | None = None):
+        """Yields the raw loss of each (a, b) in order; None from the first stopped point on."""
+        def one(ab):
+            if should_stop is not None and should_stop():
+                return None
+            return self.ev.loss(point_params(theta, d1, d2, ab[0], ab[1]))
+        if self._executor is None:
+            for ab in coords:
+                v = one(ab)
+                yield v
+                if v is None:
+                    return
+            return
+        for v in self._executor.map(one, coords):
+            yield v
+            if v is None:
+                return
+
+
 def _train_cfg(result) -> TrainConfig:
     return result.config.train
 
@@ -572,18 +735,22 @@ def compute_surface(result, data: ADDataset, cfg: LandscapeConfig, *,
                    seed=cfg.seed, bn_mode=cfg.bn_mode, center=raw_center / scale, complete=False,
                    kind="line" if cfg.ny == 1 else "plane", scale=scale)
     last = time.perf_counter()
-    for level in refinement_order(len(gx), len(gy)):
-        for i, j in level:
-            if should_stop is not None and should_stop():
-                return surf
-            surf.values[j, i] = ev.loss(point_params(theta, d1, d2, float(gx[i]), float(gy[j]))) / scale
-            now = time.perf_counter()
-            if on_progress is not None and now - last > PROGRESS_EVERY_S:
-                last = now
+    workers = resolve_workers(cfg, ev)
+    with PointPool(ev, workers) as pool:
+        for n_level, level in enumerate(refinement_order(len(gx), len(gy))):
+            coords = [(float(gx[i]), float(gy[j])) for i, j in level]
+            for (i, j), value in zip(level, pool.map(theta, d1, d2, coords, should_stop)):
+                if value is None:                       # should_stop said so
+                    return surf
+                surf.values[j, i] = value / scale
+                now = time.perf_counter()
+                # the first report is always the whole coarse level (a drawable picture)
+                if on_progress is not None and n_level > 0 and now - last > PROGRESS_EVERY_S:
+                    last = now
+                    on_progress(surf.copy())
+            last = time.perf_counter()
+            if on_progress is not None and not np.isfinite(surf.values).all():
                 on_progress(surf.copy())
-        last = time.perf_counter()
-        if on_progress is not None and not np.isfinite(surf.values).all():
-            on_progress(surf.copy())
     surf.complete = True
     if with_sharpness:
         surf.sharpness = compute_sharpness(result, data, cfg)

@@ -1,0 +1,143 @@
+"""`lamp landscape`: the loss surface and sharpness numbers of a trained run (paper Fig. 1, 3).
+
+Takes the same run options as `lamp train`; the run comes from the run store, or is trained
+(and stored) first. `--compare` does the base and the LAMP run of that config side by side, in
+one metric (default l2, the common yardstick) and on one colour/height scale. Writes, into
+--out (default ./landscape-out): <name>.npz (Surface.save), <name>.csv and landscape.html
+(3-D surfaces and contours), and prints each model's sharpness numbers (or one JSON object).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from .cli import ProgressBar, add_run_arguments, config_from_args, fail, progress_enabled
+from .config import LampError, LandscapeConfig, validate
+
+DEFAULT_OUT = "landscape-out"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_arguments(p)
+    g = p.add_argument_group("landscape")
+    g.add_argument("--nx", type=int, default=21, help="grid points along direction 1 (default 21)")
+    g.add_argument("--ny", type=int, default=21, help="grid points along direction 2; 1 = a 1-D line")
+    g.add_argument("--span", type=float, default=1.0, help="coordinates run over [-span, span] (default 1)")
+    g.add_argument("--images", type=int, default=256, help="evaluation images (normal training images)")
+    g.add_argument("--metric", choices=("own", "l2", "own_rel", "l2_rel"),
+                   help="own = the run's training loss, l2 = plain L2, *_rel = divided by the centre "
+                        "(default: own, or l2 with --compare)")
+    g.add_argument("--bn-mode", choices=("eval", "batch"), default="eval",
+                   help="BatchNorm with running statistics (eval) or the evaluation batch's (batch)")
+    g.add_argument("--include-bn-bias", action="store_true",
+                   help="give biases and BatchNorm parameters a direction too (default: zero)")
+    g.add_argument("--direction-seed", type=int, default=0, help="seed of the random directions")
+    g.add_argument("--radius", type=float, default=0.25, help="radius of the mean relative loss increase")
+    g.add_argument("--hessian-iters", type=int, default=20, help="power-iteration steps (0 = skip)")
+    g.add_argument("--hutchinson-samples", type=int, default=16, help="trace probes (0 = skip)")
+    g.add_argument("--method", choices=("fast", "loop"), default="fast",
+                   help="fast = exact fused evaluator, loop = Li et al.'s per-point loop")
+    o = p.add_argument_group("output")
+    o.add_argument("--compare", action="store_true", help="base and LAMP runs side by side, one scale")
+    o.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default ./{DEFAULT_OUT})")
+    o.add_argument("--store", help="run store folder (default: $LAMP_STORE or the user cache)")
+    o.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    o.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="progress on stderr (auto: when stderr is a terminal)")
+
+
+def landscape_config(a: argparse.Namespace) -> LandscapeConfig:
+    from .landscape import validate_landscape
+    metric = a.metric or ("l2" if a.compare else "own")
+    cfg = LandscapeConfig(nx=a.nx, ny=a.ny, span=a.span, n_images=a.images, metric=metric, bn_mode=a.bn_mode,
+                          include_bn_bias=a.include_bn_bias, seed=a.direction_seed, radius=a.radius,
+                          hessian_iters=a.hessian_iters, hutchinson_samples=a.hutchinson_samples,
+                          method=a.method)
+    validate_landscape(cfg)
+    return cfg
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _summary(surf) -> dict:
+    import numpy as np
+    vals = surf.values[np.isfinite(surf.values)]
+    return {"metric": surf.metric, "center": surf.center, "min": float(vals.min()) if vals.size else None,
+            "max": float(vals.max()) if vals.size else None, "complete": surf.complete,
+            "grid": [int(len(surf.x)), int(len(surf.y))], **surf.sharpness}
+
+
+def run(a: argparse.Namespace) -> int:
+    from . import data as data_mod
+    from .landscape import surface_for_run
+    from .landscape_figures import fig_contour, fig_line, fig_surface_3d
+    from .runner import compare_configs, run_config
+    from .store import RunStore
+
+    cfg = config_from_args(a)
+    validate(cfg)
+    lcfg = landscape_config(a)
+    out = Path(a.out).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return fail(f"cannot create the output folder {out} ({exc.strerror}): choose another --out")
+    data_mod.load(cfg.data)  # fail early on bad data, before any training
+    store = RunStore(a.store) if a.store else RunStore()
+    configs = dict(zip(("base", "lamp"), compare_configs(cfg))) if a.compare else {"run": cfg}
+    show = progress_enabled(a.progress)
+    surfaces = {}
+    for name, c in configs.items():
+        bar = ProgressBar(name, show)
+        record = run_config(c, store=store, on_progress=bar)   # trains and stores it when missing
+        bar.close()
+        if record.result.diverged:
+            raise LampError(f"the {name} run diverged (loss NaN/inf): lower the learning rate or eps")
+
+        def progress(s, name=name):
+            if show:
+                sys.stderr.write(f"\r{name:>5} landscape {s.fraction_done():4.0%}")
+                sys.stderr.flush()
+        surfaces[name] = surface_for_run(c, lcfg, store, on_progress=progress)
+        if show:
+            sys.stderr.write("\n")
+    files = []
+    try:
+        for name, s in surfaces.items():
+            s.save(out / f"{name}.npz")
+            (out / f"{name}.csv").write_text(s.to_csv())
+            files += [str(out / f"{name}.npz"), str(out / f"{name}.csv")]
+        if lcfg.ny == 1:
+            figs = [fig_line(surfaces)]
+        else:
+            figs = [fig_surface_3d(surfaces), fig_contour(surfaces)]
+        html = ["<html><head><meta charset='utf-8'><title>LAMP Lab loss landscape</title></head><body>"]
+        for k, f in enumerate(figs):
+            html.append(f.to_html(full_html=False, include_plotlyjs=(k == 0)))
+        html.append("</body></html>")
+        (out / "landscape.html").write_text("\n".join(html), encoding="utf-8")
+        files.append(str(out / "landscape.html"))
+    except OSError as exc:
+        return fail(f"cannot write into {out} ({exc.strerror}): choose another --out")
+    summary = {name: _summary(s) for name, s in surfaces.items()}
+    if a.json:
+        print(json.dumps({"landscape": {k: v for k, v in vars(lcfg).items()}, "surfaces": summary,
+                          "files": files}))
+        return 0
+    keys = ("center", "min", "max", "top_eigenvalue", "hessian_trace", "hessian_trace_se", "radius_increase")
+    names = list(summary)
+    print(f"metric {lcfg.metric}, BN {lcfg.bn_mode}, {lcfg.nx}x{lcfg.ny} points over [-{lcfg.span:g}, "
+          f"{lcfg.span:g}], {lcfg.n_images} images, direction seed {lcfg.seed}")
+    print(f"{'':>18}" + "".join(f"{n:>14}" for n in names))
+    for k in keys:
+        label = f"increase@{lcfg.radius:g}" if k == "radius_increase" else k
+        print(f"{label:>18}" + "".join(f"{_fmt(summary[n].get(k)):>14}" for n in names))
+    print(f"wrote {', '.join(files)}")
+    return 0

@@ -351,3 +351,26 @@ def test_partial_surface_draws_its_complete_subgrid():
     s.values[::2, ::2] = 1.0
     fig = LF.fig_surface_3d({"run": s})
     assert np.asarray(fig.data[0].z).shape == (5, 5)
+
+
+def test_point_pool_matches_sequential_and_restores_threads():
+    torch.manual_seed(5)
+    model = _randomise_bn(ConvAutoencoder(1, 16, depth=3, width=4, latent_channels=4))
+    x = torch.rand(10, 1, 16, 16)
+    ev = L.FastEvaluator(model, x, "l2", TrainConfig(), "eval")
+    theta = {k: v.detach() for k, v in model.named_parameters()}
+    d1, d2 = L.directions(model, 0)
+    coords = [(a, b) for a in (-0.5, 0.0, 0.5) for b in (-1.0, 1.0)]
+    before = torch.get_num_threads()
+    with L.PointPool(ev, 1) as pool:
+        seq = list(pool.map(theta, d1, d2, coords))
+    with L.PointPool(ev, 3) as pool:
+        assert torch.get_num_threads() == 1
+        with L.PointPool(ev, 2) as inner:              # a second job at the same time
+            par2 = list(inner.map(theta, d1, d2, coords))
+        assert torch.get_num_threads() == 1            # still inside the first pool
+        par = list(pool.map(theta, d1, d2, coords))
+    assert torch.get_num_threads() == before
+    assert par == seq and par2 == seq
+    stopped = list(L.PointPool(ev, 1).map(theta, d1, d2, coords, should_stop=lambda: True))
+    assert stopped == [None]

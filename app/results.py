@@ -106,3 +106,27 @@ def files_outside_layout(path) -> tuple[str, list[str]]:
     if prefixes is None:
         return layout, []
     return layout, sorted(k for k in files if not k.startswith(prefixes))
+
+
+def original_image_stats(path, limit: int = 5000) -> list[tuple[str, int]]:
+    """How the uploaded images are stored, before any resizing: [("28x28 L", count), ...],
+    most common first. Only image headers are decoded (Pillow's lazy open), at most `limit`."""
+    import io
+    from collections import Counter
+
+    from PIL import Image
+
+    from lamp_core.data.common import is_image_name, list_files
+
+    counts: Counter = Counter()
+    for i, (rel, reader) in enumerate(sorted(list_files(path).items())):
+        if i >= limit:
+            break
+        if not is_image_name(rel):
+            continue
+        try:
+            with Image.open(io.BytesIO(reader())) as im:
+                counts[f"{im.size[0]}x{im.size[1]} {im.mode}"] += 1
+        except Exception:  # noqa: BLE001 - unreadable files are reported by the loader's notes
+            continue
+    return counts.most_common()

@@ -56,10 +56,19 @@ def start(store: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("streamlit did not become healthy within 90 s")
 
 
-def save(page, name: str, *, full: bool = False) -> None:
+def goto(page, link: str, heading: str | None = None) -> None:
+    """Open a page from the sidebar and wait until its title shows (a click on a button of the
+    old page while the new one loads would be lost)."""
+    from playwright.sync_api import expect
+    page.get_by_role("link", name=link).click()
+    expect(page.get_by_role("heading", name=heading or link, exact=True)).to_be_visible(timeout=60_000)
+
+
+def save(page, name: str) -> None:
     """Screenshot -> downscaled 256-colour PNG (a few hundred KB at most)."""
-    page.mouse.move(1, 1)                       # no tooltip from the last click in the picture
-    png = page.screenshot(full_page=full)
+    page.mouse.move(700, 5)                     # no tooltip from the last click in the picture
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    png = page.screenshot()
     img = Image.open(io.BytesIO(png)).convert("RGB")
     img = img.resize((WIDTH, round(img.height * WIDTH / img.width)), Image.LANCZOS)
     img = img.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
@@ -79,12 +88,14 @@ def main() -> int:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             plots = page.locator(".js-plotly-plot")
 
+            page.set_viewport_size({"width": 1400, "height": 1500})
             page.goto(url)
             expect(page.get_by_role("heading", name="Loss curves")).to_be_visible(timeout=60_000)
             expect(plots.first).to_be_visible(timeout=60_000)
-            save(page, "loss_curves", full=True)
+            save(page, "loss_curves")
+            page.set_viewport_size({"width": 1400, "height": 1000})
 
-            page.get_by_role("link", name="Train & compare").click()
+            goto(page, "Train & compare")
             page.get_by_role("button", name="Train base and LAMP").click()
             expect(page.get_by_text("epoch", exact=False).first).to_be_visible(timeout=LONG)
             save(page, "train_progress")
@@ -94,26 +105,28 @@ def main() -> int:
             page.get_by_role("heading", name="Reconstructions (paper Fig. 4)").scroll_into_view_if_needed()
             save(page, "train_compare_reconstructions")
 
-            page.get_by_role("link", name="Loss landscape").click()
+            goto(page, "Loss landscape")
             page.get_by_role("button", name="Compute landscapes").click()
             expect(page.get_by_text("Sharpness at the trained weights")).to_be_visible(timeout=LONG)
             expect(page.get_by_role("button", name="Stop")).to_have_count(0, timeout=LONG)
+            page.set_viewport_size({"width": 1400, "height": 1400})
             page.get_by_role("heading", name="Loss landscape").scroll_into_view_if_needed()
-            save(page, "landscape", full=True)
+            page.get_by_text("Sharpness at the trained weights").scroll_into_view_if_needed()
+            save(page, "landscape")
+            page.set_viewport_size({"width": 1400, "height": 1000})
 
-            page.get_by_role("link", name="Batch size").click()
+            goto(page, "Batch size")
             expect(page.get_by_text("✓ surface LAMP @ 32")).to_be_visible(timeout=LONG)
             expect(plots).to_have_count(2, timeout=LONG)
             save(page, "batch_size")
 
-            page.get_by_role("link", name="Your data").click()
+            goto(page, "Your data")
             page.locator("input[type=file]").set_input_files(str(REPO / "assets" / "example_upload.zip"))
             expect(page.get_by_text("Validation report")).to_be_visible(timeout=LONG)
-            page.get_by_text("Validation report").scroll_into_view_if_needed()
+            page.get_by_text("Layout:").scroll_into_view_if_needed()
             save(page, "your_data")
 
-            page.get_by_role("link", name="Guide").click()
-            expect(page.get_by_role("heading", name="Lab guide")).to_be_visible(timeout=60_000)
+            goto(page, "Guide", heading="Lab guide")
             save(page, "guide")
             browser.close()
     finally:

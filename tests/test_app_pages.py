@@ -152,6 +152,7 @@ def test_your_data_example_zip_report_then_train(tmp_path):
     m = {x.label: x.value for x in at.metric}
     assert m["train (normal)"] == "60" and m["test normal"] == "20" and m["test anomalous"] == "40"
     assert "README.txt" in texts(at)                  # the skipped non-image is listed
+    assert "28x28 L (120)" in texts(at)               # the images as stored, before resizing
     at.button(key="use_upload").click().run()
     up = at.session_state["upload"]
     assert Path(up["path"]).is_file() and up["name"] == "example_upload.zip"

@@ -83,15 +83,18 @@ def view() -> bool:
                 lab_state.download_figure(f3d, "landscape_3d", key="dl_3d")
             with c2:
                 lab_state.download_figure(fc, "landscape_contour", key="dl_contour")
-        rows = [{"loss": n, "centre": s.center, **{k: v for k, v in s.sharpness.items()}}
+        keys = ("top_eigenvalue", "hessian_trace", "hessian_trace_se", "radius_increase")
+        rows = [{"loss": n, "centre": s.center, **{k: s.sharpness.get(k) for k in keys}}
                 for n, s in surfaces.items()]
+        radius = next((s.sharpness.get("radius") for s in surfaces.values() if s.sharpness), lcfg.radius)
         if any(s.sharpness for s in surfaces.values()):
             st.markdown("**Sharpness at the trained weights** (same metric and BN mode as the surfaces)")
             st.dataframe(rows, hide_index=True, column_config={
                 "top_eigenvalue": st.column_config.NumberColumn("top Hessian eigenvalue", format="%.4g"),
                 "hessian_trace": st.column_config.NumberColumn("Hessian trace (Hutchinson)", format="%.4g"),
                 "hessian_trace_se": st.column_config.NumberColumn("± s.e.", format="%.2g"),
-                "radius_increase": st.column_config.NumberColumn("mean rel. increase at r", format="%.3f"),
+                "radius_increase": st.column_config.NumberColumn(f"mean rel. increase at r = {radius:g}",
+                                                                 format="%.3f"),
                 "centre": st.column_config.NumberColumn("loss at θ", format="%.4g")})
             if not busy:
                 lab_state.download_table(rows, "sharpness", key="dl_sharp")

@@ -68,7 +68,9 @@ if up is not None:
     if groups:
         st.caption("Test groups: " + ", ".join(f"{g} ({ds.test_groups.count(g)})" for g in groups))
     layout, outside = results.files_outside_layout(path)
-    st.caption(f"Layout: **{layout}**")
+    stats = results.original_image_stats(path)
+    st.caption(f"Layout: **{layout}** · stored as " + ", ".join(f"{k} ({n})" for k, n in stats[:6])
+               + (" …" if len(stats) > 6 else "") + f" · resized to {s['image_size']}×{s['image_size']}")
     notes = [n.replace(str(path), up.name) for n in ds.notes]
     notes += [f"ignored {f}: not inside one of the {layout} layout's folders" for f in outside]
     if notes:

@@ -94,7 +94,8 @@ def main(argv=None) -> int:
     desc = json.loads(spec_path.read_text()).get("description", "")
     rel_spec = SPECS[a.protocol] if not a.spec else a.spec
     md = [f"# Table 2 reproduction ({a.protocol} protocol)", "",
-          f"Command: `nice -n 10 python bench/reproduce_table2.py --protocol {a.protocol} --store <store folder>` "
+          f"Command: `nice -n 10 python bench/reproduce_table2.py --protocol {a.protocol} --store <store folder>"
+          + (f" --spec {a.spec} --out {a.out}" if a.spec else "") + "` "
           f"(equivalently `lamp sweep --spec {rel_spec} --store <store folder> --out {a.out}`).", "",
           f"Protocol: {desc}", "",
           f"Runs: {len(ok)} finished of {len(configs)}; failed: {failed}. 'paper:' rows are the paper's "

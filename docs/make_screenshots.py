@@ -97,7 +97,8 @@ def main() -> int:
 
             goto(page, "Train & compare")
             page.get_by_role("button", name="Train base and LAMP").click()
-            expect(page.get_by_text("epoch", exact=False).first).to_be_visible(timeout=LONG)
+            expect(page.get_by_text("LAMP training loss")).to_be_visible(timeout=LONG)   # live curves
+            page.get_by_role("heading", name="Progress").scroll_into_view_if_needed()
             save(page, "train_progress")
             expect(page.get_by_text("Reconstructions (paper Fig. 4)")).to_be_visible(timeout=LONG)
             page.get_by_role("heading", name="Detection").scroll_into_view_if_needed()

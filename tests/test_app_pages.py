@@ -231,3 +231,11 @@ def test_your_data_refuses_an_upload_over_the_size_limit(monkeypatch):
     at.file_uploader[0].set_value(("big.zip", buf.getvalue(), "application/zip")).run()
     assert not at.exception
     assert at.error and "over the 1 MB limit" in at.error[0].value
+
+
+def test_two_browser_sessions_share_one_job_per_config():
+    first, second = page("train_compare").run(), page("train_compare").run()
+    first.button(key="train").click().run()
+    second.button(key="train").click().run()
+    assert first.session_state["compare"]["ids"] == second.session_state["compare"]["ids"]
+    run_until(second, _done_comparison, "the shared comparison")

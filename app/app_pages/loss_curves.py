@@ -40,6 +40,7 @@ largest residual: $-\\log(1-x) \\ge x$, with equality only at 0. Its gradient (r
 is the base gradient multiplied by $1/(1-B')$, so large residuals are pushed much harder.
 L1's base gradient is a constant ±1; LAMP turns it into a slope that grows with |r|, much like
 L2. Lower ε and watch the wall at the edge of the range grow. With *sample*, the maximum is
-the edge of the plotted range, so shrinking the range changes the whole curve: in training
-this is what makes every image's loss relative to its own worst pixel.
+the edge of the plotted range, so shrinking the range changes the whole curve. In training the
+max is taken per image or over the batch (an option on Train & compare), so each pixel's loss is
+relative to the worst pixel of its image or of its batch.
 """)

@@ -94,12 +94,13 @@ with st.expander("LAMP's open choices (paper eq. 2): defaults shown", expanded=T
                           help=f"B' = B / max(B) · (1 − ε). Default {DEFAULT_EPS}: the largest element "
                                "contributes −log ε ≈ 4.6. Smaller ε lets that one element dominate.")
     max_over = c2.selectbox("max(B) taken over", MAX_OVER, index=MAX_OVER.index(t.max_over),
-                            help=f"Default '{DEFAULT_MAX_OVER}': per image over C, H, W, as eq. 2 is written "
-                                 "for one (y, ŷ) pair. 'batch': over the whole batch (one image's loss then "
-                                 "depends on its batch mates). 'fixed': the bound 1, no normalisation.")
+                            help=f"Default '{DEFAULT_MAX_OVER}'. 'sample': per image over C, H, W. 'batch': over "
+                                 "the whole batch's loss map (what a max over the batch's tensor gives when eq. 2 "
+                                 "is coded as written; LAMP then depends on the batch size). 'fixed': the bound 1, "
+                                 "which leaves small residuals almost un-amplified.")
     detach = c3.checkbox("Detach max from the gradient", t.detach_max,
-                         help=f"Default {DEFAULT_DETACH_MAX}: the gradient flows through max(B), as eq. 2 "
-                              "reads literally. Ticked: the max is a constant scale factor.")
+                         help=f"Default {DEFAULT_DETACH_MAX}. Ticked: max(B) is a constant scale, a normaliser. "
+                              "Unticked: the gradient flows through max(B), the literal autograd reading of eq. 2.")
 with st.expander("Network"):
     c1, c2 = st.columns(2)
     width = c1.number_input("Width", 4, 128, cur.model.width, help="Channels of the first block, doubled "

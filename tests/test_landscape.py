@@ -374,3 +374,16 @@ def test_point_pool_matches_sequential_and_restores_threads():
     assert par == seq and par2 == seq
     stopped = list(L.PointPool(ev, 1).map(theta, d1, d2, coords, should_stop=lambda: True))
     assert stopped == [None]
+
+
+@pytest.mark.parametrize("option", ["fold_bn", "subpixel", "small_head", "channels_last", "chunk"])
+def test_every_fast_ingredient_can_be_switched_off_and_stays_exact(option):
+    torch.manual_seed(6)
+    model = _randomise_bn(ConvAutoencoder(1, 28, depth=4, width=4, latent_channels=4))
+    x = torch.rand(12, 1, 28, 28)
+    loop = L.LoopEvaluator(model, x, "l2", TrainConfig(), "eval")
+    fast = L.FastEvaluator(model, x, "l2", TrainConfig(), "eval", **{option: None if option == "chunk" else False})
+    theta = {k: v.detach() for k, v in model.named_parameters()}
+    d1, d2 = L.directions(model, 2)
+    p = L.point_params(theta, d1, d2, 0.6, -0.9)
+    assert torch.allclose(fast.forward(p), loop.forward(p), atol=2e-6)

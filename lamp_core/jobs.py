@@ -36,6 +36,7 @@ from .store import RunStore
 QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped", "failed"
 FINAL = (DONE, STOPPED, FAILED)
 MAX_FINISHED = 512          # finished jobs kept in memory (their results also live in the store)
+MAX_REPLACED = 64           # stopped/failed jobs kept after a resubmission replaced them
 
 # A job's work: fn(report, should_stop) -> result. `report(progress, message, **partial)`.
 ReportFn = Callable[..., None]
@@ -321,11 +322,15 @@ class JobQueue:
             job._finish(DONE, result=result, message="done")
 
     def _trim(self) -> None:
-        # caller holds self._lock; forget the oldest finished jobs beyond MAX_FINISHED
+        # caller holds self._lock; forget the oldest finished jobs beyond MAX_FINISHED, and
+        # stopped/failed jobs that a fresh job with the same key has replaced beyond a few
         finished = [k for k, j in self._by_key.items() if j.status in FINAL]
         for k in finished[: max(0, len(finished) - MAX_FINISHED)]:
             job = self._by_key.pop(k)
             self._by_id.pop(job.id, None)
+        replaced = [i for i, j in self._by_id.items() if self._by_key.get(j.key) is not j]
+        for i in replaced[: max(0, len(replaced) - MAX_REPLACED)]:
+            del self._by_id[i]
 
 
 _QUEUES: "weakref.WeakSet[JobQueue]" = weakref.WeakSet()

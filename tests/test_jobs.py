@@ -115,3 +115,19 @@ def test_unexpected_exception_is_kept_with_its_type(queue):
 
     v = queue.wait(queue.submit("boom", boom).id, timeout=10)
     assert v.status == FAILED and v.error.startswith("RuntimeError: kaboom")
+
+
+def test_replaced_stopped_jobs_are_forgotten_beyond_a_cap(queue, monkeypatch):
+    import lamp_core.jobs as jobs_mod
+    monkeypatch.setattr(jobs_mod, "MAX_REPLACED", 2)
+    gate = threading.Event()
+    blocker = queue.submit("block", lambda r, s: gate.wait(10))   # keeps the worker busy
+    ids = []
+    for _ in range(5):
+        v = queue.submit("same", lambda r, s: None)
+        queue.cancel(v.id)                                          # stopped while queued
+        ids.append(v.id)
+    gate.set()
+    queue.wait(blocker.id, timeout=10)
+    kept = [i for i in ids if queue.get(i) is not None]
+    assert kept == ids[-3:]        # the current one (last) and the two most recent replaced ones

@@ -38,11 +38,14 @@ def main(argv=None) -> int:
                     help="ray: GPUs per run (e.g. 0.125 packs 8 small runs on one GPU; default 1 on GPU clusters)")
     ap.add_argument("--num-cpus", type=int)
     ap.add_argument("--spec", default=SPEC)
+    ap.add_argument("--rotate", type=int, default=0,
+                    help="start the grid at this run: extra workers on the same store share the work")
     ap.add_argument("--out", default="bench/results/ablation")
     a = ap.parse_args(argv)
     spec_path = ROOT / a.spec
     spec = SweepSpec.load(spec_path)
     configs = expand(spec)
+    configs = configs[a.rotate:] + configs[:a.rotate]
     if a.report_only:
         rows, failed = rep.rows_from_store(configs, RunStore(a.store)), 0
     else:

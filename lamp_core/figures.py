@@ -28,6 +28,20 @@ COLORS = {"base": "#4c72b0", "LAMP": "#dd8452"}
 NORMAL_COLOR, ANOMALOUS_COLOR = "#55a868", "#c44e52"
 
 
+def rgb_scale(colors: Sequence[str]) -> list[list]:
+    """A colour scale as explicit [position, "rgb(r,g,b)"] stops. Streamlit's chart element
+    recolours the darkest stops of some named or hex scales (Inferno's "#000004" shows up
+    violet), so figures meant for the app spell their scale out."""
+    from plotly.colors import hex_to_rgb
+    n = len(colors)
+    return [[i / (n - 1), "rgb({}, {}, {})".format(*hex_to_rgb(c))] for i, c in enumerate(colors)]
+
+
+def _inferno() -> list[list]:
+    from plotly.colors import sequential
+    return rgb_scale(sequential.Inferno)
+
+
 def color_of(name: str) -> str:
     return COLORS.get(name, COLORS["LAMP"] if "LAMP" in name else COLORS["base"])
 
@@ -180,10 +194,11 @@ def fig_recon_grid(inputs: np.ndarray, recons: Mapping[str, np.ndarray], *, titl
             elif rname.endswith("recon."):
                 trace = _image_trace(np.asarray(recons[model][j]))
             elif rname == "mask":
-                trace = go.Heatmap(z=np.asarray(masks[j, 0])[::-1], colorscale="Greys", reversescale=True,
+                trace = go.Heatmap(z=np.asarray(masks[j, 0])[::-1],
+                                   colorscale=[[0, "rgb(0, 0, 0)"], [1, "rgb(255, 255, 255)"]],
                                    zmin=0, zmax=1, showscale=False, hoverinfo="skip")
             else:
-                trace = go.Heatmap(z=errors[model][j][::-1], colorscale="Inferno", zmin=0, zmax=zmax,
+                trace = go.Heatmap(z=errors[model][j][::-1], colorscale=_inferno(), zmin=0, zmax=zmax,
                                    showscale=(j == k - 1 and rname == f"{names[0]} error"),
                                    colorbar=dict(title="sq. error", len=0.4, y=0.3),
                                    hovertemplate="error %{z:.3g}<extra></extra>")
@@ -199,7 +214,8 @@ def _image_trace(img: np.ndarray) -> go.BaseTraceType:
     """(C, H, W) in [0, 1] -> a grey heatmap (C=1) or an RGB image (C=3)."""
     img = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
     if img.shape[0] == 1:
-        return go.Heatmap(z=img[0][::-1], colorscale="gray", zmin=0, zmax=1, showscale=False,
+        return go.Heatmap(z=img[0][::-1], colorscale=[[0, "rgb(0, 0, 0)"], [1, "rgb(255, 255, 255)"]],
+                          zmin=0, zmax=1, showscale=False,
                           hovertemplate="%{z:.2f}<extra></extra>")
     rgb = (img.transpose(1, 2, 0) * 255).astype(np.uint8)
     return go.Image(z=rgb, hoverinfo="skip")

@@ -86,3 +86,10 @@ def test_auroc_vs_batch_means_per_size():
     assert list(base.x) == [4, 32] and np.allclose(base.y, [0.85, 0.7])
     assert base.error_y.array[0] == pytest.approx(np.std([0.8, 0.9], ddof=1))
     assert fig.layout.xaxis.type == "log"
+
+
+def test_error_maps_use_an_explicit_inferno_scale():
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    fig = figures.fig_recon_grid(x, {"base": x + 0.5})
+    err = next(t for t in fig.data if t.hovertemplate and "error" in t.hovertemplate)
+    assert err.colorscale[0] == (0.0, "rgb(0, 0, 4)") and err.colorscale[-1][0] == 1.0

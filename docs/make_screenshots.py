@@ -98,12 +98,12 @@ def main() -> int:
             goto(page, "Train & compare")
             page.get_by_role("button", name="Train base and LAMP").click()
             expect(page.get_by_text("LAMP training loss")).to_be_visible(timeout=LONG)   # live curves
-            page.get_by_role("heading", name="Progress").scroll_into_view_if_needed()
+            page.get_by_role("heading", name="Progress").evaluate("e => e.scrollIntoView({block: 'start'})")
             save(page, "train_progress")
             expect(page.get_by_text("Reconstructions (paper Fig. 4)")).to_be_visible(timeout=LONG)
-            page.get_by_role("heading", name="Detection").scroll_into_view_if_needed()
+            page.get_by_role("heading", name="Detection").evaluate("e => e.scrollIntoView({block: 'start'})")
             save(page, "train_compare_results")
-            page.get_by_role("heading", name="Reconstructions (paper Fig. 4)").scroll_into_view_if_needed()
+            page.get_by_role("heading", name="Reconstructions (paper Fig. 4)").evaluate("e => e.scrollIntoView({block: 'start'})")
             save(page, "train_compare_reconstructions")
 
             goto(page, "Loss landscape")
@@ -111,8 +111,7 @@ def main() -> int:
             expect(page.get_by_text("Sharpness at the trained weights")).to_be_visible(timeout=LONG)
             expect(page.get_by_role("button", name="Stop")).to_have_count(0, timeout=LONG)
             page.set_viewport_size({"width": 1400, "height": 1400})
-            page.get_by_role("heading", name="Loss landscape").scroll_into_view_if_needed()
-            page.get_by_text("Sharpness at the trained weights").scroll_into_view_if_needed()
+            page.get_by_role("heading", name="Loss landscape").evaluate("e => e.scrollIntoView({block: 'start'})")
             save(page, "landscape")
             page.set_viewport_size({"width": 1400, "height": 1000})
 
@@ -124,7 +123,7 @@ def main() -> int:
             goto(page, "Your data")
             page.locator("input[type=file]").set_input_files(str(REPO / "assets" / "example_upload.zip"))
             expect(page.get_by_text("Validation report")).to_be_visible(timeout=LONG)
-            page.get_by_text("Layout:").scroll_into_view_if_needed()
+            page.get_by_text("Layout:").evaluate("e => e.scrollIntoView({block: 'start'})")
             save(page, "your_data")
 
             goto(page, "Guide", heading="Lab guide")

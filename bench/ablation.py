@@ -2,7 +2,7 @@
 detached from the gradient, and epsilon, against plain L2, on the Table 1 MNIST protocol at batch
 128 (bench/specs/ablation.json): all ten classes, 3 seeds, paired with the same L2 runs.
 
-    nice -n 10 python bench/ablation.py --store /tmp/lamp-sweeps
+    nice -n 10 python bench/ablation.py --store ../lamp-sweeps
 
 Shares its store with bench/reproduce_table1.py: the L2 and default-LAMP batch-128 runs coincide
 and are trained once. Writes bench/results/ablation.{md,csv}.

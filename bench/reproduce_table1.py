@@ -1,14 +1,16 @@
 """Reproduce the paper's Table 1 (MNIST, one class normal, L2 vs L2-LAMP per batch size) with
 seeds, spread and a paired comparison.
 
-Reduced protocol (default; fits ~30 min on 2 shared CPU cores, see bench/specs/table1_reduced.json):
+Reduced protocol (default; about 1600 CPU-seconds, see bench/specs/table1_reduced.json):
 all ten classes, batch sizes 1024/128/32/16/4/1, L2 and L2-LAMP, 3 seeds; 1024 training images
 per class, 500 stratified test images, 3 epochs for every batch size. Epochs, not steps, are
 fixed (a fixed image budget, as a paper training every batch size for the same epochs would do),
 so batch 1024 takes 3 optimiser steps and batch 1 takes 3072: the batch-1024 column measures a
-barely trained model, which is also the likeliest reading of the paper's low 0.658/0.712 there.
+barely trained model (the paper's low 0.658/0.712 there suggest few steps too).
+Extra workers on the same store share the work (`--reverse`, `--rotate N`): each skips what
+another has stored.
 
-    nice -n 10 python bench/reproduce_table1.py --store /tmp/lamp-sweeps
+    nice -n 10 python bench/reproduce_table1.py --store ../lamp-sweeps
     python bench/reproduce_table1.py --protocol paper --store runs/ --executor ray   # GPU, full scale
 
 Writes bench/results/table1{,-paper}.{md,csv,html}. Runs are cached in --store, so a killed run

@@ -6,7 +6,7 @@ Reduced protocol (default, bench/specs/table2_reduced.json): the MVTec AD grid s
 batch 16 as in the paper, 20 epochs, learning rate tuned over {1e-3, 1e-2}, 2 seeds, 20% of the
 normal training images held out for the honest (validation) selection.
 
-    nice -n 10 python bench/reproduce_table2.py --store /tmp/lamp-sweeps
+    nice -n 10 python bench/reproduce_table2.py --store ../lamp-sweeps
     python bench/reproduce_table2.py --protocol paper --store runs/ --executor ray   # full MVTec AD, GPU
 
 Writes bench/results/table2{,-paper}.{md,csv,html}.

@@ -108,7 +108,7 @@ def main(argv=None) -> int:
           "selection (best on test) and the honest one (best on a validation split) coincide: one table.", "",
           rep.table1_markdown(ok, protocol="test", paper=PAPER), "",
           "## What agrees and what does not (computed from the numbers above)", "", comparison(ok)]
-    notes = ROOT / "bench" / "specs" / f"table1_{a.protocol}_notes.md"
+    notes = spec_path.with_name(spec_path.stem + "_notes.md")   # e.g. bench/specs/table2_reduced_notes.md
     if notes.is_file():
         md += ["", "## Notes", "", notes.read_text()]
     (out.with_suffix(".md")).write_text("\n".join(md) + "\n")

@@ -3,7 +3,7 @@ with and without LAMP) with seeds, image and pixel AUROC, and both selection pro
 
 Reduced protocol (default, bench/specs/table2_reduced.json): the MVTec AD grid subset in
 ../shared/data/mvtec_ad and the hazelnut toy set in ../shared/data/hazelnut_toy, 64x64 pixels,
-batch 16 as in the paper, 20 epochs, learning rate tuned over {1e-3, 1e-2}, 2 seeds, 20% of the
+batch 16 as in the paper, 20 epochs, learning rate tuned over {1e-3, 1e-2}, 3 seeds, 20% of the
 normal training images held out for the honest (validation) selection.
 
     nice -n 10 python bench/reproduce_table2.py --store ../lamp-sweeps
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
         if any(r["pixel_auroc"] is not None for r in ok):
             md += ["### Pixel AUROC", "", rep.table2_markdown(ok, protocol=protocol, metric="pixel_auroc"), "",
                    "Per setting (computed):", "", comparison(ok, protocol, "pixel_auroc")]
-    notes = ROOT / "bench" / "specs" / f"table2_{a.protocol}_notes.md"
+    notes = spec_path.with_name(spec_path.stem + "_notes.md")   # e.g. bench/specs/table2_reduced_notes.md
     if notes.is_file():
         md += ["## Notes", "", notes.read_text()]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")

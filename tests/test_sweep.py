@@ -102,7 +102,7 @@ def test_bench_specs_expand_to_the_documented_grids():
     ab = expand(SweepSpec.load(REPO / "bench/specs/ablation.json"))
     shared = {c.key() for c in t1} & {c.key() for c in ab}
     assert len(shared) == 2 * 10 * 3      # L2 and default LAMP at batch 128 are reused, not retrained
-    assert len(expand(SweepSpec.load(REPO / "bench/specs/table2_reduced.json"))) == 2 * 2 * 9 * 2 * 2
+    assert len(expand(SweepSpec.load(REPO / "bench/specs/table2_reduced.json"))) == 3 * 2 * 9 * 2 * 2
 
 
 def test_parse_int_list():

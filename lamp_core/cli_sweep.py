@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: one run at a time in this process; ray: one Ray task per run")
     e.add_argument("--address", help="ray: address of an existing cluster (e.g. auto or ray://host:10001); "
-                   "default: start a local instance")
+                   "default: start a local instance. Ray keeps retrying an address that does not answer")
     e.add_argument("--num-cpus", type=int, help="ray: CPUs of the local instance (default: all)")
     e.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs each run asks for")
     e.add_argument("--gpus-per-run", type=float, help="ray: GPUs each run asks for (default: 1 when the "

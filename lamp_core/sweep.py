@@ -82,10 +82,10 @@ class SweepSpec:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"sweep spec {p} not found: give the path of a .json or .toml file")
+        if p.suffix.lower() == ".toml" and tomllib is None:
+            raise ConfigError(f"sweep spec {p}: TOML needs Python 3.11+; write it as JSON")
         try:
             if p.suffix.lower() == ".toml":
-                if tomllib is None:
-                    raise ConfigError(f"sweep spec {p}: TOML needs Python 3.11+; write it as JSON")
                 d = tomllib.loads(p.read_text())
             else:
                 d = json.loads(p.read_text())

@@ -126,6 +126,23 @@ class RunConfig:
         return replace(self, model=replace(self.model, **changes))
 
 
+# Fields that only matter when LAMP is on. A base run's training does not depend on them, so the
+# run store files base runs with these constants: a sweep over eps x max_over x detach_max trains
+# its baseline once, and `lamp train`, the app and sweeps find each other's base runs. They are
+# constants, not the current defaults, so stored base runs keep their keys when a default changes.
+LAMP_ONLY_FILING = {"eps": 0.01, "max_over": "sample", "detach_max": False}
+
+
+def canonical(cfg: RunConfig) -> RunConfig:
+    """The config a run is filed under: without fields that cannot change its training (a base
+    run's LAMP-only fields; detach_max of a LAMP run whose max is the constant bound 1)."""
+    if not cfg.train.lamp:
+        return cfg.with_train(**LAMP_ONLY_FILING)
+    if cfg.train.max_over == "fixed" and cfg.train.detach_max != LAMP_ONLY_FILING["detach_max"]:
+        return cfg.with_train(detach_max=LAMP_ONLY_FILING["detach_max"])
+    return cfg
+
+
 def _build(kind, values: dict[str, Any]):
     known = {f.name for f in fields(kind)}
     unknown = set(values) - known

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import RunConfig
+from .config import RunConfig, canonical
 from .evaluate import Evaluation
 from .train import TrainResult
 
@@ -64,7 +64,8 @@ class RunStore:
         self.root = Path(root).expanduser() if root is not None else default_root()
 
     def folder(self, cfg: RunConfig) -> Path:
-        return self.root / cfg.key()
+        # filed by the canonical config: a base run is found whatever its (unused) LAMP fields say
+        return self.root / canonical(cfg).key()
 
     def has(self, cfg: RunConfig) -> bool:
         f = self.folder(cfg)
@@ -93,7 +94,7 @@ class RunStore:
             warnings.warn(f"run store: skipped unreadable entry {folder.name} ({type(exc).__name__}: {exc})",
                           stacklevel=2)
             return None
-        if result.config != cfg:
+        if canonical(result.config) != canonical(cfg):
             warnings.warn(f"run store: entry {folder.name} holds another config; skipped", stacklevel=2)
             return None
         return StoredRun(result, evaluation)

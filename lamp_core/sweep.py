@@ -38,16 +38,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .config import ConfigError, DataConfig, LampError, ModelConfig, RunConfig, TrainConfig, validate
+from .config import (ConfigError, DataConfig, LampError, ModelConfig, RunConfig, TrainConfig, canonical,  # noqa: F401
+                     validate)
 from .evaluate import Evaluation
 from .store import RunStore
 from .train import TrainResult
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-# Fields that only matter when LAMP is on: a base run is filed with these fixed values, so a grid
-# over eps x max_over x detach_max trains its L2 baseline once, not once per LAMP variant. They are
-# constants, not the current defaults, so stored base runs keep their keys when a default changes.
-LAMP_ONLY = {"eps": 0.01, "max_over": "sample", "detach_max": False}
 
 
 # ----------------------------------------------------------------------------- spec and expansion
@@ -125,17 +122,6 @@ def apply(cfg: RunConfig, axis: str, value: Any) -> RunConfig:
     if bad:
         raise ConfigError(f"unknown {section} field(s) in sweep axis {axis!r}: {', '.join(sorted(bad))}")
     return replace(cfg, **{section: replace(getattr(cfg, section), **changes)})
-
-
-def canonical(cfg: RunConfig) -> RunConfig:
-    """File a run without fields that cannot change its training: a base (non-LAMP) run without
-    the LAMP-only fields, and a LAMP run with the fixed bound 1 without detach_max (a constant max
-    has no gradient to detach)."""
-    if not cfg.train.lamp:
-        return cfg.with_train(**LAMP_ONLY)
-    if cfg.train.max_over == "fixed" and cfg.train.detach_max != LAMP_ONLY["detach_max"]:
-        return cfg.with_train(detach_max=LAMP_ONLY["detach_max"])
-    return cfg
 
 
 def base_of(cfg: RunConfig) -> RunConfig:

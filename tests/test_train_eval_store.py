@@ -142,3 +142,12 @@ def test_stopped_runs_are_not_stored(tmp_path):
     store = RunStore(tmp_path)
     rec = run_config(TINY, store=store, should_stop=lambda: True)
     assert rec.result.stopped and rec.evaluation is None and not store.has(TINY)
+
+
+def test_base_runs_are_shared_whatever_their_unused_lamp_fields(tmp_path):
+    store = RunStore(tmp_path)
+    run_config(TINY.with_train(eps=0.2, max_over="batch"), store=store)
+    again = run_config(TINY.with_train(eps=0.05, max_over="sample", detach_max=True), store=store)
+    assert again.cached
+    lamp_cfg = TINY.with_train(lamp=True)
+    assert not store.has(lamp_cfg)

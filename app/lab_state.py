@@ -26,7 +26,7 @@ from lamp_core.store import RunStore, default_root
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"
 BATCH_SIZES = (1, 4, 16, 32, 128, 1024)   # the paper's Table 1
-POLL_S = 1.0                              # how often a running page looks at its jobs
+POLL_S = float(os.environ.get("LAMP_POLL_S", "1.0"))  # how often a running page looks at its jobs (s)
 
 # The app's default comparison: the built-in digits, paper-sized 28 px images, 10 epochs. On 2
 # CPU cores base + LAMP train in well under 30 s (bench/results/app_latency.md).

@@ -64,8 +64,18 @@ def goto(page, link: str, heading: str | None = None) -> None:
     expect(page.get_by_role("heading", name=heading or link, exact=True)).to_be_visible(timeout=60_000)
 
 
+def settle(page) -> None:
+    """Wait until the script run has finished (no "Running..." status, no stale elements) and
+    every image has loaded, so a picture never shows a page half-way through a rerun."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=stStatusWidget]')"
+        " && !document.querySelector('[data-stale=true]')"
+        " && Array.from(document.images).every(i => i.complete)", timeout=LONG, polling=200)
+
+
 def save(page, name: str) -> None:
     """Screenshot -> downscaled 256-colour PNG (a few hundred KB at most)."""
+    settle(page)
     page.mouse.move(700, 5)                     # no tooltip from the last click in the picture
     page.evaluate("document.activeElement && document.activeElement.blur()")
     png = page.screenshot()
@@ -123,6 +133,8 @@ def main() -> int:
             goto(page, "Your data")
             page.locator("input[type=file]").set_input_files(str(REPO / "assets" / "example_upload.zip"))
             expect(page.get_by_text("Validation report")).to_be_visible(timeout=LONG)
+            expect(page.get_by_role("button", name="Use this data on Train & compare")).to_be_visible(timeout=LONG)
+            expect(page.locator("[data-testid=stImage] img").first).to_be_visible(timeout=LONG)
             page.get_by_text("Layout:").evaluate("e => e.scrollIntoView({block: 'start'})")
             save(page, "your_data")
 

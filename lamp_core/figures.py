@@ -238,8 +238,7 @@ def fig_auroc_vs_batch(rows: Sequence[Mapping], *, selected: int | None = None) 
                                  error_y=dict(type="data", array=[s for _, s in stats], visible=True),
                                  hovertemplate="batch %{x}<br>AUROC %{y:.3f}<extra>" + name + "</extra>"))
     if selected is not None:
-        # shapes on a log axis take log10 coordinates
-        fig.add_vline(x=math.log10(selected), line_dash="dot", line_color="#888")
+        fig.add_vline(x=selected, line_dash="dot", line_color="#888")
     fig.update_layout(title="AUROC against batch size (paper Table 1)", xaxis_title="batch size",
                       yaxis_title="AUROC",
                       xaxis=dict(type="log", tickvals=[1, 4, 16, 32, 128, 1024], range=[-0.2, 3.2]),

@@ -34,20 +34,19 @@ DEFAULT_CONFIG = RunConfig(data=DataConfig(dataset="digits", normal_class=8, ima
                            model=ModelConfig(), train=TrainConfig(epochs=10, batch_size=32))
 # Landscapes in the app: a 13x13 grid over 64 normal images (coarse pass first, then refined), and
 # cheaper sharpness estimates than the command line's defaults, so a surface takes tens of seconds.
-DEFAULT_LANDSCAPE = LandscapeConfig(nx=13, ny=13, span=1.0, n_images=64, hessian_iters=10,
+# Metric l2 by default: base and LAMP side by side must be measured with one yardstick (LAMP's own
+# loss is on a larger scale, so "own" would make it look steeper for that reason alone).
+DEFAULT_LANDSCAPE = LandscapeConfig(nx=13, ny=13, span=1.0, n_images=64, metric="l2", hessian_iters=10,
                                     hutchinson_samples=8, radius_directions=4)
 
 
 def data_root() -> Path | None:
     """The folder the app offers MNIST / Fashion-MNIST / MVTec-layout data from:
-    $LAMP_DATA_ROOT, else `data/` in the repository, else `../shared/data` beside it."""
+    $LAMP_DATA_ROOT, else `data/` in the repository (git ignores it)."""
     env = os.environ.get("LAMP_DATA_ROOT")
     if env:
         return Path(env).expanduser()
-    for cand in (REPO / "data", REPO.parent / "shared" / "data"):
-        if cand.is_dir():
-            return cand
-    return None
+    return REPO / "data" if (REPO / "data").is_dir() else None
 
 
 def max_upload_mb() -> int:

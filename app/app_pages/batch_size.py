@@ -49,7 +49,7 @@ bs = st.select_slider("Batch size", options=SIZES, value=default, key="bs", on_c
 c1, c2 = st.columns(2)
 c1.toggle("Contours too", True, key="bs_landscape",
           help=f"Also compute both loss landscapes ({LCFG.nx}×{LCFG.ny} grid, {LCFG.n_images} images, "
-               "metric 'own') at each queued size.")
+               f"metric '{LCFG.metric}') at each queued size.")
 if c2.button("Queue every size", key="queue_all", help="Queue all six sizes, smallest work first."):
     for b in sorted(SIZES, reverse=True):
         queue_size(b)

@@ -20,9 +20,10 @@ st.markdown("Each surface is the loss at θ + x·d₁ + y·d₂ around the train
 
 d = lab_state.DEFAULT_LANDSCAPE
 c1, c2, c3, c4 = st.columns(4)
-metric = c1.selectbox("Metric", ["own", "l2", "own_rel", "l2_rel"], index=0, key="ls_metric",
-                      help="own: each model's training loss (LAMP's is amplified, so it is on a larger "
-                           "scale). l2: plain L2 for both, one yardstick. *_rel: divided by the value at the "
+METRICS = ["l2", "l2_rel", "own", "own_rel"]
+metric = c1.selectbox("Metric", METRICS, index=METRICS.index(d.metric), key="ls_metric",
+                      help="l2 (default): plain L2 for both, one yardstick. own: each model's training loss "
+                           "(LAMP's is amplified, so it is on a larger scale and looks steeper for that alone). *_rel: divided by the value at the "
                            "centre, so the surfaces show relative increase.")
 nx = c2.select_slider("Grid", options=[7, 9, 11, 13, 15, 21, 31], value=d.nx, key="ls_grid",
                       help="Points per axis. The grid is drawn coarse first and refined while you watch; "

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import BASE_LOSSES, DATASETS, DEVICES, MAX_OVER, OPTIMIZERS, ConfigError, LampError
+from .config import BASE_LOSSES, DATASETS, DEVICES, MAX_OVER, OPTIMIZERS, ConfigError
 from .sweep import (SweepProgress, SweepSpec, apply, describe, expand, parse_float_list, parse_int_list,
                     parse_str_list, run_sweep)
 

@@ -3,7 +3,6 @@ an isolated cache/store so no test writes into the user's home."""
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from pathlib import Path
 

@@ -10,7 +10,7 @@ import torch
 
 from lamp_core.config import ConfigError, DataConfig, RunConfig, TrainConfig
 from lamp_core.data import load
-from lamp_core.evaluate import Evaluation, anomaly_scores, confusion_at, evaluate
+from lamp_core.evaluate import anomaly_scores, confusion_at, evaluate
 from lamp_core.runner import compare_configs, run_config
 from lamp_core.store import RunStore
 from lamp_core.train import TrainResult, initial_model, resolve_device, train

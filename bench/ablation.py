@@ -17,11 +17,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from lamp_core import report as rep  # noqa: E402
 from lamp_core.config import DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER  # noqa: E402
-from lamp_core.store import RunStore  # noqa: E402
-from lamp_core.sweep import SweepProgress, SweepSpec, expand, run_sweep  # noqa: E402
+from lamp_core.sweep import SweepSpec, expand  # noqa: E402
+from sweep_bench import add_execution_arguments, rows_for  # noqa: E402
 
 SPEC = "bench/specs/ablation.json"
 PAPER_128 = {"L2": 0.919, "L2-LAMP": 0.925}   # paper Table 1, batch 128
@@ -29,14 +30,7 @@ PAPER_128 = {"L2": 0.919, "L2-LAMP": 0.925}   # paper Table 1, batch 128
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--store", required=True)
-    ap.add_argument("--executor", choices=("local", "ray"), default="local")
-    ap.add_argument("--address")
-    ap.add_argument("--report-only", action="store_true",
-                    help="write the results from the runs already in the store (a partial sweep); train nothing")
-    ap.add_argument("--gpus-per-run", type=float,
-                    help="ray: GPUs per run (e.g. 0.125 packs 8 small runs on one GPU; default 1 on GPU clusters)")
-    ap.add_argument("--num-cpus", type=int)
+    add_execution_arguments(ap)
     ap.add_argument("--spec", default=SPEC)
     ap.add_argument("--rotate", type=int, default=0,
                     help="start the grid at this run: extra workers on the same store share the work")
@@ -46,13 +40,7 @@ def main(argv=None) -> int:
     spec = SweepSpec.load(spec_path)
     configs = expand(spec)
     configs = configs[a.rotate:] + configs[:a.rotate]
-    if a.report_only:
-        rows, failed = rep.rows_from_store(configs, RunStore(a.store)), 0
-    else:
-        outcome = run_sweep(configs, RunStore(a.store), executor=a.executor, address=a.address,
-                            num_cpus=a.num_cpus, gpus_per_run=a.gpus_per_run,
-                            progress=SweepProgress(len(configs)))
-        rows, failed = rep.rows_from_outcome(outcome), outcome.failed
+    rows, failed = rows_for(configs, a)
     ok = [r for r in rows if r["auroc"] is not None]
     out = ROOT / a.out
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,10 +25,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from lamp_core import report as rep  # noqa: E402
-from lamp_core.store import RunStore  # noqa: E402
-from lamp_core.sweep import SweepProgress, SweepSpec, expand, run_sweep  # noqa: E402
+from lamp_core.sweep import SweepSpec, expand  # noqa: E402
+from sweep_bench import add_execution_arguments, rows_for  # noqa: E402
 
 PAPER = {  # paper Table 1: average AUROC over the ten MNIST one-class tasks
     "L2": {1024: 0.658, 128: 0.919, 32: 0.921, 16: 0.926, 4: 0.931, 1: 0.919},
@@ -54,15 +55,8 @@ def comparison(rows) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_execution_arguments(ap)
     ap.add_argument("--protocol", choices=tuple(SPECS), default="reduced")
-    ap.add_argument("--store", required=True, help="run store folder (resumable; share it with ablation.py)")
-    ap.add_argument("--executor", choices=("local", "ray"), default="local")
-    ap.add_argument("--address", help="ray cluster address (default: a local instance)")
-    ap.add_argument("--report-only", action="store_true",
-                    help="write the results from the runs already in the store (a partial sweep); train nothing")
-    ap.add_argument("--gpus-per-run", type=float,
-                    help="ray: GPUs per run (e.g. 0.125 packs 8 small runs on one GPU; default 1 on GPU clusters)")
-    ap.add_argument("--num-cpus", type=int, help="ray: CPUs of the local instance")
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (at least 3 for the table)")
     ap.add_argument("--reverse", action="store_true", help="run the grid backwards: a second worker on the "
                     "same store shares the work (each run is skipped once the other has stored it)")
@@ -78,13 +72,7 @@ def main(argv=None) -> int:
     if a.reverse:
         configs = configs[::-1]
     configs = configs[a.rotate:] + configs[:a.rotate]
-    if a.report_only:
-        rows, failed = rep.rows_from_store(configs, RunStore(a.store)), 0
-    else:
-        outcome = run_sweep(configs, RunStore(a.store), executor=a.executor, address=a.address,
-                            num_cpus=a.num_cpus, gpus_per_run=a.gpus_per_run,
-                            progress=SweepProgress(len(configs)))
-        rows, failed = rep.rows_from_outcome(outcome), outcome.failed
+    rows, failed = rows_for(configs, a)
     ok = [r for r in rows if r["auroc"] is not None]
     out = ROOT / (a.out if a.protocol == "reduced" else a.out + "-paper")
     out.parent.mkdir(parents=True, exist_ok=True)

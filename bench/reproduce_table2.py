@@ -21,10 +21,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from lamp_core import report as rep  # noqa: E402
-from lamp_core.store import RunStore  # noqa: E402
-from lamp_core.sweep import SweepProgress, SweepSpec, expand, run_sweep  # noqa: E402
+from lamp_core.sweep import SweepSpec, expand  # noqa: E402
+from sweep_bench import add_execution_arguments, rows_for  # noqa: E402
 
 SPECS = {"reduced": "bench/specs/table2_reduced.json", "paper": "bench/specs/table2_paper.json"}
 _L, _O = ("l2", "l1", "ssim"), ("sgd", "rmsprop", "adam")
@@ -65,28 +66,15 @@ def comparison(rows, protocol: str, metric: str) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_execution_arguments(ap)
     ap.add_argument("--protocol", choices=tuple(SPECS), default="reduced")
     ap.add_argument("--spec", help="another spec file (default: the protocol's spec in bench/specs/)")
-    ap.add_argument("--store", required=True)
-    ap.add_argument("--executor", choices=("local", "ray"), default="local")
-    ap.add_argument("--address")
-    ap.add_argument("--report-only", action="store_true",
-                    help="write the results from the runs already in the store (a partial sweep); train nothing")
-    ap.add_argument("--gpus-per-run", type=float,
-                    help="ray: GPUs per run (e.g. 0.125 packs 8 small runs on one GPU; default 1 on GPU clusters)")
-    ap.add_argument("--num-cpus", type=int)
     ap.add_argument("--out", default="bench/results/table2")
     a = ap.parse_args(argv)
     spec_path = Path(a.spec) if a.spec else ROOT / SPECS[a.protocol]
     spec = SweepSpec.load(spec_path)
     configs = expand(spec)
-    if a.report_only:
-        rows, failed = rep.rows_from_store(configs, RunStore(a.store)), 0
-    else:
-        outcome = run_sweep(configs, RunStore(a.store), executor=a.executor, address=a.address,
-                            num_cpus=a.num_cpus, gpus_per_run=a.gpus_per_run,
-                            progress=SweepProgress(len(configs)))
-        rows, failed = rep.rows_from_outcome(outcome), outcome.failed
+    rows, failed = rows_for(configs, a)
     ok = [r for r in rows if r["auroc"] is not None]
     out = ROOT / (a.out if a.protocol == "reduced" else a.out + "-paper")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,17 +20,14 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_server import CHROMIUM, CHROMIUM_ARGS as ARGS, start  # noqa: E402
+from app_server import CHROMIUM, CHROMIUM_ARGS as ARGS, serving  # noqa: E402
 OUT = REPO / "bench" / "results"
 TARGET_TRAIN_S, TARGET_SLIDER_S = 30.0, 1.0
 
@@ -48,10 +45,8 @@ def slider_to(page, target: int) -> None:
 def measure(repeats: int) -> dict:
     from playwright.sync_api import expect, sync_playwright
 
-    tmp = Path(tempfile.mkdtemp(prefix="lamp-bench-"))
-    proc, url = start(tmp / "runs")
     out: dict = {"train_to_roc_s": [], "slider_to_finished_s": []}
-    try:
+    with serving("lamp-bench-") as (url, store_dir):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -82,17 +77,10 @@ def measure(repeats: int) -> dict:
             browser.close()
         # how much of the wait was training itself (each run's own clock, from the run store)
         from lamp_core.store import RunStore
-        store = RunStore(tmp / "runs")
+        store = RunStore(store_dir)
         out["train_seconds_batch32"] = {
             ("LAMP" if c.train.lamp else "base"): round(store.get(c).result.seconds, 2)
             for c in store.configs() if c.train.batch_size == 32}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

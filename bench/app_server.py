@@ -1,14 +1,18 @@
 """Start the real app for browser-driven scripts (the latency benchmark, the docs' screenshots).
 
-`start(store)` runs `streamlit run app/streamlit_app.py` on a free loopback port with its own run
+`serving(prefix)` does that with a fresh temporary run store and stops the app and removes the
+store afterwards. `start(store)` runs `streamlit run app/streamlit_app.py` on a free loopback port with its own run
 store and cache, and returns once `/_stcore/health` answers (never after a fixed delay).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -43,3 +47,19 @@ def start(store: Path, timeout_s: float = 90) -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
     proc.kill()
     raise SystemExit(f"streamlit did not become healthy within {timeout_s:.0f} s")
+
+
+@contextlib.contextmanager
+def serving(prefix: str):
+    """Yield (url, run store folder) of an app started on a fresh temporary store; clean up after."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    proc, url = start(tmp / "runs")
+    try:
+        yield url, tmp / "runs"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -9,17 +9,14 @@ zip, ...), waits on visible text, and saves small palette PNGs to docs/screensho
 from __future__ import annotations
 
 import io
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from app_server import CHROMIUM, CHROMIUM_ARGS as ARGS, start  # noqa: E402
+from app_server import CHROMIUM, CHROMIUM_ARGS as ARGS, serving  # noqa: E402
 OUT = REPO / "docs" / "screenshots"
 WIDTH = 1100          # saved width in pixels (the browser renders at 1400)
 LONG = 900_000        # ms: training and landscapes on a busy 2-core machine
@@ -59,9 +56,7 @@ def save(page, name: str) -> None:
 def main() -> int:
     from playwright.sync_api import expect, sync_playwright
 
-    tmp = Path(tempfile.mkdtemp(prefix="lamp-shots-"))
-    proc, url = start(tmp / "runs")
-    try:
+    with serving("lamp-shots-") as (url, _store):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -110,13 +105,6 @@ def main() -> int:
             goto(page, "Guide", heading="Lab guide")
             save(page, "guide")
             browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

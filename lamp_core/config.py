@@ -143,6 +143,17 @@ def canonical(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def run_key(cfg: RunConfig) -> str:
+    """A run's identity: the one key the run store, the job queue, the pages and sweeps use.
+
+    It is the hash of the canonical config, so two configs that cannot train differently (a base
+    run with other unused LAMP fields) are one run everywhere. An uploaded data set must be
+    named by its content (the app files uploads under their content hash), so its runs keep their
+    identity across restarts.
+    """
+    return canonical(cfg).key()
+
+
 def _build(kind, values: dict[str, Any]):
     known = {f.name for f in fields(kind)}
     unknown = set(values) - known

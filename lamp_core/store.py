@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import RunConfig, canonical
+from .config import RunConfig, canonical, run_key
 from .evaluate import Evaluation
 from .train import TrainResult
 
@@ -65,7 +65,7 @@ class RunStore:
 
     def folder(self, cfg: RunConfig) -> Path:
         # filed by the canonical config: a base run is found whatever its (unused) LAMP fields say
-        return self.root / canonical(cfg).key()
+        return self.root / run_key(cfg)
 
     def has(self, cfg: RunConfig) -> bool:
         f = self.folder(cfg)

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import (HAZELNUT_DIR, MNIST_DIR, MVTEC_DIR, blob_image, layout_files, needs_hazelnut, needs_mnist,
+from conftest import (HAZELNUT_DIR, MNIST_DIR, MVTEC_DIR, REPO, blob_image, layout_files, needs_hazelnut, needs_mnist,
                       needs_mvtec, png_bytes, write_dir, write_zip)
 from lamp_core.config import DataConfig
-from lamp_core.data import ABNORMAL, NORMAL, DataError, load
+from lamp_core.data import ABNORMAL, MNIST_SUBSET_DIR, NORMAL, DataError, load
 from lamp_core.data import common
 
 
@@ -33,8 +33,18 @@ def test_digits_default_protocol():
     assert set(groups[ds.test_labels.numpy() == NORMAL]) == {"8"}
     assert "8" not in set(groups[ds.test_labels.numpy() == ABNORMAL])
     _check_unit(ds)
-    again = load(DataConfig(seed=0, image_size=28))
-    assert torch.equal(again.test, ds.test)
+    # decoded afresh, not answered from the cache: the split itself is deterministic
+    again = load(DataConfig(seed=0, image_size=28), cached=False)
+    assert again.test is not ds.test and torch.equal(again.test, ds.test)
+    assert torch.equal(again.train, ds.train)
+    other_seed = load(DataConfig(seed=1), cached=False)
+    assert not torch.equal(other_seed.test[: len(ds.test)], ds.test[: len(other_seed.test)])
+
+
+def test_cached_load_hands_out_its_own_record():
+    first = load(DataConfig(normal_class=2))
+    first.notes.append("a caller's remark")
+    assert load(DataConfig(normal_class=2)).notes == []
 
 
 def test_digits_caps_val_and_channels():
@@ -50,6 +60,65 @@ def test_mnist_from_idx_files_follows_the_paper_protocol():
     assert ds.test.shape[0] == 10_000                       # the whole test split
     assert int((ds.test_labels == NORMAL).sum()) == 1010    # the 3s of t10k
     _check_unit(ds)
+
+
+def test_mnist_subset_loads_offline_with_per_class_counts(monkeypatch):
+    import torchvision
+
+    def no_network(*a, **k):
+        raise AssertionError("the bundled subset must not touch the network")
+    monkeypatch.setattr(torchvision.datasets, "MNIST", no_network)
+    for k in (0, 5):
+        ds = load(DataConfig(dataset="mnist", data_root=str(MNIST_SUBSET_DIR), normal_class=k, download=False),
+                  cached=False)
+        assert ds.train.shape == (1000, 1, 28, 28)
+        assert ds.test.shape == (2000, 1, 28, 28)
+        groups = np.array(ds.test_groups)
+        # stratified: 200 of every digit, the normal one labelled NORMAL
+        assert {g: int((groups == g).sum()) for g in set(groups)} == {str(d): 200 for d in range(10)}
+        assert set(groups[ds.test_labels.numpy() == NORMAL]) == {str(k)}
+        assert int((ds.test_labels == ABNORMAL).sum()) == 1800
+        _check_unit(ds)
+
+
+@needs_mnist
+def test_mnist_subset_is_the_same_images_as_the_full_files():
+    from lamp_core.data.mnist import SUBSET_INDEX_FILE, read_idx
+    with np.load(MNIST_SUBSET_DIR / SUBSET_INDEX_FILE, allow_pickle=False) as z:
+        train_idx, test_idx = z["train"], z["test"]
+    for split, idx in (("train", train_idx), ("t10k", test_idx)):
+        sub_x = read_idx(MNIST_SUBSET_DIR / f"{split}-images-idx3-ubyte.gz")
+        sub_y = read_idx(MNIST_SUBSET_DIR / f"{split}-labels-idx1-ubyte.gz")
+        full_x = read_idx(MNIST_DIR / f"{split}-images-idx3-ubyte.gz")
+        full_y = read_idx(MNIST_DIR / f"{split}-labels-idx1-ubyte.gz")
+        assert np.array_equal(sub_x, full_x[idx]) and np.array_equal(sub_y, full_y[idx])
+        assert np.all(np.diff(idx) > 0)      # distinct images in their original order
+    ds = load(DataConfig(dataset="mnist", data_root=str(MNIST_SUBSET_DIR), normal_class=7))
+    first = int(ds.test_names[0][len("t10k["):-1])
+    assert np.array_equal((ds.test[0, 0].numpy() * 255).round(), read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz")[first])
+
+
+def test_mnist_subset_script_is_deterministic(tmp_path):
+    """The script writes the same bytes twice (from tiny stand-in IDX files)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_mnist_subset", REPO / "assets" / "make_mnist_subset.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    src.mkdir()
+    for split, n in (("train", 30), ("t10k", 20)):
+        labels = np.tile(np.arange(10, dtype=np.uint8), n // 10)
+        mod.write_gz(src / f"{split}-images-idx3-ubyte.gz", mod.idx_bytes(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)))
+        mod.write_gz(src / f"{split}-labels-idx1-ubyte.gz", mod.idx_bytes(labels))
+    mod.TRAIN_PER_CLASS, mod.TEST_PER_CLASS = 2, 1
+    a, b = tmp_path / "a", tmp_path / "b"
+    mod.build(src, a)
+    mod.build(src, b)
+    for f in sorted(a.iterdir()):
+        assert f.read_bytes() == (b / f.name).read_bytes(), f.name
+    ds = load(DataConfig(dataset="mnist", data_root=str(a), normal_class=4, download=False))
+    assert ds.train.shape[0] == 2 and ds.test.shape[0] == 10
 
 
 def test_mnist_missing_files_say_where_to_put_them(tmp_path):

@@ -8,6 +8,7 @@ a zip bomb, and images whose header promises more pixels than MAX_PIXELS (decomp
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -86,6 +87,16 @@ class ADDataset:
 
 
 # ----------------------------------------------------------------------------- file trees
+
+def content_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 hex digest of a file's bytes, read in 1 MiB chunks (an upload's identity: the same
+    bytes give the same name after a restart, whatever temporary path they arrived under)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
 
 Reader = Callable[[], bytes]
 

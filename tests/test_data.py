@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import stat
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -16,7 +18,7 @@ from conftest import (HAZELNUT_DIR, MNIST_DIR, MVTEC_DIR, REPO, blob_image, layo
                       needs_mvtec, png_bytes, write_dir, write_zip)
 from lamp_core.config import DataConfig
 from lamp_core.data import ABNORMAL, MNIST_SUBSET_DIR, NORMAL, DataError, load
-from lamp_core.data import common
+from lamp_core.data import common, images
 
 
 def _check_unit(ds):
@@ -224,13 +226,22 @@ def test_zip_bomb_ratio_is_refused(tmp_path):
 
 
 def test_pixel_bomb_is_skipped_with_a_note_naming_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "MAX_PIXELS", 100)   # any 16x16 image now counts as a bomb
+    monkeypatch.setattr(images, "MAX_PIXELS", 16 * 16)   # the 16x16 set passes, a 32x32 image is a "bomb"
     files = layout_files("split")
     files["train/normal/huge.png"] = png_bytes(np.zeros((32, 32), np.uint8))
     root = write_dir(tmp_path / "set", files)
-    with pytest.raises(DataError, match="pixel limit"):
-        # every image is over this tiny limit, so nothing readable is left to train on
-        load(DataConfig(dataset="folder", data_root=str(root), image_size=16))
+    ds = load(DataConfig(dataset="folder", data_root=str(root), image_size=16), cached=False)
+    assert ds.train.shape[0] == 8
+    (note,) = [n for n in ds.notes if "huge.png" in n]
+    assert "pixel limit" in note and "32x32" in note
+
+
+def test_pixel_limit_is_not_set_process_wide():
+    """Importing the data package leaves Pillow's own limit alone (checked in a fresh process)."""
+    code = ("from PIL import Image; before = Image.MAX_IMAGE_PIXELS; import lamp_core.data; "
+            "assert Image.MAX_IMAGE_PIXELS == before, Image.MAX_IMAGE_PIXELS")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
 
 
 def test_corrupt_and_non_images_are_skipped_with_notes(tmp_path):
@@ -282,3 +293,78 @@ def test_unknown_layout_and_bad_paths(tmp_path):
     (tmp_path / "notzip.zip").write_bytes(b"plain text")
     with pytest.raises(DataError, match="neither a folder nor a zip"):
         load(DataConfig(dataset="folder", data_root=str(tmp_path / "notzip.zip"), image_size=16))
+
+
+def test_truncated_images_are_named_as_truncated(tmp_path):
+    good = png_bytes(blob_image(0, 64))
+    files = {f"normal/{i}.png": good[: len(good) // 2] for i in range(3)}
+    files["anomalous/a.png"] = png_bytes(blob_image(1, 16, True))
+    root = write_dir(tmp_path / "set", files)
+    with pytest.raises(DataError) as err:
+        load(DataConfig(dataset="folder", data_root=str(root), image_size=16))
+    msg = str(err.value)
+    assert "truncated" in msg and "normal/" in msg and ".png" in msg and "\n" not in msg
+    # one truncated image among readable ones: skipped with a note that says so
+    files = layout_files("split")
+    files["train/normal/cut.png"] = good[: len(good) // 2]
+    ds = load(DataConfig(dataset="folder", data_root=str(write_dir(tmp_path / "s2", files)), image_size=16))
+    assert any("cut.png" in n and "truncated" in n for n in ds.notes) and ds.train.shape[0] == 8
+
+
+def test_decoded_budget_refuses_with_a_one_line_reason(tmp_path, monkeypatch):
+    root = write_dir(tmp_path / "set", layout_files("split"))     # 15 grey 16x16 images
+    monkeypatch.setenv(images.BUDGET_ENV, "0.01")                  # 10 kB < 15 x 16 x 16 x 4 bytes
+    with pytest.raises(DataError) as err:
+        load(DataConfig(dataset="folder", data_root=str(root), image_size=16), cached=False)
+    msg = str(err.value)
+    assert "budget" in msg and "smaller image size" in msg and "\n" not in msg
+    monkeypatch.setenv(images.BUDGET_ENV, "0.02")                  # grey fits (15 kB), colour (45 kB) does not
+    assert load(DataConfig(dataset="folder", data_root=str(root), image_size=16), cached=False).channels == 1
+    files = layout_files("split")
+    files["train/normal/colour.png"] = png_bytes(np.dstack([blob_image(9)] * 3))
+    colour_root = write_dir(tmp_path / "colour", files)
+    with pytest.raises(DataError, match="colour images"):
+        load(DataConfig(dataset="folder", data_root=str(colour_root), image_size=16), cached=False)
+    grey = load(DataConfig(dataset="folder", data_root=str(colour_root), image_size=16, channels=1), cached=False)
+    assert grey.train.shape[1] == 1
+    monkeypatch.setenv(images.BUDGET_ENV, "lots")
+    with pytest.raises(DataError, match="positive number"):
+        load(DataConfig(dataset="folder", data_root=str(root), image_size=16), cached=False)
+
+
+def test_large_images_are_resized_as_pillow_would():
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 256, (1500, 2000, 3), dtype=np.uint8)).filter(
+        __import__("PIL.ImageFilter", fromlist=["GaussianBlur"]).GaussianBlur(4))
+    expected = np.asarray(big.resize((32, 32), Image.BILINEAR, reducing_gap=3.0)).transpose(2, 0, 1)
+    buf = io.BytesIO()
+    big.save(buf, format="PNG")
+    arr, grey = images.decode_image(buf.getvalue(), "big.png", 32)
+    assert not grey and arr.shape == (3, 32, 32) and np.array_equal(arr, expected)
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG", quality=95)
+    jpeg, _ = images.decode_image(buf.getvalue(), "big.jpg", 32)   # decoded at reduced scale (draft)
+    assert np.abs(jpeg.astype(int) - expected).mean() < 3
+    # transparent pixels end up black, whatever colour they hide
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., 0] = 255                       # red everywhere, but only the left half opaque
+    rgba[:, :32, 3] = 255
+    arr, _ = images.decode_image(png_bytes(rgba, "RGBA"), "alpha.png", 16, 3)
+    assert arr[0, :, :6].min() == 255 and arr[0, :, 10:].max() == 0
+
+
+def test_content_hash_is_the_sha256_of_the_bytes(tmp_path):
+    import hashlib
+    from lamp_core.data import content_hash
+    blob = os.urandom(3 << 20) + b"tail"
+    (tmp_path / "up.zip").write_bytes(blob)
+    assert content_hash(tmp_path / "up.zip") == hashlib.sha256(blob).hexdigest()
+
+
+@pytest.mark.parametrize("kw", [dict(dataset="folder"), dict(dataset="mvtec"),
+                                dict(dataset="folder", data_root="/nonexistent/upload.zip")])
+def test_messages_read_well_in_the_browser_and_the_terminal(kw, tmp_path):
+    with pytest.raises(DataError) as err:
+        load(DataConfig(image_size=16, **kw))
+    msg = str(err.value)
+    assert "\n" not in msg and "pass " not in msg and "--" not in msg and ": give " in msg

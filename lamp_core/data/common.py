@@ -1,15 +1,14 @@
 """What every data source shares: the `ADDataset` result, the one error type, safe reading of
-untrusted folders and zip archives, and image decoding with limits.
+untrusted folders and zip archives, seeded caps and splits, and an upload's content hash.
 
 Uploads are untrusted. A zip is read member by member in memory and never extracted, so nothing
 is written anywhere; entries that would escape the archive (`..`, absolute paths, links) are
-refused, as are archives over the file-count or size caps, members whose compression ratio marks
-a zip bomb, and images whose header promises more pixels than MAX_PIXELS (decompression bombs).
+refused, as are archives over the file-count or size caps and members whose compression ratio
+marks a zip bomb. Decoding the images themselves, within a memory budget, is images.py's job.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import stat
 import zipfile
@@ -19,7 +18,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from ..config import LampError
 
@@ -30,10 +28,6 @@ MAX_FILES = 20_000                    # entries in one folder or archive
 MAX_TOTAL_BYTES = 1 << 30             # 1 GiB of (uncompressed) files
 MAX_FILE_BYTES = 64 << 20             # 64 MiB for one image file
 MAX_COMPRESSION_RATIO = 200           # deflated images rarely shrink 2x; 200x is a bomb
-MAX_PIXELS = 36_000_000               # e.g. 6000 x 6000; larger headers are refused unread
-GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS   # Pillow's own guard, as a second line of defence
 
 
 class DataError(LampError):
@@ -105,7 +99,7 @@ def list_files(root: str | os.PathLike) -> dict[str, Reader]:
     """Relative POSIX path -> reader, for a folder or a .zip; all safety checks happen here."""
     path = Path(root).expanduser()
     if not path.exists():
-        raise DataError(f"{path} does not exist: pass an existing folder or .zip file")
+        raise DataError(f"{path} does not exist: give an existing folder or .zip file")
     if path.is_dir():
         return _list_dir(path)
     if zipfile.is_zipfile(path):
@@ -207,59 +201,6 @@ def _is_junk(rel: str) -> bool:
 
 def is_image_name(rel: str) -> bool:
     return rel.lower().endswith(IMG_EXTENSIONS)
-
-
-# ----------------------------------------------------------------------------- images
-
-def open_image(data: bytes, name: str) -> Image.Image:
-    """Decode an untrusted image after checking its header's pixel count."""
-    try:
-        img = Image.open(io.BytesIO(data))
-        w, h = img.size
-        if w * h > MAX_PIXELS:
-            raise DataError(f"{name} is {w}x{h} pixels, over the {MAX_PIXELS:,}-pixel limit: shrink it")
-        img.load()
-    except DataError:
-        raise
-    except Image.DecompressionBombError:
-        raise DataError(f"{name} is over the pixel limit (a decompression bomb?): shrink it") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{name} is not a readable image ({type(exc).__name__}): replace or remove it") from None
-    return img
-
-
-def to_array(img: Image.Image, size: int, channels: int, *, is_mask: bool = False) -> np.ndarray:
-    """PIL image in any mode -> float32 (channels, size, size) in [0, 1]."""
-    mode = img.mode
-    if mode.startswith("I;16") or mode == "I":
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L")
-    elif mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        top = 1.0 if arr.max() <= 1.0 else 255.0
-        img = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L")
-    target = "L" if channels == 1 else "RGB"
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        # composite transparent pixels onto black rather than keeping whatever colour they hide
-        img = img.convert("RGBA")
-        bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(bg, img)
-    img = img.convert(target)
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.NEAREST if is_mask else Image.BILINEAR, reducing_gap=3.0)
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    if arr.ndim == 2:
-        arr = arr[None]
-    else:
-        arr = arr.transpose(2, 0, 1)
-    if is_mask:
-        arr = (arr > 0.5).astype(np.float32)
-    return arr
-
-
-def image_is_grey(img: Image.Image) -> bool:
-    return img.mode in GREY_MODES or (img.mode == "P" and img.palette is not None and img.palette.mode == "L")
 
 
 def stratified_cap(labels: np.ndarray, cap: int | None, seed: int) -> np.ndarray:

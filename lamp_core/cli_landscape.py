@@ -76,10 +76,10 @@ def _summary(surf) -> dict:
 
 def run(a: argparse.Namespace) -> int:
     from . import data as data_mod
-    from .landscape import surface_for_run
     from .landscape_figures import fig_contour, fig_line, fig_surface_3d
     from .runner import compare_configs, run_config
     from .store import RunStore
+    from .surfaces import surface_for_run
 
     cfg = config_from_args(a)
     validate(cfg)
@@ -105,7 +105,8 @@ def run(a: argparse.Namespace) -> int:
             if show:
                 sys.stderr.write(f"\r{name:>5} landscape {s.fraction_done():4.0%}")
                 sys.stderr.flush()
-        surfaces[name] = surface_for_run(c, lcfg, store, on_progress=progress)
+        # this command owns its process: one thread per operation and one grid point per core
+        surfaces[name] = surface_for_run(c, lcfg, store, on_progress=progress, grid_threads=1)
         if show:
             sys.stderr.write("\n")
     files = []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,11 +14,13 @@ import torch.nn.functional as F
 
 from lamp_core import landscape as L
 from lamp_core import landscape_figures as LF
+from lamp_core import surfaces
 from lamp_core.config import DataConfig, LandscapeConfig, ModelConfig, RunConfig, TrainConfig
 from lamp_core.data import load
 from lamp_core.losses import training_loss
 from lamp_core.models import ConvAutoencoder, PatchAutoencoder
 from lamp_core.store import RunStore
+from lamp_core.landscape.fast import _small_head_conv, _subpixel_conv
 from lamp_core.train import train
 
 TINY = RunConfig(data=DataConfig(max_train=24, max_test=40),
@@ -157,9 +161,9 @@ def test_subpixel_conv_equals_upsample_then_conv(k, h, w):
     x = torch.randn(3, 4, h, w)
     weight, bias = torch.randn(5, 4, k, k), torch.randn(5)
     want = F.conv2d(F.interpolate(x, size=(2 * h, 2 * w), mode="nearest"), weight, bias, padding=k // 2)
-    assert torch.allclose(L._subpixel_conv(x, weight, bias, k // 2), want, atol=1e-5)
+    assert torch.allclose(_subpixel_conv(x, weight, bias, k // 2), want, atol=1e-5)
     xc = x.contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(L._subpixel_conv(xc, weight, bias, k // 2), want, atol=1e-5)
+    assert torch.allclose(_subpixel_conv(xc, weight, bias, k // 2), want, atol=1e-5)
 
 
 def test_small_head_equals_conv():
@@ -167,8 +171,8 @@ def test_small_head_equals_conv():
     x = torch.randn(2, 6, 9, 7)
     w, b = torch.randn(1, 6, 3, 3), torch.randn(1)
     want = F.conv2d(x, w, b, padding=1)
-    assert torch.allclose(L._small_head_conv(x, w, b), want, atol=1e-5)
-    assert torch.allclose(L._small_head_conv(x.contiguous(memory_format=torch.channels_last), w, b), want, atol=1e-5)
+    assert torch.allclose(_small_head_conv(x, w, b), want, atol=1e-5)
+    assert torch.allclose(_small_head_conv(x.contiguous(memory_format=torch.channels_last), w, b), want, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- sharpness vs dense Hessian
@@ -309,11 +313,22 @@ def test_surface_for_run_caches_with_the_run(tmp_path, monkeypatch):
     store = RunStore(tmp_path / "runs")
     lcfg = LandscapeConfig(nx=3, ny=3, n_images=8, metric="l2", hessian_iters=2, hutchinson_samples=2,
                            radius_directions=1)
-    s1 = L.surface_for_run(TINY, lcfg, store)
+    s1 = surfaces.surface_for_run(TINY, lcfg, store)
     assert store.has(TINY) and s1.complete and "top_eigenvalue" in s1.sharpness
-    monkeypatch.setattr(L, "compute_surface", lambda *a, **k: pytest.fail("recomputed a cached surface"))
-    s2 = L.surface_for_run(TINY, lcfg, store)
+    monkeypatch.setattr(surfaces, "compute_surface", lambda *a, **k: pytest.fail("recomputed a cached surface"))
+    s2 = surfaces.surface_for_run(TINY, lcfg, store)
     assert np.array_equal(s1.values, s2.values) and s1.sharpness == s2.sharpness
+    # how the values are computed is not part of the surface's name, so it is found either way
+    s3 = surfaces.surface_for_run(TINY, replace(lcfg, workers=3, method="loop"), store)
+    assert np.array_equal(s1.values, s3.values)
+    assert surfaces.cached_surface(TINY, replace(lcfg, span=2.0), store) is None
+
+
+def test_landscape_key_ignores_how_values_are_computed():
+    cfg = LandscapeConfig()
+    assert L.landscape_key(cfg) == L.landscape_key(replace(cfg, workers=4)) == L.landscape_key(replace(cfg, method="loop"))
+    for change in (dict(nx=5), dict(span=0.5), dict(metric="l2"), dict(seed=1), dict(bn_mode="batch")):
+        assert L.landscape_key(replace(cfg, **change)) != L.landscape_key(cfg), change
 
 
 def test_bad_landscape_config_is_one_clear_error(trained):
@@ -355,7 +370,7 @@ def test_partial_surface_draws_its_complete_subgrid():
     assert np.asarray(fig.data[0].z).shape == (5, 5)
 
 
-def test_point_pool_matches_sequential_and_restores_threads():
+def test_point_pool_matches_sequential_and_leaves_torch_threads_alone():
     torch.manual_seed(5)
     model = _randomise_bn(ConvAutoencoder(1, 16, depth=3, width=4, latent_channels=4))
     x = torch.rand(10, 1, 16, 16)
@@ -367,15 +382,56 @@ def test_point_pool_matches_sequential_and_restores_threads():
     with L.PointPool(ev, 1) as pool:
         seq = list(pool.map(theta, d1, d2, coords))
     with L.PointPool(ev, 3) as pool:
-        assert torch.get_num_threads() == 1
         with L.PointPool(ev, 2) as inner:              # a second job at the same time
             par2 = list(inner.map(theta, d1, d2, coords))
-        assert torch.get_num_threads() == 1            # still inside the first pool
+            assert torch.get_num_threads() == before   # the process-wide setting is the caller's
         par = list(pool.map(theta, d1, d2, coords))
     assert torch.get_num_threads() == before
     assert par == seq and par2 == seq
     stopped = list(L.PointPool(ev, 1).map(theta, d1, d2, coords, should_stop=lambda: True))
     assert stopped == [None]
+
+
+def test_default_workers_follow_the_callers_thread_setting(monkeypatch):
+    model = ConvAutoencoder(1, 16, depth=2, width=4, latent_channels=4)
+    x = torch.rand(4, 1, 16, 16)
+    fast = L.FastEvaluator(model, x, "l2", TrainConfig(), "eval")
+    loop = L.LoopEvaluator(model, x, "l2", TrainConfig(), "eval")
+    monkeypatch.setattr(L.grid, "usable_cpus", lambda: 8)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert L.resolve_workers(LandscapeConfig(), fast) == 8          # one point per core
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert L.resolve_workers(LandscapeConfig(), fast) == 1          # all threads on one point
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert L.resolve_workers(LandscapeConfig(), fast) == 2
+    assert L.resolve_workers(LandscapeConfig(workers=5), fast) == 5
+    assert L.resolve_workers(LandscapeConfig(workers=5), loop) == 1  # the loop shares one module
+
+
+def test_unsupported_model_falls_back_to_the_loop_and_says_so(caplog):
+    class Other(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return torch.sigmoid(self.conv(x))
+    x = torch.rand(3, 1, 8, 8)
+    with pytest.raises(L.UnsupportedModel):
+        L.FastEvaluator(Other(), x, "l2", TrainConfig(), "eval")
+    with caplog.at_level(logging.WARNING, logger="lamp_core.landscape.grid"):
+        ev = L.make_evaluator(Other(), x, "l2", TrainConfig(), "eval", "fast")
+    assert isinstance(ev, L.LoopEvaluator)
+    assert any("per-point loop" in r.getMessage() for r in caplog.records)
+
+
+def test_fast_evaluator_disagreeing_with_the_module_is_an_error(monkeypatch):
+    model = ConvAutoencoder(1, 16, depth=2, width=4, latent_channels=4)
+    x = torch.rand(4, 1, 16, 16)
+    real = L.FastEvaluator._forward
+    monkeypatch.setattr(L.FastEvaluator, "_forward", lambda self, p, xs: real(self, p, xs) + 1e-2)
+    with pytest.raises(L.FastEvaluatorMismatch, match="disagrees"):
+        L.make_evaluator(model, x, "l2", TrainConfig(), "eval", "fast")   # never silently the loop
 
 
 @pytest.mark.parametrize("option", ["fold_bn", "subpixel", "small_head", "channels_last", "chunk"])

@@ -1,47 +1,85 @@
-"""Process-wide background job queue for the app: training runs and loss landscapes.
+"""Process-wide job queue for the app: a fair scheduler of training runs and loss landscapes.
 
 The app keeps one `JobQueue` per server process (Streamlit's `st.cache_resource`), so every
-browser session shares it: a lab server with one GPU trains for everyone in turn, and a
-configuration anyone has asked for is trained once. The rules:
+browser session of a class shares it. The rules:
 
-* One worker thread per device (the CPU, or each CUDA GPU). A worker only runs plain
-  `lamp_core` code; it never calls Streamlit and never touches a session's state. It writes
-  progress, partial results (loss history, partial surfaces) and the final result into the
-  job's record under the record's lock; pages read `Job.view()` snapshots when they poll.
-* Identical work shares one job: submitting a key that is queued, running or done returns the
-  existing job. Finished training runs come from the run store (`lamp_core.store.RunStore`)
-  at submission time, without waiting in the queue, so they show at once and are never
-  trained twice - also not after a restart.
-* `cancel()` sets the job's stop flag; the training loop checks it every step
-  (`should_stop`), so Stop takes effect within one step. A stopped or failed job is not
-  reused: asking again queues a fresh one.
+* **Identity.** A run job is keyed by `config.run_key(cfg)`, the same key the run store files it
+  under, so a configuration anyone asked for is one job, and a finished one comes from the store
+  at submission (never queued, never trained twice, also after a restart).
+* **Fair turns.** Work is cut into slices: up to `slice_s` seconds of training (runs are
+  resumable `stack.RunSlot`s, so a slice may end mid-epoch), or one landscape computation, or one
+  generic task. Turns go round-robin over the sessions that have work: each turn takes the
+  session's oldest runnable job. A session therefore waits for at most one slice of each other
+  session's work before its own job starts, however long those jobs are.
+* **Stacks.** A training slice trains the chosen run together with compatible runs (same
+  `stack.stack_key`) of this and other sessions, grouped by `stack.plan_stacks` (which stacks only
+  where it pays and fits the memory budget). $LAMP_STACK=0 turns stacking off: one run per slice.
+  Progress, results and Stop are per run; a run leaves its stack without stopping the others.
+* **Sharing and Stop.** Every job records which sessions asked for it. `cancel(id, session)`
+  withdraws that session's request; the job stops only when nobody wants it any more. A stopped
+  run keeps its partial history; partial runs are never stored.
+* **Position and ETA.** After every slice and submission the queue simulates its round-robin
+  with each job's remaining work (steps left x the measured seconds per run-step; ignoring
+  stacking, so the ETA is an upper estimate) and stores each waiting job's position and ETA.
+* **A cap per session.** A session may have at most `max_per_session` ($LAMP_MAX_QUEUED, default
+  40) unfinished jobs; more raises `QueueFull` with one line to show.
+* **Landscapes** are jobs too: the run is trained first (as a run job, in slices, stackable),
+  then the surface is computed in one slice. The app's grids take tens of seconds; a large grid
+  holds its worker until done (a surface computation cannot yet be resumed).
 
-Nothing here knows about pages; `tests/test_jobs.py` drives it without Streamlit.
+Workers: one thread per device (each CUDA GPU, else the CPU); a worker runs plain `lamp_core`
+code, never Streamlit, and writes progress into the job's record under a lock; pages read
+`JobView` snapshots when they poll. `tests/test_jobs.py` drives it without Streamlit.
+This module is longer than most because the scheduler, its records and its estimates are one
+idea that shares one lock.
 """
 from __future__ import annotations
 
 import atexit
 import itertools
+import os
 import threading
 import time
 import traceback
 import weakref
-from collections import OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import LampError, LandscapeConfig, RunConfig
+from .config import DataConfig, LampError, LandscapeConfig, RunConfig, run_key
 from .store import RunStore
 
 QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped", "failed"
 FINAL = (DONE, STOPPED, FAILED)
 MAX_FINISHED = 512          # finished jobs kept in memory (their results also live in the store)
 MAX_REPLACED = 64           # stopped/failed jobs kept after a resubmission replaced them
+DEFAULT_SESSION = "-"       # the requester of calls that name no session (scripts, tests)
+SIM_MAX_TURNS = 20_000      # bound on the ETA simulation's work per update
 
-# A job's work: fn(report, should_stop) -> result. `report(progress, message, **partial)`.
-ReportFn = Callable[..., None]
+ReportFn = Callable[..., None]                     # report(progress, message, **partial)
 WorkFn = Callable[[ReportFn, Callable[[], bool]], Any]
 
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+class QueueFull(LampError):
+    """A session asked for more unfinished jobs than the per-session cap allows."""
+
+
+# ----------------------------------------------------------------------------- landscapes
+# The one place this module calls the landscape code ("train first, then cut" lives there).
+
+def _landscape():
+    from . import landscape
+    return landscape
+
+
+# ----------------------------------------------------------------------------- records
 
 @dataclass(frozen=True)
 class JobView:
@@ -60,19 +98,23 @@ class JobView:
     queued_at: float
     started_at: float | None
     finished_at: float | None
+    position: int | None             # 1 = next to get a turn; None once running or finished
+    eta_s: float | None              # estimated seconds until done (upper estimate); None when final
+    wanted_by: int                   # sessions that asked for it and have not pressed Stop
 
-    @property
-    def finished(self) -> bool:
-        return self.status in FINAL
 
-
-@dataclass
+@dataclass(eq=False)
 class Job:
     id: int
     key: str
-    kind: str
+    kind: str                        # "run", "surface" or "task"
     label: str
-    work: WorkFn | None
+    order: int                       # submission order (a session's jobs run oldest first)
+    cfg: RunConfig | None = None
+    lcfg: LandscapeConfig | None = None
+    work: WorkFn | None = None       # a task's (or a surface's) work, run as one slice
+    needs: "Job | None" = None       # a surface's run job, while the run is not finished
+    requesters: set[str] = field(default_factory=set)   # session ids and "job:<id>" tokens
     status: str = QUEUED
     progress: float = 0.0
     message: str = "queued"
@@ -83,15 +125,22 @@ class Job:
     queued_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+    slot: Any = None                 # stack.RunSlot once the run has had a slice
+    device: str | None = None        # where its slot lives
+    in_slice: bool = False           # a worker is advancing it now
+    position: int | None = None
+    eta_s: float | None = None
     stop_flag: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     done_event: threading.Event = field(default_factory=threading.Event)
 
     def view(self) -> JobView:
         with self.lock:
+            wanted = sum(1 for r in self.requesters if not r.startswith("job:"))
             return JobView(self.id, self.key, self.kind, self.label, self.status, self.progress,
                            self.message, dict(self.partial), self.result, self.error, self.cached,
-                           self.queued_at, self.started_at, self.finished_at)
+                           self.queued_at, self.started_at, self.finished_at, self.position,
+                           self.eta_s, wanted)
 
     def report(self, progress: float | None = None, message: str | None = None, **partial: Any) -> None:
         with self.lock:
@@ -108,30 +157,50 @@ class Job:
             if status == DONE:
                 self.progress = 1.0
             self.message = message or status
-            self.work = None                 # drop the closure (and whatever data it holds)
+            self.work = self.slot = self.needs = None     # drop closures, weights and data
+            self.position = self.eta_s = None
         self.done_event.set()
 
 
 def default_devices() -> list[str]:
-    """One worker per CUDA GPU, else one for the CPU (or Apple's MPS)."""
+    """One worker per CUDA GPU, else one for the CPU."""
     import torch
     if torch.cuda.is_available():
         return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     return ["cpu"]
 
 
-class JobQueue:
-    """Background jobs with one worker thread per device; see the module docstring."""
+def _describe(cfg: RunConfig) -> str:
+    loss = f"{cfg.train.base_loss}{' LAMP' if cfg.train.lamp else ''}"
+    return f"{loss}, batch {cfg.train.batch_size}, seed {cfg.train.seed}"
 
-    def __init__(self, store: RunStore | None = None, devices: list[str] | None = None):
+
+class JobQueue:
+    """Fair background jobs with one worker thread per device; see the module docstring."""
+
+    def __init__(self, store: RunStore | None = None, devices: list[str] | None = None, *,
+                 slice_s: float | None = None, max_per_session: int | None = None,
+                 stacking: bool | None = None, max_stack: int | None = None):
         self.store = store if store is not None else RunStore()
         self.devices = list(devices) if devices else default_devices()
+        self.slice_s = slice_s if slice_s is not None else _env_float("LAMP_SLICE_S", 2.0)
+        self.max_per_session = max_per_session or int(_env_float("LAMP_MAX_QUEUED", 40))
+        self.stacking = stacking if stacking is not None else os.environ.get("LAMP_STACK", "1") != "0"
+        self.max_stack = max_stack
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._pending: list[Job] = []
+        self._live: list[Job] = []                       # unfinished jobs, oldest first
+        self._sessions: dict[str, tuple[int, int]] = {}   # session -> (its last turn, its arrival)
+        self._turns = itertools.count(1)
         self._by_key: OrderedDict[str, Job] = OrderedDict()
         self._by_id: dict[int, Job] = {}
         self._ids = itertools.count(1)
+        self._data: dict[DataConfig, Any] = {}          # datasets of live runs, loaded once
+        self._step_s = 0.01                              # measured seconds per run-step (EMA)
+        self._point_s = 0.05                             # measured seconds per landscape point (EMA)
+        self._slice_end = 0.0                            # perf_counter when the current slice ends
+        self.slices: deque = deque(maxlen=2000)          # (session, kind, [job ids], t0, t1): for tests and benches
+        self.trained: Counter = Counter()                # run key -> times trained to completion here
         self._closed = False
         self._workers = [threading.Thread(target=self._worker, args=(dev,), name=f"lamp-worker-{dev}",
                                           daemon=True) for dev in self.devices]
@@ -142,28 +211,87 @@ class JobQueue:
     # ------------------------------------------------------------------ submitting
 
     def submit(self, key: str, work: WorkFn, *, kind: str = "task", label: str = "",
-               ready: Callable[[], Any] | None = None) -> JobView:
-        """Queue `work` under `key`, or return the job that already has that key.
+               ready: Callable[[], Any] | None = None, session: str = DEFAULT_SESSION) -> JobView:
+        """Queue `work(report, should_stop)` under `key` as one slice, or join the job that
+        already has that key. `ready()` (called in the caller's thread) may return a finished
+        result, e.g. from the run store; the job is then done at once and never queued."""
+        return self._submit(key, kind, label or key, session, ready, work=work).view()
 
-        `ready()` is called first (in the caller's thread) and may return a finished result,
-        e.g. from the run store; the job is then done at once and never queued.
-        """
+    def submit_run(self, cfg: RunConfig, *, session: str = DEFAULT_SESSION) -> JobView:
+        """Train and evaluate one config, through the run store."""
+        return self.submit_runs([cfg], session=session)[0]
+
+    def submit_runs(self, cfgs: list[RunConfig], *, session: str = DEFAULT_SESSION) -> list[JobView]:
+        """Several runs at once (a comparison's seeds x losses): all queued or, when they would
+        take the session over its cap, none (QueueFull)."""
+        with self._lock:
+            new = sum(1 for c in cfgs if self._would_add(f"run:{run_key(c)}", session))
+            self._check_cap(session, new)
+        return [self._submit_run(c, session).view() for c in cfgs]
+
+    def submit_surface(self, cfg: RunConfig, lcfg: LandscapeConfig, *,
+                       session: str = DEFAULT_SESSION) -> JobView:
+        """The loss surface of a run, training the run first (as a run job) when the store lacks
+        it. Progress: training steps, then the share of grid points computed;
+        `partial["surface"]` holds the latest (coarse, then refined) partial surface."""
+        land = _landscape()
+        key = f"surface:{run_key(cfg)}:{land.landscape_key(lcfg)}"
+
+        def ready():
+            return land.cached_surface(cfg, lcfg, self.store)
+
+        def work(report: ReportFn, should_stop):
+            def on_progress(surface) -> None:
+                done = surface.fraction_done()
+                msg = ("sharpness numbers" if surface.complete and not surface.sharpness else
+                       "done" if surface.complete else f"{done:.0%} of the grid")
+                report(0.5 + 0.5 * (0.9 * done + (0.1 if surface.sharpness else 0.0)), msg, surface=surface)
+            return land.surface_for_run(cfg, lcfg, self.store, on_progress=on_progress, should_stop=should_stop)
+
+        loss = f"{cfg.train.base_loss}{' LAMP' if cfg.train.lamp else ''}"
+        with self._lock:
+            self._check_cap(session, int(self._would_add(key, session)))
+        job = self._submit(key, "surface", f"landscape {loss}, batch {cfg.train.batch_size}", session,
+                           ready, work=work, lcfg=lcfg, cfg=cfg)
+        return job.view()
+
+    def _submit_run(self, cfg: RunConfig, session: str) -> Job:
+        def ready():
+            from .runner import RunRecord
+            stored = self.store.get(cfg)        # an unreadable entry is skipped there (None)
+            return None if stored is None else RunRecord(stored.result, stored.evaluation, cached=True)
+        return self._submit(f"run:{run_key(cfg)}", "run", _describe(cfg), session, ready, cfg=cfg)
+
+    def _would_add(self, key: str, session: str) -> bool:
+        job = self._by_key.get(key)
+        return not (job is not None and (job.status == DONE or job.status not in FINAL and session in job.requesters))
+
+    def _check_cap(self, session: str, new: int) -> None:
+        # caller holds self._lock
+        if new <= 0:
+            return
+        mine = sum(1 for j in self._live if session in j.requesters)
+        if mine + new > self.max_per_session:
+            raise QueueFull(f"you already have {mine} unfinished jobs and the limit is {self.max_per_session} "
+                            "per session: wait for some to finish or stop them")
+
+    def _submit(self, key: str, kind: str, label: str, session: str, ready, **fields) -> Job:
         with self._lock:
             job = self._by_key.get(key)
             if job is not None and job.status not in (STOPPED, FAILED):
                 self._by_key.move_to_end(key)
-                return job.view()
-        cached = None
-        if ready is not None:
-            try:
-                cached = ready()
-            except Exception:  # noqa: BLE001 - an unreadable cache entry means "train it"
-                cached = None
+                if job.status not in FINAL:
+                    self._want(job, session)
+                    self._estimate()
+                return job
+        cached = ready() if ready is not None else None
         with self._lock:
             job = self._by_key.get(key)          # another session may have raced us here
             if job is not None and job.status not in (STOPPED, FAILED):
-                return job.view()
-            job = Job(id=next(self._ids), key=key, kind=kind, label=label or key, work=work)
+                if job.status not in FINAL:
+                    self._want(job, session)
+                return job
+            job = Job(id=next(self._ids), key=key, kind=kind, label=label, order=0, **fields)
             self._by_key[key] = job
             self._by_id[job.id] = job
             if cached is not None:
@@ -171,67 +299,35 @@ class JobQueue:
                 job.started_at = job.queued_at
                 job._finish(DONE, result=cached, message="from the run store")
             else:
-                self._pending.append(job)
-                self._wake.notify()
+                if kind == "surface" and not self.store.has(job.cfg):
+                    # train first, as a run job that this surface asks for (it can share a stack)
+                    job.needs = self._submit_run_locked(job.cfg, f"job:{job.id}")
+                job.order = next(self._ids)
+                self._live.append(job)
+                self._want(job, session)
+                self._estimate()
+                self._wake.notify_all()
             self._trim()
-            return job.view()
+            return job
 
-    def submit_run(self, cfg: RunConfig) -> JobView:
-        """Train and evaluate one config (`runner.run_config`), through the run store."""
-        from .runner import RunRecord, run_config
+    def _submit_run_locked(self, cfg: RunConfig, requester: str) -> Job:
+        # caller holds self._lock; a store hit was checked by the caller (store.has)
+        key = f"run:{run_key(cfg)}"
+        job = self._by_key.get(key)
+        if job is None or job.status in (STOPPED, FAILED) or (job.status == DONE and not self.store.has(cfg)):
+            job = Job(id=next(self._ids), key=key, kind="run", label=_describe(cfg), order=next(self._ids), cfg=cfg)
+            self._by_key[key] = job
+            self._by_id[job.id] = job
+            self._live.append(job)
+        if job.status not in FINAL:
+            job.requesters.add(requester)
+        return job
 
-        def ready():
-            stored = self.store.get(cfg)
-            return None if stored is None else RunRecord(stored.result, stored.evaluation, cached=True)
-
-        def work(report: ReportFn, should_stop):
-            def on_progress(p: dict[str, Any]) -> None:
-                steps = max(p.get("steps_total", 0), 1)
-                report(p.get("step", 0) / steps,
-                       f"epoch {p.get('epoch', 0)}/{p.get('epochs', 0)}, loss {p.get('loss', float('nan')):.4g}",
-                       history=p.get("history", {}), loss=p.get("loss"))
-            return run_config(cfg, store=self.store, on_progress=on_progress, should_stop=should_stop)
-
-        loss = f"{cfg.train.base_loss}{' LAMP' if cfg.train.lamp else ''}"
-        return self.submit(f"run:{cfg.key()}", work, kind="run", ready=ready,
-                           label=f"{loss}, batch {cfg.train.batch_size}, seed {cfg.train.seed}")
-
-    def submit_surface(self, cfg: RunConfig, lcfg: LandscapeConfig) -> JobView:
-        """The loss surface of a run (`landscape.surface_for_run`), training the run first when
-        the store lacks it. Progress: training steps, then the share of grid points computed;
-        `partial["surface"]` holds the latest (coarse, then refined) partial surface."""
-        from . import landscape
-        from .runner import run_config
-
-        def ready():
-            return landscape.cached_surface(cfg, lcfg, self.store)
-
-        def work(report: ReportFn, should_stop):
-            base = 0.0                               # share of the progress bar used by training
-            if not self.store.has(cfg):
-                base = 0.5
-                def on_train(p: dict[str, Any]) -> None:
-                    steps = max(p.get("steps_total", 0), 1)
-                    report(base * p.get("step", 0) / steps,
-                           f"training first: epoch {p.get('epoch', 0)}/{p.get('epochs', 0)}",
-                           history=p.get("history", {}))
-                record = run_config(cfg, store=self.store, on_progress=on_train, should_stop=should_stop)
-                if record.result.stopped:
-                    return None
-
-            def on_progress(surface) -> None:
-                done = surface.fraction_done()
-                msg = ("sharpness numbers" if surface.complete and not surface.sharpness else
-                       "done" if surface.complete else f"{done:.0%} of the grid")
-                report(base + (1 - base) * (0.9 * done + (0.1 if surface.sharpness else 0.0)), msg,
-                       surface=surface)
-            return landscape.surface_for_run(cfg, lcfg, self.store, on_progress=on_progress,
-                                             should_stop=should_stop)
-
-        key = f"surface:{cfg.key()}:{landscape.landscape_key(lcfg)}"
-        loss = f"{cfg.train.base_loss}{' LAMP' if cfg.train.lamp else ''}"
-        return self.submit(key, work, kind="surface", ready=ready,
-                           label=f"landscape {loss}, batch {cfg.train.batch_size}")
+    def _want(self, job: Job, session: str) -> None:
+        # caller holds self._lock
+        job.requesters.add(session)
+        # never served: turn 0, so a newcomer goes before everyone who has had a turn
+        self._sessions.setdefault(session, (0, next(self._ids)))
 
     # ------------------------------------------------------------------ reading and stopping
 
@@ -245,22 +341,66 @@ class JobQueue:
             job = self._by_key.get(key)
         return None if job is None else job.view()
 
-    def jobs(self) -> list[JobView]:
+    def find_run(self, cfg: RunConfig) -> JobView | None:
+        return self.find(f"run:{run_key(cfg)}")
+
+    def jobs(self, session: str | None = None) -> list[JobView]:
+        """Every job this process remembers, or the unfinished ones `session` asked for."""
         with self._lock:
-            jobs = list(self._by_id.values())
+            if session is None:
+                jobs = list(self._by_id.values())
+            else:
+                jobs = [j for j in self._live if session in self._owners(j)]
         return [j.view() for j in jobs]
 
-    def cancel(self, job_id: int) -> bool:
-        """Ask a job to stop; a queued job is dropped at once. False when it had finished."""
+    def counts(self) -> dict[str, int]:
+        """Unfinished jobs of the whole server: running (had a slice) and queued (waiting for their first)."""
+        with self._lock:
+            running = sum(1 for j in self._live if j.status == RUNNING)
+            return {"running": running, "queued": len(self._live) - running,
+                    "sessions": len({s for j in self._live for s in self._owners(j)})}
+
+    def cancel(self, job_id: int, session: str | None = DEFAULT_SESSION) -> bool:
+        """Withdraw `session`'s request for a job; the job stops (a queued one at once, a running
+        one within a step) when nobody else wants it. session=None stops it for everyone.
+        True when the job is stopping."""
         with self._lock:
             job = self._by_id.get(job_id)
             if job is None or job.status in FINAL:
                 return False
-            job.stop_flag.set()
-            if job.status == QUEUED and job in self._pending:
-                self._pending.remove(job)
-                job._finish(STOPPED, message="stopped before it started")
+            if session is None:
+                job.requesters.clear()
+            elif session not in job.requesters:
+                return False
+            job.requesters.discard(session)
+            if job.requesters:
+                self._estimate()
+                return False
+            self._stop_locked(job)
+            self._estimate()
         return True
+
+    def _stop_locked(self, job: Job) -> None:
+        # caller holds self._lock; nobody wants `job` any more
+        job.stop_flag.set()
+        dep = job.needs
+        if dep is not None and dep.status not in FINAL:
+            dep.requesters.discard(f"job:{job.id}")
+            if not dep.requesters:
+                self._stop_locked(dep)
+        if not job.in_slice:
+            self._close_stopped(job)
+
+    def _close_stopped(self, job: Job) -> None:
+        # caller holds self._lock; the job is not in a slice: finish it here
+        if job.slot is not None:
+            from .runner import RunRecord
+            job.slot.stop()
+            job._finish(STOPPED, result=RunRecord(job.slot.result(), None, cached=False),
+                        message="stopped; partial results kept")
+        else:
+            job._finish(STOPPED, message="stopped before it started")
+        self._retire(job)
 
     def wait(self, job_id: int, timeout: float | None = None) -> JobView | None:
         with self._lock:
@@ -270,56 +410,283 @@ class JobQueue:
         job.done_event.wait(timeout)
         return job.view()
 
-    def pending_count(self) -> int:
-        with self._lock:
-            return len(self._pending)
-
     def close(self, timeout: float = 30.0) -> None:
         """Stop every job and the workers (tests, and at interpreter exit: a worker thread
         killed inside a torch operation would abort the process)."""
         with self._lock:
             self._closed = True
-            for job in self._pending:
+            for job in list(self._live):
                 job.stop_flag.set()
-                job._finish(STOPPED, message="stopped: the server shut down")
-            self._pending.clear()
-            for job in self._by_id.values():
-                job.stop_flag.set()
+                if not job.in_slice:
+                    job._finish(STOPPED, message="stopped: the server shut down")
+            self._live = [j for j in self._live if j.in_slice]
             self._wake.notify_all()
         for w in self._workers:
             w.join(timeout=timeout)
+
+    # ------------------------------------------------------------------ choosing the next slice
+
+    def _owners(self, job: Job) -> set[str]:
+        # sessions a job works for: its own requesters and those of the surfaces that need it
+        out = set()
+        for r in job.requesters:
+            if r.startswith("job:"):
+                parent = self._by_id.get(int(r[4:]))
+                if parent is not None:
+                    out |= {s for s in parent.requesters if not s.startswith("job:")}
+            else:
+                out.add(r)
+        return out
+
+    def _turn_order(self) -> list[str]:
+        # round-robin: the session served longest ago first (newcomers in arrival order)
+        return sorted(self._sessions, key=self._sessions.__getitem__)
+
+    def _runnable(self, job: Job, device: str) -> bool:
+        if job.in_slice or job.status in FINAL or job.stop_flag.is_set():
+            return False
+        if job.device is not None and job.device != device:
+            return False
+        return job.kind != "surface" or job.needs is None or job.needs.status == DONE
+
+    def _pick(self, device: str) -> tuple[str, Job] | None:
+        # caller holds self._lock: the oldest runnable job of the next session in turn
+        for session in self._turn_order():
+            mine = [j for j in self._live if session in self._owners(j) and self._runnable(j, device)]
+            if mine:
+                self._sessions[session] = (next(self._turns), self._sessions[session][1])
+                job = min(mine, key=lambda j: j.order)
+                job.in_slice = True
+                return session, job
+        if len(self._sessions) > 10_000:          # forget idle sessions of a long-running server
+            busy = {s for j in self._live for s in self._owners(j)}
+            self._sessions = {s: v for s, v in self._sessions.items() if s in busy}
+        return None
+
+    def _stack_candidates(self, job: Job, session: str, device: str) -> list[Job]:
+        # caller holds self._lock: runs that may join `job`'s slice, best first - this session's,
+        # then runs already under way (they hold memory), then the others in turn order
+        m, t, d = job.cfg.model, job.cfg.train, job.cfg.data
+        turn = {s: i for i, s in enumerate(self._turn_order())}
+        out = [j for j in self._live if j is not job and j.kind == "run" and self._runnable(j, device)
+               and j.cfg.model == m and j.cfg.data.image_size == d.image_size
+               and j.cfg.train.batch_size == t.batch_size and j.cfg.train.device == t.device]
+
+        def rank(j: Job):
+            owners = self._owners(j)
+            return (session not in owners, j.slot is None,
+                    min((turn.get(s, len(turn)) for s in owners), default=len(turn)), j.order)
+        return sorted(out, key=rank)
 
     # ------------------------------------------------------------------ the workers
 
     def _worker(self, device: str) -> None:
         while True:
             with self._lock:
-                while not self._pending and not self._closed:
-                    self._wake.wait()
+                picked = None
+                while not self._closed:
+                    picked = self._pick(device)
+                    if picked is not None:
+                        break
+                    self._wake.wait(timeout=1.0)
                 if self._closed:
                     return
-                job = self._pending.pop(0)
-                with job.lock:
-                    job.status, job.started_at, job.message = RUNNING, time.time(), f"running on {device}"
-            self._run(job, device)
+                session, job = picked
+                candidates = self._stack_candidates(job, session, device) if job.kind == "run" else []
+            try:
+                if job.kind == "run":
+                    self._run_slice(session, job, candidates, device)
+                else:
+                    self._task_slice(session, job, device)
+            except Exception as exc:  # noqa: BLE001 - a worker must survive anything
+                self._fail([job], exc)
+            with self._lock:
+                self._estimate()
+                self._wake.notify_all()
 
-    def _run(self, job: Job, device: str) -> None:
-        work = job.work
+    def _dataset(self, cfg: RunConfig):
+        ds = self._data.get(cfg.data)
+        if ds is None:
+            from . import data as data_mod
+            ds = data_mod.load(cfg.data)
+            with self._lock:
+                self._data[cfg.data] = ds
+        return ds
+
+    def _run_slice(self, session: str, job: Job, candidates: list[Job], device: str) -> None:
+        from . import stack
+        try:
+            main_data = self._dataset(job.cfg)
+        except Exception as exc:  # noqa: BLE001 - e.g. an upload that no longer loads
+            self._fail([job], exc)
+            return
+        group = [job]
+        if self.stacking and candidates:
+            items, mates = [(job.cfg, main_data)], []
+            key = stack.stack_key(job.cfg, main_data)
+            for c in candidates:
+                try:
+                    cd = self._dataset(c.cfg)
+                except Exception:  # noqa: BLE001 - that run fails in its own turn, with its message
+                    continue
+                if stack.stack_key(c.cfg, cd) == key:
+                    items.append((c.cfg, cd))
+                    mates.append(c)
+            plan = stack.plan_stacks(items, max_stack=self.max_stack)
+            first = next(g for g in plan if 0 in g)
+            with self._lock:
+                for i in first:
+                    if i and self._runnable(mates[i - 1], device):
+                        mates[i - 1].in_slice = True
+                        group.append(mates[i - 1])
+        now = time.time()
+        for j in group:
+            try:
+                if j.slot is None:
+                    j.slot = stack.RunSlot(j.cfg, self._data[j.cfg.data], device)
+                    j.device = device
+            except Exception as exc:  # noqa: BLE001
+                self._fail([j], exc)
+                continue
+            with j.lock:
+                if j.status == QUEUED:
+                    j.status, j.started_at = RUNNING, now
+                j.message = f"training on {device}"
+        group = [j for j in group if j.status not in FINAL]
+        by_slot = {id(j.slot): j for j in group}
+
+        def on_progress(slot, p: dict[str, Any]) -> None:
+            j = by_slot[id(slot)]
+            steps = max(p.get("steps_total", 0), 1)
+            frac = p.get("step", 0) / steps
+            j.report(frac, f"epoch {p.get('epoch', 0)}/{p.get('epochs', 0)}, loss {p.get('loss', float('nan')):.4g}",
+                     history=p.get("history", {}), loss=p.get("loss"))
+            self._mirror(j)
+
+        steps_before = sum(j.slot.steps for j in group)
+        t0 = time.perf_counter()
+        with self._lock:
+            self._slice_end = t0 + self.slice_s
         try:
             with _on_device(device):
-                result = work(job.report, job.stop_flag.is_set)
-        except LampError as exc:            # a problem the user can fix: one line, no traceback
-            job._finish(FAILED, error=str(exc), message="failed")
+                stack.train_slots([j.slot for j in group], deadline=t0 + self.slice_s, on_progress=on_progress,
+                                  should_stop=lambda slot: by_slot[id(slot)].stop_flag.is_set())
+        except Exception as exc:  # noqa: BLE001
+            self._fail(group, exc)
             return
-        except Exception as exc:  # noqa: BLE001 - a worker must survive any job's failure
-            job._finish(FAILED, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}",
-                        message="failed")
+        t1 = time.perf_counter()
+        advanced = sum(j.slot.steps for j in group) - steps_before
+        if advanced:
+            self._step_s = 0.7 * self._step_s + 0.3 * (t1 - t0) / advanced
+        self.slices.append((session, "run", [j.id for j in group], t0, t1))
+        for j in group:
+            self._after_slice(j, device)
+
+    def _after_slice(self, job: Job, device: str) -> None:
+        from .runner import RunRecord
+        slot = job.slot
+        if job.stop_flag.is_set() or slot.stopped:
+            slot.stop()
+            with self._lock:
+                job.in_slice = False
+                job._finish(STOPPED, result=RunRecord(slot.result(), None, cached=False),
+                            message="stopped; partial results kept")
+                self._retire(job)
             return
+        if not slot.finished:
+            with self._lock:
+                job.in_slice = False
+                job.message = "waiting for its next turn" + (" (training)" if slot.steps else "")
+            return
+        result = slot.result()
+        try:
+            with _on_device(device):
+                record = self._evaluate_and_store(result, slot.data)
+        except Exception as exc:  # noqa: BLE001
+            self._fail([job], exc)
+            return
+        with self._lock:
+            self.trained[job.key] += 1
+            job.in_slice = False
+            job._finish(DONE, result=record, message="done")
+            self._retire(job)
+
+    def _evaluate_and_store(self, result, dataset):
+        """Evaluate a finished run and file it in the store (what `runner.run_config` does)."""
+        from .evaluate import evaluate
+        from .runner import RunRecord
+        if result.stopped or result.steps == 0 and result.config.train.epochs > 0:
+            return RunRecord(result, None, cached=False)
+        evaluation = evaluate(result.model(), dataset)
+        self.store.put(result, evaluation)
+        return RunRecord(result, evaluation, cached=False)
+
+    def _mirror(self, run: Job) -> None:
+        # a surface waiting for this run shows its training progress (first half of its bar)
+        for r in list(run.requesters):
+            if r.startswith("job:"):
+                parent = self._by_id.get(int(r[4:]))
+                if parent is not None and parent.status not in FINAL:
+                    p = run.view()
+                    with parent.lock:
+                        parent.status = RUNNING if parent.status == QUEUED else parent.status
+                        parent.started_at = parent.started_at or time.time()
+                    parent.report(0.5 * p.progress, f"training first: {p.message}", history=p.partial.get("history", {}))
+
+    def _task_slice(self, session: str, job: Job, device: str) -> None:
+        with job.lock:
+            job.status, job.message = RUNNING, f"running on {device}"
+            job.started_at = job.started_at or time.time()
+        t0 = time.perf_counter()
+        with self._lock:
+            self._slice_end = t0 + self._estimate_task(job)
+        try:
+            with _on_device(device):
+                result = job.work(job.report, job.stop_flag.is_set)
+        except Exception as exc:  # noqa: BLE001
+            self._fail([job], exc)
+            return
+        t1 = time.perf_counter()
+        if job.kind == "surface" and job.lcfg is not None:
+            self._point_s = 0.7 * self._point_s + 0.3 * (t1 - t0) / max(job.lcfg.nx * job.lcfg.ny, 1)
+        self.slices.append((session, job.kind, [job.id], t0, t1))
         stopped = job.stop_flag.is_set() or bool(getattr(getattr(result, "result", None), "stopped", False))
-        if stopped:
-            job._finish(STOPPED, result=result, message="stopped; partial results kept")
+        with self._lock:
+            job.in_slice = False
+            if stopped or (job.kind == "surface" and not getattr(result, "complete", True)):
+                job._finish(STOPPED, result=result, message="stopped; partial results kept")
+            else:
+                job._finish(DONE, result=result, message="done")
+            self._retire(job)
+
+    def _fail(self, jobs: list[Job], exc: Exception) -> None:
+        if isinstance(exc, LampError):            # a problem the user can fix: one line, no traceback
+            error = str(exc)
         else:
-            job._finish(DONE, result=result, message="done")
+            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+        with self._lock:
+            for job in jobs:
+                job.in_slice = False
+                if job.status not in FINAL:
+                    job._finish(FAILED, error=error, message="failed")
+                    self._retire(job)
+
+    def _retire(self, job: Job) -> None:
+        # caller holds self._lock: a job became final; surfaces that needed it follow it
+        if job in self._live:
+            self._live.remove(job)
+        for other in list(self._live):
+            if other.needs is job:
+                if job.status == DONE:
+                    other.needs = None
+                elif not other.in_slice:
+                    other._finish(job.status, error=job.error and f"training failed: {job.error}",
+                                  message=f"training {job.status}")
+                    self._retire(other)
+        live_data = {j.cfg.data for j in self._live if j.cfg is not None}
+        for d in [d for d in self._data if d not in live_data]:
+            del self._data[d]
+        self._trim()
 
     def _trim(self) -> None:
         # caller holds self._lock; forget the oldest finished jobs beyond MAX_FINISHED, and
@@ -331,6 +698,60 @@ class JobQueue:
         replaced = [i for i, j in self._by_id.items() if self._by_key.get(j.key) is not j]
         for i in replaced[: max(0, len(replaced) - MAX_REPLACED)]:
             del self._by_id[i]
+
+    # ------------------------------------------------------------------ positions and ETAs
+
+    def _estimate_task(self, job: Job) -> float:
+        if job.kind == "surface" and job.lcfg is not None:
+            return self._point_s * job.lcfg.nx * job.lcfg.ny
+        return self.slice_s
+
+    def _remaining(self, job: Job) -> float:
+        if job.kind != "run":
+            return self._estimate_task(job)
+        if job.slot is not None:
+            steps = max(job.slot.steps_total - job.slot.steps, 0)
+        else:
+            ds = self._data.get(job.cfg.data)
+            n = len(ds.train) if ds is not None else (job.cfg.data.max_train or 500)
+            steps = job.cfg.train.epochs * -(-n // max(min(job.cfg.train.batch_size, n), 1))
+        return max(steps * self._step_s, 0.05)
+
+    def _estimate(self) -> None:
+        """Simulate the round-robin (one turn = one slice of a session's oldest job) and store
+        each unfinished job's position (order of its first turn) and ETA. Caller holds the lock."""
+        left = {j.id: self._remaining(j) for j in self._live}
+        owners = {j.id: self._owners(j) for j in self._live}
+        queues = {s: sorted((j for j in self._live if s in owners[j.id]), key=lambda j: j.order)
+                  for s in self._turn_order()}
+        now = time.perf_counter()
+        clock = max(self._slice_end - now, 0.0)
+        first_turn: dict[int, int] = {}
+        finish: dict[int, float] = {}
+        turns = 0
+        while turns < SIM_MAX_TURNS and any(queues.values()):
+            turns_before = turns
+            for s, q in queues.items():
+                while q and q[0].id in finish:
+                    q.pop(0)
+                ready = [j for j in q if j.kind != "surface" or j.needs is None or j.needs.id in finish]
+                if not ready:
+                    continue
+                j = ready[0]
+                if j.status == QUEUED and not j.in_slice:
+                    first_turn.setdefault(j.id, len(first_turn) + 1)
+                d = min(self.slice_s, left[j.id]) if j.kind == "run" else left[j.id]
+                clock += d
+                left[j.id] -= d
+                turns += 1
+                if left[j.id] <= 1e-9:
+                    finish[j.id] = clock
+            if turns == turns_before:          # nothing can move (a surface whose run is not queued)
+                break
+        for j in self._live:
+            with j.lock:
+                j.position = first_turn.get(j.id) if j.status == QUEUED else None
+                j.eta_s = finish.get(j.id)
 
 
 _QUEUES: "weakref.WeakSet[JobQueue]" = weakref.WeakSet()
@@ -361,4 +782,3 @@ class _on_device:
         if self._ctx is not None:
             self._ctx.__exit__(*exc)
         return False
-

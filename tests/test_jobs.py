@@ -1,4 +1,10 @@
-"""The app's background job queue: sharing, store hits, progress, stop, failures, no Streamlit."""
+"""The app's fair job queue without Streamlit: sharing, store hits, progress, fairness between
+sessions, positions and ETAs, the per-session cap, shared Stop, per-run Stop inside a stack, and
+nothing lost or trained twice.
+
+Fairness is checked on the order of slices the queue records (`JobQueue.slices`), never on
+wall-clock thresholds; a gate task holds the single worker where a test needs a frozen queue.
+"""
 from __future__ import annotations
 
 import threading
@@ -6,19 +12,41 @@ import time
 
 import pytest
 
-from lamp_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from lamp_core.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED, JobQueue
+from lamp_core.config import DataConfig, LandscapeConfig, ModelConfig, RunConfig, TrainConfig, run_key
+from lamp_core.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED, JobQueue, QueueFull
 from lamp_core.store import RunStore
 
 TINY = RunConfig(data=DataConfig(image_size=16, max_train=24, max_test=40),
                  model=ModelConfig(width=4, latent_channels=4), train=TrainConfig(epochs=2, batch_size=8))
+LONG = TINY.with_train(epochs=3000)
 
 
 @pytest.fixture
 def queue(tmp_path):
-    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"])
+    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], slice_s=0.2)
     yield q
     q.close()
+
+
+def until(cond, what: str, timeout: float = 60) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def hold_worker(q: JobQueue):
+    """A task that keeps the only worker busy until the returned event is set."""
+    gate, started = threading.Event(), threading.Event()
+
+    def work(report, should_stop):
+        started.set()
+        gate.wait(30)
+    v = q.submit("gate", work, session="gatekeeper")
+    assert started.wait(10)
+    return gate, v
 
 
 def test_jobs_and_figures_never_import_streamlit():
@@ -34,15 +62,16 @@ def test_jobs_and_figures_never_import_streamlit():
 
 
 def test_run_job_completes_and_identical_configs_share_it(queue):
-    a = queue.submit_run(TINY)
-    b = queue.submit_run(TINY)
-    assert a.id == b.id
+    a = queue.submit_run(TINY, session="A")
+    b = queue.submit_run(TINY, session="B")
+    assert a.id == b.id and a.key == f"run:{run_key(TINY)}"
     done = queue.wait(a.id, timeout=60)
     assert done.status == DONE and done.progress == 1.0 and not done.cached
     assert 0.0 <= done.result.evaluation.auroc <= 1.0
     assert queue.store.has(TINY)
-    # asked again: the same finished job, no new training
-    assert queue.submit_run(TINY).id == a.id
+    assert queue.submit_run(TINY, session="C").id == a.id      # the same finished job, no new training
+    # a base run with other (unused) LAMP options is the same run: the store's identity
+    assert queue.submit_run(TINY.with_train(eps=0.3)).id == a.id
 
 
 def test_finished_run_comes_from_the_store_at_once(tmp_path):
@@ -52,11 +81,10 @@ def test_finished_run_comes_from_the_store_at_once(tmp_path):
     q1.close()
     q2 = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"])   # a "restarted" server
     try:
-        t = time.perf_counter()
         v = q2.submit_run(TINY)
         assert v.status == DONE and v.cached             # done on return: never queued
-        assert time.perf_counter() - t < 5
         assert v.result.evaluation.auroc == pytest.approx(first.result.evaluation.auroc)
+        assert not q2.slices
     finally:
         q2.close()
 
@@ -70,9 +98,7 @@ def test_generic_job_reports_progress_and_partials(queue):
         return 42
 
     v = queue.submit("k1", work)
-    deadline = time.time() + 10
-    while queue.get(v.id).progress < 0.5 and time.time() < deadline:
-        time.sleep(0.01)
+    until(lambda: queue.get(v.id).progress >= 0.5, "progress")
     mid = queue.get(v.id)
     assert mid.status == RUNNING and mid.message == "half" and mid.partial["partial_value"] == 41
     gate.set()
@@ -80,25 +106,150 @@ def test_generic_job_reports_progress_and_partials(queue):
     assert end.status == DONE and end.result == 42
 
 
-def test_cancel_stops_a_running_training_and_a_queued_job(queue):
-    slow = TINY.with_train(epochs=500)
-    running = queue.submit_run(slow)
-    waiting = queue.submit_run(slow.with_train(seed=1))
-    deadline = time.time() + 30
-    while queue.get(running.id).progress == 0 and time.time() < deadline:
-        time.sleep(0.02)
-    assert queue.get(waiting.id).status == QUEUED     # one worker: the second waits its turn
-    assert queue.cancel(waiting.id)
-    assert queue.get(waiting.id).status == STOPPED
-    assert queue.cancel(running.id)
-    end = queue.wait(running.id, timeout=30)
-    assert end.status == STOPPED
-    assert end.result.result.stopped and end.result.evaluation is None
-    assert not queue.store.has(slow)                  # partial runs are never stored
-    # asking again after a stop queues a fresh job
-    again = queue.submit_run(slow)
-    assert again.id != running.id
-    queue.cancel(again.id)
+def test_a_short_job_waits_at_most_one_slice_of_a_long_one(queue):
+    long = queue.submit_run(LONG, session="A")
+    until(lambda: queue.slices, "the long job's first slice")
+    n0 = len(queue.slices)
+    # another batch size: it cannot join the long job's stack, so only fair turns can help it
+    short = queue.submit_run(TINY.with_train(batch_size=4, seed=7), session="B")
+    assert queue.get(short.id).position == 1
+    done = queue.wait(short.id, timeout=60)
+    assert done.status == DONE
+    assert queue.get(long.id).status == RUNNING          # the long job was submitted first, still running
+    slices = list(queue.slices)
+    first_b = next(i for i, s in enumerate(slices) if short.id in s[2])
+    # after the submission: at most the long job's slice then in progress, then the short job's turn
+    assert first_b - n0 <= 1
+    # and the two sessions alternate while both have work
+    owners = [s[0] for s in slices[first_b - 1:] if short.id in s[2] or long.id in s[2]]
+    b_turns = [i for i, o in enumerate(owners) if o == "B"]
+    assert all(b - a == 2 for a, b in zip(b_turns, b_turns[1:]))
+    assert queue.cancel(long.id, "A")
+
+
+def test_positions_and_etas_follow_the_round_robin(queue):
+    gate, _ = hold_worker(queue)
+    a1 = queue.submit_run(TINY.with_train(seed=1), session="A")
+    a2 = queue.submit_run(TINY.with_train(seed=2), session="A")
+    b1 = queue.submit_run(TINY.with_train(seed=3), session="B")
+    c1 = queue.submit_run(TINY.with_train(seed=4), session="C")
+    pos = {n: queue.get(v.id).position for n, v in dict(a1=a1, a2=a2, b1=b1, c1=c1).items()}
+    assert pos == {"a1": 1, "b1": 2, "c1": 3, "a2": 4}      # one turn per session, then A again
+    etas = [queue.get(v.id).eta_s for v in (a1, b1, c1, a2)]
+    assert all(e is not None and e > 0 for e in etas) and etas == sorted(etas)
+    assert queue.counts()["queued"] == 5 - 1 and queue.counts()["sessions"] == 4
+    mine = queue.jobs(session="A")
+    assert {v.id for v in mine} == {a1.id, a2.id}
+    gate.set()
+    for v in (a1, a2, b1, c1):
+        end = queue.wait(v.id, 60)
+        assert end.status == DONE and end.position is None and end.eta_s is None
+
+
+def test_a_session_cannot_queue_more_than_its_cap(tmp_path):
+    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], max_per_session=3)
+    try:
+        gate, _ = hold_worker(q)
+        q.submit_runs([TINY.with_train(seed=s) for s in (1, 2)], session="A")
+        with pytest.raises(QueueFull, match="limit is 3 per session") as exc:
+            q.submit_runs([TINY.with_train(seed=s) for s in (3, 4)], session="A")
+        assert "\n" not in str(exc.value)
+        assert len(q.jobs(session="A")) == 2                 # all or nothing: neither was queued
+        q.submit_run(TINY.with_train(seed=3), session="A")
+        q.submit_run(TINY.with_train(seed=1), session="A")    # asking again for one it has: no new work
+        with pytest.raises(QueueFull):
+            q.submit_run(TINY.with_train(seed=9), session="A")
+        q.submit_runs([TINY.with_train(seed=s) for s in (5, 6, 7)], session="B")   # others unaffected
+        # joining another session's queued job counts against the cap too
+        with pytest.raises(QueueFull):
+            q.submit_run(TINY.with_train(seed=5), session="A")
+        gate.set()
+    finally:
+        q.close()
+
+
+def test_a_shared_job_stops_only_when_everyone_who_asked_pressed_stop(queue):
+    gate, _ = hold_worker(queue)
+    v = queue.submit_run(LONG, session="A")
+    assert queue.submit_run(LONG, session="B").id == v.id
+    assert queue.get(v.id).wanted_by == 2
+    assert not queue.cancel(v.id, "C")                      # never asked: no effect
+    assert not queue.cancel(v.id, "A")                      # B still wants it
+    assert queue.get(v.id).status == QUEUED and queue.get(v.id).wanted_by == 1
+    gate.set()
+    until(lambda: queue.get(v.id).status == RUNNING, "the shared job to start")
+    assert queue.cancel(v.id, "B")
+    end = queue.wait(v.id, 30)
+    assert end.status == STOPPED and end.result.result.stopped and end.result.evaluation is None
+    assert not queue.store.has(LONG)                        # partial runs are never stored
+    again = queue.submit_run(LONG, session="A")             # asking again queues a fresh job
+    assert again.id != v.id
+    queue.cancel(again.id, "A")
+
+
+def test_stop_ends_one_run_of_a_stack_and_its_mates_go_on(queue):
+    keep = TINY.with_train(epochs=12, seed=1)
+    drop = TINY.with_train(epochs=3000, seed=2, lamp=True)
+    a = queue.submit_run(keep, session="A")
+    b = queue.submit_run(drop, session="B")
+    until(lambda: any(a.id in s[2] and b.id in s[2] for s in queue.slices)
+          and queue.get(b.id).partial.get("history", {}).get("loss"), "a slice with both runs, one epoch in")
+    assert queue.get(a.id).status == RUNNING
+    assert queue.cancel(b.id, "B")
+    assert queue.wait(b.id, 30).status == STOPPED
+    end = queue.wait(a.id, 60)
+    assert end.status == DONE and end.result.result.epochs_done == 12 and not end.result.result.stopped
+    assert queue.store.has(keep) and not queue.store.has(drop)
+    progress = queue.get(b.id)
+    assert 0 < progress.progress < 1 and progress.result.result.history["loss"]   # its own partial history
+
+
+def test_a_class_of_sessions_loses_and_duplicates_nothing(queue):
+    sessions = {f"s{i}": [TINY.with_data(normal_class=i % 3).with_train(lamp=bool(k), seed=k % 2)
+                          for k in range(3)] for i in range(4)}
+    views = {s: queue.submit_runs(cfgs, session=s) for s, cfgs in sessions.items()}
+    unique = {run_key(c) for cfgs in sessions.values() for c in cfgs}
+    assert len({v.id for vs in views.values() for v in vs}) == len(unique)   # shared configs share a job
+    for vs in views.values():
+        for v in vs:
+            assert queue.wait(v.id, 120).status == DONE
+    assert all(queue.store.has(c) for cfgs in sessions.values() for c in cfgs)
+    assert sorted(queue.trained.values()) == [1] * len(unique)            # each trained exactly once
+    stacked = max(len(s[2]) for s in queue.slices)
+    assert stacked > 1                                                     # compatible runs shared slices
+
+
+def test_stacking_can_be_switched_off(tmp_path):
+    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], stacking=False)
+    try:
+        vs = q.submit_runs([TINY.with_train(seed=s) for s in range(3)])
+        for v in vs:
+            assert q.wait(v.id, 60).status == DONE
+        assert {len(s[2]) for s in q.slices} == {1}
+    finally:
+        q.close()
+
+
+def test_a_landscape_trains_its_run_first_then_computes(queue):
+    lcfg = LandscapeConfig(nx=3, ny=3, n_images=8, hessian_iters=2, hutchinson_samples=2, radius_directions=1)
+    v = queue.submit_surface(TINY, lcfg, session="A")
+    run = queue.find_run(TINY)
+    assert run is not None and run.status in (QUEUED, RUNNING)   # the run is a job of its own
+    end = queue.wait(v.id, 120)
+    assert end.status == DONE and end.result.complete and end.result.sharpness
+    assert queue.get(run.id).status == DONE and queue.store.has(TINY)
+    kinds = [s[1] for s in queue.slices]
+    assert kinds.index("run") < kinds.index("surface")
+    assert queue.submit_surface(TINY, lcfg, session="B").status == DONE     # done on return
+
+
+def test_stopping_a_landscape_withdraws_its_training(queue):
+    gate, _ = hold_worker(queue)
+    v = queue.submit_surface(LONG, LandscapeConfig(nx=3, ny=3, n_images=8), session="A")
+    run = queue.find_run(LONG)
+    assert queue.cancel(v.id, "A")
+    assert queue.get(v.id).status == STOPPED and queue.get(run.id).status == STOPPED
+    gate.set()
 
 
 def test_failing_job_reports_one_line_and_worker_survives(queue):
@@ -120,8 +271,7 @@ def test_unexpected_exception_is_kept_with_its_type(queue):
 def test_replaced_stopped_jobs_are_forgotten_beyond_a_cap(queue, monkeypatch):
     import lamp_core.jobs as jobs_mod
     monkeypatch.setattr(jobs_mod, "MAX_REPLACED", 2)
-    gate = threading.Event()
-    blocker = queue.submit("block", lambda r, s: gate.wait(10))   # keeps the worker busy
+    gate, blocker = hold_worker(queue)
     ids = []
     for _ in range(5):
         v = queue.submit("same", lambda r, s: None)

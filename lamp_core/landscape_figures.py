@@ -5,7 +5,9 @@ its panels on ONE colour and height scale (the paper's point is a difference in 
 panel's own autoscale would hide it), and refuses surfaces of different metrics: LAMP's own loss
 and L2 are different numbers, and comparing them needs a common metric (see landscape.METRICS).
 Partial surfaces (coarse-to-fine computation still running) are drawn on their finest complete
-sub-grid, see `Surface.displayable`.
+sub-grid, see `Surface.displayable`. Every panel's axes are labelled (α, β: the coordinates along
+the two random directions; the loss in its metric), contour levels fall on round numbers, and 3-D
+panels leave room above for their titles so nothing is cut off at a 1400-px window.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .config import ConfigError, LampError
 from .landscape import Surface
 
 METRIC_LABELS = {
@@ -30,8 +33,8 @@ COLORSCALE = "Viridis"
 def _check_metrics(surfaces: Sequence[Surface]) -> str:
     metrics = sorted({s.metric for s in surfaces})
     if len(metrics) > 1:
-        raise ValueError(f"surfaces use different metrics ({', '.join(metrics)}): "
-                         "compute them in one metric (l2 or l2_rel) to compare them")
+        raise ConfigError(f"surfaces use different metrics ({', '.join(metrics)}): "
+                          "compute them in one metric (l2 or l2_rel) to compare them")
     return metrics[0] if metrics else "own"
 
 
@@ -72,30 +75,59 @@ def _title(name: str, s: Surface) -> str:
     return " ".join(parts)
 
 
-def _grid(n: int) -> tuple[int, int]:
-    cols = min(n, 3) if n > 0 else 1
+def _grid(n: int, cols: int | None = None) -> tuple[int, int]:
+    cols = max(1, min(cols or 3, n)) if n > 0 else 1
     return max(1, math.ceil(n / cols)), cols
 
 
-def fig_surface_3d(surfaces: dict[str, Surface], *, zmax: float | None = None, log: bool = False) -> go.Figure:
-    """3-D surfaces side by side on one height and colour scale (paper Fig. 1, top)."""
+def nice_step(raw: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 x 10^k that is at least `raw` (> 0): round contour levels."""
+    if not raw > 0 or not math.isfinite(raw):
+        return 1.0
+    power = 10.0 ** math.floor(math.log10(raw))
+    for m in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if m * power >= raw * (1 - 1e-9):
+            return m * power
+    return 10.0 * power
+
+
+def fig_surface_3d(surfaces: dict[str, Surface], *, zmax: float | None = None, log: bool = False,
+                   cols: int | None = None) -> go.Figure:
+    """3-D surfaces side by side on one height and colour scale (paper Fig. 1, top).
+
+    `cols`: panels per row (default: all, up to 3). Each panel is about 450 px tall; give the
+    figure the page's full width (or cols=1 in a narrow column) so the panels stay readable."""
     items = list(surfaces.items())
     metric = _check_metrics([s for _, s in items])
     lo, hi = shared_range([s for _, s in items], zmax=zmax, log=log)
-    rows, cols = _grid(len(items))
+    rows, cols = _grid(len(items), cols)
     fig = make_subplots(rows=rows, cols=cols, specs=[[{"type": "surface"}] * cols] * rows,
-                        subplot_titles=[_title(n, s) for n, s in items], horizontal_spacing=0.02)
+                        subplot_titles=[_title(n, s) for n, s in items], horizontal_spacing=0.02,
+                        vertical_spacing=0.04)
+    zlabel = _label(metric, log)
     for k, (name, s) in enumerate(items):
         x, y, z = _shown(s, zmax, log)
         fig.add_trace(go.Surface(x=x, y=y, z=z, cmin=lo, cmax=hi, colorscale=COLORSCALE, name=name,
-                                 showscale=(k == 0), colorbar=dict(title=_label(metric, log)),
-                                 contours=dict(z=dict(show=True, usecolormap=True, project_z=True))),
+                                 showscale=(k == 0), colorbar=dict(title=zlabel, len=0.8 / rows, x=1.0),
+                                 contours=dict(z=dict(show=True, usecolormap=True, project_z=True)),
+                                 hovertemplate="α %{x:.2f}<br>β %{y:.2f}<br>" + zlabel + " %{z:.4g}<extra>"
+                                               + name + "</extra>"),
                       row=k // cols + 1, col=k % cols + 1)
-    scene = dict(xaxis_title="α (direction 1)", yaxis_title="β (direction 2)",
-                 zaxis=dict(title=_label(metric, log), range=[lo, hi]), aspectmode="cube")
-    fig.update_scenes(**scene)
-    fig.update_layout(height=450 * rows, margin=dict(l=10, r=10, t=60, b=10),
-                      title=f"Loss surfaces, one scale ({_label(metric, log)})")
+    # each scene sits below its title (the top 8% of its cell), seen from far enough that the
+    # box and its axis titles fit inside the panel
+    colorbar_room = 0.1
+    for k in range(len(items)):
+        r, c = divmod(k, cols)
+        x0, x1 = c / cols * (1 - colorbar_room), (c + 1) / cols * (1 - colorbar_room)
+        y1 = 1 - r / rows
+        y0 = 1 - (r + 1) / rows
+        fig.layout[f"scene{k + 1 if k else ''}"].domain = dict(x=[x0 + 0.005, x1 - 0.005],
+                                                             y=[y0 + 0.01, y1 - 0.08 / rows])
+    fig.update_scenes(xaxis_title="α", yaxis_title="β", zaxis=dict(title=zlabel, range=[lo, hi]),
+                      aspectmode="manual", aspectratio=dict(x=1, y=1, z=0.8),
+                      camera=dict(eye=dict(x=1.35, y=-1.35, z=0.9)))
+    fig.update_layout(height=460 * rows + 40, margin=dict(l=10, r=10, t=70, b=10),
+                      title=f"Loss surfaces, one scale ({zlabel})")
     return fig
 
 
@@ -104,13 +136,27 @@ def _contour_trace(s: Surface, lo: float, hi: float, levels, *, zmax, log, shows
     if levels is None:
         levels = 20
     if isinstance(levels, (int, np.integer)):
-        contours = dict(start=lo, end=hi, size=(hi - lo) / max(int(levels), 1), showlabels=False)
+        size = nice_step((hi - lo) / max(int(levels), 1))
+        contours = dict(start=math.floor(lo / size) * size, end=math.ceil(hi / size) * size, size=size,
+                        showlabels=False)
     else:
         lv = sorted(float(v) for v in levels)
         contours = dict(start=lv[0], end=lv[-1], size=(lv[-1] - lv[0]) / max(len(lv) - 1, 1))
+    label = _label(metric, log)
     return go.Contour(x=x, y=y, z=z, zmin=lo, zmax=hi, zauto=False, colorscale=COLORSCALE, name=name,
                       contours=contours, autocontour=False, showscale=showscale,
-                      colorbar=dict(title=_label(metric, log)))
+                      colorbar=dict(title=label),
+                      hovertemplate="α %{x:.2f}<br>β %{y:.2f}<br>" + label + " %{z:.4g}<extra>" + name + "</extra>")
+
+
+def _label_contour_axes(fig: go.Figure, rows: int, cols: int) -> None:
+    """α under the bottom row, β beside the first column only (not between panels); square
+    panels without empty margins."""
+    for r in range(1, rows + 1):
+        for c in range(1, cols + 1):
+            fig.update_xaxes(title_text="α" if r == rows else None, constrain="domain", row=r, col=c)
+            fig.update_yaxes(title_text="β" if c == 1 else None, scaleanchor=f"x{'' if (r, c) == (1, 1) else (r - 1) * cols + c}",
+                             scaleratio=1, constrain="domain", row=r, col=c)
 
 
 def fig_contour(surfaces: dict[str, Surface], *, levels=None, zmax: float | None = None,
@@ -128,9 +174,9 @@ def fig_contour(surfaces: dict[str, Surface], *, levels=None, zmax: float | None
     for k, (name, s) in enumerate(items):
         fig.add_trace(_contour_trace(s, lo, hi, levels, zmax=zmax, log=log, showscale=(k == 0),
                                      metric=metric, name=name), row=k // cols + 1, col=k % cols + 1)
-    fig.update_xaxes(title_text="α")
-    fig.update_yaxes(title_text="β", scaleanchor="x", scaleratio=1)
-    fig.update_layout(height=420 * rows, title=f"Contours, one scale ({_label(metric, log)})")
+    _label_contour_axes(fig, rows, cols)
+    fig.update_layout(height=420 * rows, title=f"Contours, one scale ({_label(metric, log)})",
+                      margin=dict(t=80, l=60, r=20, b=50))
     return fig
 
 
@@ -138,7 +184,7 @@ def fig_batch_grid(surfaces: dict[tuple[str, int], Surface], *, levels=None, zma
                    log: bool = False) -> go.Figure:
     """Paper Fig. 3: contour maps, rows = loss (e.g. base, LAMP), columns = batch size; one scale."""
     if not surfaces:
-        raise ValueError("no surfaces to draw")
+        raise LampError("no surfaces to draw: compute at least one landscape first")
     names = list(dict.fromkeys(name for name, _ in surfaces))
     sizes = sorted({bs for _, bs in surfaces})
     metric = _check_metrics(list(surfaces.values()))
@@ -155,7 +201,9 @@ def fig_batch_grid(surfaces: dict[tuple[str, int], Surface], *, levels=None, zma
             fig.add_trace(_contour_trace(s, lo, hi, levels, zmax=zmax, log=log, showscale=first,
                                          metric=metric, name=f"{name} {bs}"), row=r + 1, col=c + 1)
             first = False
-    fig.update_layout(height=330 * len(names) + 60, title=f"Loss contours by batch size ({_label(metric, log)})")
+    _label_contour_axes(fig, len(names), len(sizes))
+    fig.update_layout(height=330 * len(names) + 60, title=f"Loss contours by batch size ({_label(metric, log)})",
+                      margin=dict(t=80, l=60, r=20, b=50))
     return fig
 
 

@@ -94,3 +94,121 @@ def test_error_maps_use_an_explicit_inferno_scale():
     fig = figures.fig_recon_grid(x, {"base": x + 0.5})
     err = next(t for t in fig.data if t.hovertemplate and "error" in t.hovertemplate)
     assert err.colorscale[0] == (0.0, "rgb(0, 0, 4)") and err.colorscale[-1][0] == 1.0
+
+
+# ----------------------------------------------------------------------------- readable at a glance
+
+def _is_round(v: float) -> bool:
+    mantissa = v / 10 ** np.floor(np.log10(v))
+    return any(np.isclose(mantissa, m) for m in range(1, 10))
+
+
+@pytest.mark.parametrize("lo,hi,expected", [(5.0, 43.0, [5, 10, 20]), (1e-4, 2.0, [1e-4, 1e-3, 1e-2, 0.1, 1]),
+                                            (100.0, 450.0, [100, 200, 300])])
+def test_log_ticks_are_round_numbers_with_plain_labels(lo, hi, expected):
+    vals, text = figures.log_ticks(lo, hi)
+    assert vals == pytest.approx(expected)
+    assert text == [f"{v:g}" for v in vals]
+
+
+def test_training_loss_log_axis_has_explicit_ticks_not_digit_labels():
+    hist = {"base": {"loss": list(np.geomspace(45, 5, 20))}, "LAMP": {"loss": list(np.geomspace(420, 80, 20))}}
+    fig = figures.fig_history(hist, epochs=20)
+    for axis in (fig.layout.yaxis, fig.layout.yaxis2):
+        assert axis.type == "log" and axis.tickmode == "array" and len(axis.tickvals) >= 2
+        assert all(_is_round(v) for v in axis.tickvals)
+        assert list(axis.ticktext) == [f"{v:g}" for v in axis.tickvals]
+    assert fig.layout.yaxis.title.text
+
+
+def test_gradient_panel_can_use_a_log_scale():
+    curves = {b: loss_curves(b, eps=1e-3, points=101) for b in ("l1", "l2")}
+    fig = figures.fig_loss_curves(curves, eps=1e-3, log_gradient=True)
+    grad_axes = [fig.layout.yaxis2, fig.layout.yaxis4]
+    assert all(a.type == "log" and len(a.tickvals) >= 2 for a in grad_axes)
+    grad_traces = [t for t in fig.data if t.yaxis in ("y2", "y4")]
+    assert grad_traces and all(min(t.y) > 0 and min(t.x) > 0 for t in grad_traces)
+    linear = figures.fig_loss_curves(curves, eps=1e-3)
+    assert linear.layout.yaxis2.type in (None, "linear", "-")
+
+
+def test_histograms_label_their_density_axis():
+    ev = _eval([0.1, 0.2, 0.3, 0.8, 0.9, 0.25], [0, 0, 0, 1, 1, 1])
+    fig = figures.fig_score_hist({"base": ev, "LAMP": ev})
+    assert fig.layout.yaxis.title.text == "density"
+    assert fig.layout.margin.l >= 50                    # room for the axis title
+
+
+def test_confusion_matrices_share_a_scale_and_one_set_of_row_labels():
+    ev = _eval([0.1, 0.2, 0.3, 0.8, 0.9, 0.25], [0, 0, 0, 1, 1, 1])
+    other = _eval([0.1, 0.2, 0.9, 0.8, 0.9, 0.95], [0, 0, 0, 1, 1, 1])
+    fig = figures.fig_confusion({"base": confusion_at(ev, 0.5), "LAMP": confusion_at(other, 0.5)})
+    assert {(t.zmin, t.zmax) for t in fig.data} == {(0, 3)}
+    assert fig.layout.yaxis.showticklabels is not False and fig.layout.yaxis2.showticklabels is False
+    assert fig.layout.yaxis.title.text == "truth" and not fig.layout.yaxis2.title.text
+
+
+def test_reconstruction_titles_are_shortened_with_the_full_name_on_hover():
+    x = np.random.default_rng(2).random((10, 1, 8, 8)).astype(np.float32)
+    names = [f"uploads/test/anomalous/very_long_defect_name_number_{i:03d}.png" for i in range(10)]
+    fig = figures.fig_recon_grid(x, {"base": x, "LAMP": x}, titles=names)
+    col_titles = [a.text for a in fig.layout.annotations if a.textangle != 90 and a.text not in (
+        "input", "base recon.", "LAMP recon.", "base error", "LAMP error")]
+    assert len(col_titles) == 10 and len(set(col_titles)) == 10
+    assert all(len(t) <= 850 / 10 / 7 for t in col_titles)            # fits its column
+    assert all("uploads/" not in t for t in col_titles)
+    inputs = [t for t in fig.data if t.hovertemplate and "very_long" in t.hovertemplate]
+    assert len(inputs) == 10 and names[3] in inputs[3].hovertemplate
+
+
+def test_auroc_vs_batch_ticks_are_powers_of_two_on_a_steady_axis():
+    rows = [{"batch_size": b, "name": "base", "auroc": 0.8} for b in (4, 16)]
+    fig = figures.fig_auroc_vs_batch(rows, selected=16)
+    ticks = list(fig.layout.xaxis.tickvals)
+    assert ticks == [1, 4, 16, 64, 256, 1024] and list(fig.layout.xaxis.ticktext) == [str(t) for t in ticks]
+    more = figures.fig_auroc_vs_batch(rows + [{"batch_size": 64, "name": "base", "auroc": 0.7}], selected=4)
+    assert list(more.layout.xaxis.range) == list(fig.layout.xaxis.range)   # the axis does not move
+
+
+def _surf(scale: float, metric: str = "l2"):
+    from lamp_core.landscape import Surface
+    x = np.linspace(-1, 1, 7)
+    return Surface(x=x, y=x, values=scale * np.add.outer(x ** 2, x ** 2) + 0.1, metric=metric, seed=0,
+                   bn_mode="eval", center=0.1, complete=True)
+
+
+def test_contours_label_alpha_and_beta_once_per_row_and_column():
+    from lamp_core import landscape_figures as LF
+    fig = LF.fig_contour({"base": _surf(1), "LAMP": _surf(3)})
+    texts = [a.text for a in fig.layout.annotations]
+    assert "β" not in texts and "α" not in texts                       # no stray labels between panels
+    assert fig.layout.yaxis.title.text == "β" and not fig.layout.yaxis2.title.text
+    assert fig.layout.xaxis.title.text == "α" and fig.layout.xaxis2.title.text == "α"
+    levels = fig.data[0].contours
+    assert levels.size == pytest.approx(LF.nice_step(levels.size))      # round levels
+    grid = LF.fig_batch_grid({(n, b): _surf(s * b) for n, s in (("base", 1), ("LAMP", 3)) for b in (4, 64)})
+    assert grid.layout.yaxis.title.text == "β" and not grid.layout.yaxis2.title.text
+    assert not grid.layout.xaxis.title.text and grid.layout.xaxis3.title.text == "α"   # bottom row only
+
+
+def test_3d_panels_are_large_labelled_and_below_their_titles():
+    from lamp_core import landscape_figures as LF
+    fig = LF.fig_surface_3d({"base": _surf(1), "LAMP": _surf(3)})
+    assert [t.scene for t in fig.data] == ["scene", "scene2"]
+    assert fig.layout.height >= 450
+    title_y = min(a.y for a in fig.layout.annotations)
+    for scene in (fig.layout.scene, fig.layout.scene2):
+        assert scene.xaxis.title.text == "α" and scene.yaxis.title.text == "β" and scene.zaxis.title.text
+        assert scene.domain.y[1] < title_y                                # not under the panel's title
+        assert scene.domain.x[1] - scene.domain.x[0] > 0.4                # half the width each
+    stacked = LF.fig_surface_3d({"base": _surf(1), "LAMP": _surf(3)}, cols=1)
+    assert stacked.layout.scene2.domain.y[1] < stacked.layout.scene.domain.y[0]
+
+
+def test_landscape_figure_errors_are_lamp_errors():
+    from lamp_core import landscape_figures as LF
+    from lamp_core.config import LampError
+    with pytest.raises(LampError, match="different metrics"):
+        LF.fig_contour({"base": _surf(1), "LAMP": _surf(1, metric="own")})
+    with pytest.raises(LampError, match="no surfaces"):
+        LF.fig_batch_grid({})

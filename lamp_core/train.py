@@ -4,20 +4,19 @@
 seeded the same way, so a base run and a LAMP run of one seed start from the same weights and
 see the same batches in the same order: they differ only by the loss (paper §3.2 compares them
 "using the same encoder/decoder"). Small data sets stay one tensor on the device; batches are
-index gathers, with no DataLoader in between.
+index gathers, with no DataLoader in between. The loop itself lives in `lamp_core.stack`: a run
+trained alone is a stack of one, so alone and stacked runs cannot drift apart.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from .config import ConfigError, RunConfig, validate
+from .config import ConfigError, RunConfig
 from .data import ADDataset
-from .losses import training_loss
 from .models import build_model
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -40,12 +39,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    """torch.optim's optimizers; Adam and SGD with their fused kernels (one call for all
+    parameters instead of a Python loop over them: most of a small-batch step's time on the CPU),
+    RMSprop with its foreach kernels."""
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, fused=True)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, fused=True)
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
+        return torch.optim.RMSprop(params, lr=lr, foreach=True)
     raise ConfigError(f"unknown optimizer {name!r}: choose adam, sgd or rmsprop")
 
 
@@ -95,68 +97,15 @@ def initial_model(cfg: RunConfig, in_channels: int, image_size: int) -> nn.Modul
 
 def train(cfg: RunConfig, data: ADDataset, *, on_progress: ProgressFn | None = None,
           should_stop: StopFn | None = None) -> TrainResult:
-    """Train an autoencoder on `data.train` (normal images only) with `cfg`."""
-    validate(cfg)
-    t = cfg.train
-    if data.image_size % cfg.model.patches:
-        raise ConfigError(f"patches={cfg.model.patches} must divide the image size {data.image_size}")
-    device = resolve_device(t.device)
-    model = initial_model(cfg, data.channels, data.image_size).to(device).train()
-    opt = make_optimizer(t.optimizer, model.parameters(), t.lr)
-    x_all = data.train.to(device)                     # (N, C, H, W), lives on the device
-    n = x_all.shape[0]
-    bs = min(t.batch_size, n)
-    steps_per_epoch = -(-n // bs)
-    gen = torch.Generator().manual_seed(t.seed)       # data order; CPU generator on every device
-    history: dict[str, list[float]] = {"loss": []}
-    if t.eval_every_epoch:
-        history["test_auroc"] = []
-    stopped = diverged = False
-    steps = 0
-    start = last_report = time.perf_counter()
+    """Train an autoencoder on `data.train` (normal images only) with `cfg`.
 
-    def report(epoch: int, running: float, in_epoch: int) -> None:
-        if on_progress is not None:
-            on_progress({"epoch": epoch, "epochs": t.epochs, "step": steps,
-                         "steps_total": steps_per_epoch * t.epochs, "loss": running,
-                         "step_in_epoch": in_epoch, "history": {k: list(v) for k, v in history.items()},
-                         "seconds": time.perf_counter() - start})
+    A one-run stack (`lamp_core.stack`): the plain module in channels-last memory with a fused
+    optimizer step, so a run trained alone and a run trained in a stack share one loop.
+    """
+    from .stack import RunSlot, train_slots  # local: stack builds on this module's types
 
-    epoch = 0
-    for epoch in range(t.epochs):
-        order = torch.randperm(n, generator=gen).to(device)
-        total = torch.zeros((), device=device)
-        for i in range(steps_per_epoch):
-            if should_stop is not None and should_stop():
-                stopped = True
-                break
-            x = x_all[order[i * bs:(i + 1) * bs]]
-            loss = training_loss(x, model(x), t)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach()
-            steps += 1
-            now = time.perf_counter()
-            if on_progress is not None and now - last_report > PROGRESS_INTERVAL_S:
-                last_report = now
-                report(epoch, float(total) / (i + 1), i + 1)
-        if stopped:
-            break
-        mean_loss = float(total) / steps_per_epoch
-        history["loss"].append(mean_loss)
-        if not mean_loss == mean_loss or mean_loss in (float("inf"), float("-inf")):
-            diverged = True  # NaN/inf: further steps cannot recover; keep what we have and say so
-            break
-        if t.eval_every_epoch:
-            from .evaluate import image_auroc  # local: evaluate imports train's types
-            history["test_auroc"].append(image_auroc(model.eval(), data, device=device))
-            model.train()
-        report(epoch + 1, mean_loss, 0)
-
-    model.eval()
-    return TrainResult(
-        config=cfg, state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        in_channels=data.channels, image_size=data.image_size, history=history, stopped=stopped,
-        epochs_done=len(history["loss"]), steps=steps, seconds=time.perf_counter() - start,
-        device=str(device), diverged=diverged)
+    slot = RunSlot(cfg, data, cfg.train.device)
+    train_slots([slot], on_progress=None if on_progress is None else (lambda _s, info: on_progress(info)),
+                should_stop=None if should_stop is None else (lambda _s: should_stop()))
+    slot.model.eval()
+    return slot.result()

@@ -1,0 +1,451 @@
+"""Stacked training: K runs that share an architecture train together in one sequence of ops.
+
+Small autoencoders at small batches leave most of a machine idle (issue: 5-24% of a matmul's
+FLOP/s at batch 1-16). Runs that share architecture, image size, batch size and number of
+training images (so every step has the same batch shape) are trained as one wide network:
+
+* Each run keeps its own leaf parameters, BatchNorm buffers, optimizer state and seeded
+  data-order generator (`RunSlot`), so its numbers are the ones `train()` gives alone, up to
+  float rounding. Per step the K runs' conv weights are concatenated along the output-channel
+  axis and run as one grouped convolution (groups=K) on the batches concatenated along channels,
+  `(N, K*C, H, W)`. BatchNorm over K*C channels is per-run BatchNorm (statistics are per
+  channel), the running buffers of the K runs are views of one concatenated tensor while the
+  stack lives, and LeakyReLU / Upsample / Sigmoid / patch tiling act per channel.
+* Losses (paper eq. 1-2) are evaluated per group of runs that share a loss recipe, on the
+  group's channel slice, with `lamp_core.losses`' own functions: the base maps act per channel,
+  the per-image max of eq. 2 is a per-(image, run) max, the batch max a per-run max. The sum of
+  the K losses is backpropagated once; parameters are disjoint, so each run gets its own gradient.
+* One optimizer object per (optimizer, lr) group updates all its runs' parameters in one fused
+  call; its per-parameter state *is* the runs' own optimizer state (shared dicts), so a run can
+  leave the stack at any step and go on alone, and per-parameter step counts may differ (runs
+  at different epochs share a stack).
+
+Why this design (measured in bench/results/stacked_training.md): `torch.func.vmap` over
+stacked parameters lowers the convolutions to the same grouped convolutions but adds per-call
+overhead and cannot use per-run optimizers; grouped convolutions with per-run leaves are as fast
+and keep torch.optim's numerics. A one-run stack is the plain module in channels-last memory,
+which is what `train()` runs, so the stack never pays for its generality when it holds one run.
+`plan_stacks` only stacks where stacking was measured to pay (small batch x image size on the
+CPU; always on CUDA) and splits stacks to fit a memory budget. PatchAutoencoder stacks too:
+tiling an (N, K*C, H, W) tensor is per channel.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ConfigError, RunConfig, resolved_depth, validate
+from .data import ADDataset
+from .losses import base_map, normalised, reduce_base, training_loss
+from .models import ConvAutoencoder, PatchAutoencoder
+from .train import PROGRESS_INTERVAL_S, TrainResult, initial_model, make_optimizer, resolve_device
+
+CHANNELS_LAST = torch.channels_last
+# Stacking pays on the CPU while one run's batch is small (measured, bench/stacked_training.py):
+# above this many input values per step (batch x channels x pixels) one channels-last run is as
+# fast per image as a stack.
+CPU_STACK_MAX_VALUES = 64 * 28 * 28
+DEFAULT_MAX_STACK = 24
+DEFAULT_CPU_BUDGET_MB = 2048.0
+
+
+# ----------------------------------------------------------------------------- one run's state
+
+class RunSlot:
+    """One run's complete training state (model parameters, BatchNorm buffers, optimizer,
+    data-order generator, epoch/step counters, history), resumable at any step."""
+
+    def __init__(self, cfg: RunConfig, data: ADDataset, device: str | torch.device = "cpu", *,
+                 dtype: torch.dtype = torch.float32):
+        validate(cfg)
+        t = cfg.train
+        if data.image_size % cfg.model.patches:
+            raise ConfigError(f"patches={cfg.model.patches} must divide the image size {data.image_size}")
+        self.cfg, self.data = cfg, data
+        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        # float64 is for tests that check the stacked maths below float32's rounding noise
+        self.model = initial_model(cfg, data.channels, data.image_size).to(self.device, dtype).train()
+        self.model.to(memory_format=CHANNELS_LAST)
+        self.opt = make_optimizer(t.optimizer, self.model.parameters(), t.lr)
+        self.x_all = data.train.to(self.device, dtype)       # (n, C, H, W) on the device
+        self.n = self.x_all.shape[0]
+        self.batch_size = min(t.batch_size, self.n) if self.n else t.batch_size
+        self.steps_per_epoch = -(-self.n // self.batch_size) if self.n else 0
+        self.steps_total = self.steps_per_epoch * t.epochs
+        self.gen = torch.Generator().manual_seed(t.seed)     # data order; CPU generator everywhere
+        self.order: torch.Tensor | None = None               # this epoch's permutation
+        self.history: dict[str, list[float]] = {"loss": []}
+        if t.eval_every_epoch:
+            self.history["test_auroc"] = []
+        self.epochs_done = self.steps = self.step_in_epoch = 0
+        self.epoch_total = torch.zeros((), device=self.device, dtype=dtype)   # running sum of this epoch's losses
+        self.stopped = self.diverged = False
+        self.seconds = 0.0
+        self.last_report = 0.0
+        self._bn_pending = 0       # BatchNorm steps taken in a stack, not yet in num_batches_tracked
+        self.finished = t.epochs == 0 or self.steps_per_epoch == 0
+
+    # -- the public view
+    def stop(self) -> None:
+        """Leave the stack now; the partial history is kept and result().stopped is True."""
+        if not self.finished:
+            self.stopped = True
+
+    def progress(self) -> dict[str, Any]:
+        """What train()'s on_progress receives."""
+        t = self.cfg.train
+        running = float(self.epoch_total) / self.step_in_epoch if self.step_in_epoch else (
+            self.history["loss"][-1] if self.history["loss"] else float("nan"))
+        return {"epoch": self.epochs_done, "epochs": t.epochs, "step": self.steps,
+                "steps_total": self.steps_total, "loss": running, "step_in_epoch": self.step_in_epoch,
+                "history": {k: list(v) for k, v in self.history.items()}, "seconds": self.seconds}
+
+    def result(self) -> TrainResult:
+        """The run as it stands (final once finished or stopped)."""
+        self._flush_bn()
+        state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.model.state_dict().items()}
+        return TrainResult(
+            config=self.cfg, state_dict=state, in_channels=self.data.channels,
+            image_size=self.data.image_size, history={k: list(v) for k, v in self.history.items()},
+            stopped=self.stopped, epochs_done=len(self.history["loss"]), steps=self.steps,
+            seconds=self.seconds, device=str(self.device), diverged=self.diverged)
+
+    @property
+    def active(self) -> bool:
+        return not (self.finished or self.stopped)
+
+    # -- used by the stack
+    def _flush_bn(self) -> None:
+        if self._bn_pending:
+            for m in self.model.modules():
+                if isinstance(m, nn.BatchNorm2d) and m.num_batches_tracked is not None:
+                    m.num_batches_tracked.add_(self._bn_pending)
+            self._bn_pending = 0
+
+    def _next_batch(self) -> torch.Tensor:
+        """This step's images (N, C, H, W), the same draw as train() makes."""
+        if self.step_in_epoch == 0:
+            self.order = torch.randperm(self.n, generator=self.gen).to(self.device)
+        i, bs = self.step_in_epoch, self.batch_size
+        return self.x_all[self.order[i * bs:(i + 1) * bs]]
+
+    def _after_step(self, loss: torch.Tensor) -> bool:
+        """Count a step whose (detached, 0-d) loss is `loss`; True when an epoch ended."""
+        self.epoch_total += loss
+        self.steps += 1
+        self.step_in_epoch += 1
+        if self.step_in_epoch < self.steps_per_epoch:
+            return False
+        mean_loss = float(self.epoch_total) / self.steps_per_epoch
+        self.history["loss"].append(mean_loss)
+        self.epochs_done += 1
+        self.step_in_epoch = 0
+        self.epoch_total.zero_()
+        if not math.isfinite(mean_loss):
+            self.diverged = True   # NaN/inf: further steps cannot recover; keep what we have
+            self.finished = True
+            return True
+        if self.cfg.train.eval_every_epoch:
+            from .evaluate import image_auroc  # local: evaluate imports train's types
+            self._flush_bn()
+            self.history["test_auroc"].append(image_auroc(self.model.eval(), self.data, device=self.device))
+            self.model.train()
+        if self.epochs_done >= self.cfg.train.epochs:
+            self.finished = True
+        return True
+
+
+def stack_key(cfg: RunConfig, data: ADDataset) -> tuple:
+    """Equal keys <=> the runs may share a stack (same network shape, same batch shape per step)."""
+    m = cfg.model
+    n = int(data.train.shape[0])
+    bs = min(cfg.train.batch_size, n) if n else cfg.train.batch_size
+    device = str(resolve_device(cfg.train.device))
+    return (resolved_depth(m, data.image_size), m.width, m.kernel_size, m.latent_channels, m.patches,
+            int(data.channels), int(data.image_size), bs, n, device)
+
+
+# ----------------------------------------------------------------------------- the stacked network
+
+def _conv_blocks(model: nn.Module) -> tuple[ConvAutoencoder, int]:
+    if isinstance(model, PatchAutoencoder):
+        return model.inner, model.patches
+    return model, 1
+
+
+def _loss_recipe(t) -> tuple:
+    """Runs with equal recipes compute their losses in one vectorised pass."""
+    if not t.lamp:
+        return (t.base_loss, False)
+    return (t.base_loss, True, t.max_over, t.detach_max, t.eps)
+
+
+class _Stack:
+    """K slots wired as one grouped network for as long as the set of slots does not change."""
+
+    def __init__(self, slots: list[RunSlot]):
+        # runs sharing a loss recipe are adjacent, so each recipe is one channel slice
+        self.slots = sorted(slots, key=lambda s: repr(_loss_recipe(s.cfg.train)))
+        self.k = len(self.slots)
+        self.c = self.slots[0].data.channels
+        self.device = self.slots[0].device
+        self.inners = [_conv_blocks(s.model)[0] for s in self.slots]
+        self.patches = _conv_blocks(self.slots[0].model)[1]
+        self.bns = [[m for m in inner.modules() if isinstance(m, nn.BatchNorm2d)] for inner in self.inners]
+        self.big_buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if self.k > 1:
+            for j in range(len(self.bns[0])):
+                layer = [bns[j] for bns in self.bns]
+                rm = torch.cat([bn.running_mean for bn in layer])     # (K*C_j,)
+                rv = torch.cat([bn.running_var for bn in layer])
+                cj = layer[0].num_features
+                for i, bn in enumerate(layer):   # each run's buffers become views of the stack's
+                    bn.running_mean = rm[i * cj:(i + 1) * cj]
+                    bn.running_var = rv[i * cj:(i + 1) * cj]
+                self.big_buffers.append((rm, rv))
+        groups: dict[tuple, list[int]] = {}
+        for i, s in enumerate(self.slots):
+            groups.setdefault(_loss_recipe(s.cfg.train), []).append(i)
+        self.loss_groups = [(recipe, idx[0], idx[-1] + 1) for recipe, idx in groups.items()]
+        self.optimizers = self._merged_optimizers()
+
+    def _merged_optimizers(self) -> list[torch.optim.Optimizer]:
+        if self.k == 1:
+            return [self.slots[0].opt]
+        by_kind: dict[tuple, list[RunSlot]] = {}
+        for s in self.slots:
+            by_kind.setdefault((s.cfg.train.optimizer, s.cfg.train.lr), []).append(s)
+        merged = []
+        for (name, lr), group in by_kind.items():
+            params = [p for s in group for p in s.model.parameters()]
+            opt = make_optimizer(name, params, lr)
+            for s in group:      # the merged optimizer updates the runs' own state dicts in place
+                for p in s.model.parameters():
+                    opt.state[p] = s.opt.state[p]
+            merged.append(opt)
+        return merged
+
+    def release(self) -> None:
+        """Give every run standalone BatchNorm buffers again (the stack is being rebuilt)."""
+        for bns in self.bns:
+            for bn in bns:
+                bn.running_mean = bn.running_mean.clone()
+                bn.running_var = bn.running_var.clone()
+        for s in self.slots:
+            s._flush_bn()
+
+    # -- one training step of all K runs
+    def step(self) -> torch.Tensor:
+        """One optimizer step of every slot; returns the K detached losses (K,)."""
+        if self.k == 1:
+            s = self.slots[0]
+            x = s._next_batch().contiguous(memory_format=CHANNELS_LAST)
+            loss = training_loss(x, s.model(x), s.cfg.train)
+            s.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            s.opt.step()
+            return loss.detach().view(1)
+        x = torch.cat([s._next_batch() for s in self.slots], dim=1)   # (N, K*C, H, W)
+        x = x.contiguous(memory_format=CHANNELS_LAST)
+        y = self.forward(x)
+        losses = self.losses(x, y)                                       # (K,)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        for opt in self.optimizers:
+            opt.step()
+        for s in self.slots:
+            s._bn_pending += 1
+        return losses.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The K autoencoders on (N, K*C, H, W) → (N, K*C, H, W)."""
+        p = self.patches
+        if p > 1:   # tile exactly as PatchAutoencoder does; it acts per channel
+            n, c, h, w = x.shape
+            ph, pw = h // p, w // p
+            x = x.reshape(n, c, p, ph, p, pw).permute(0, 2, 4, 1, 3, 5).reshape(n * p * p, c, ph, pw)
+        h = x
+        first = self.inners[0]
+        bn_i = 0
+        for j, block in enumerate(first.encoder):
+            h = self._conv_bn_act(h, [inner.encoder[j] for inner in self.inners], 0, bn_i)
+            bn_i += 1
+        for j, block in enumerate(first.decoder):
+            h = block[0](h)                                            # nearest upsample, per channel
+            h = self._conv_bn_act(h, [inner.decoder[j] for inner in self.inners], 1, bn_i)
+            bn_i += 1
+        convs = [inner.head[0] for inner in self.inners]
+        w = torch.cat([c.weight for c in convs])                         # (K*C, width, k, k)
+        b = torch.cat([c.bias for c in convs])
+        c0 = convs[0]
+        h = torch.sigmoid(F.conv2d(h, w, b, c0.stride, c0.padding, groups=self.k))
+        if p > 1:
+            n, c, h_, w_ = x.shape[0] // (p * p), h.shape[1], x.shape[2] * p, x.shape[3] * p
+            h = h.reshape(n, p, p, c, h_ // p, w_ // p).permute(0, 3, 1, 4, 2, 5).reshape(n, c, h_, w_)
+        return h
+
+    def _conv_bn_act(self, h: torch.Tensor, blocks: list[nn.Sequential], off: int, bn_i: int) -> torch.Tensor:
+        convs = [b[off] for b in blocks]
+        bns = [b[off + 1] for b in blocks]
+        c0, bn0, act = convs[0], bns[0], blocks[0][off + 2]
+        w = torch.cat([c.weight for c in convs])                         # (K*C_out, C_in, k, k)
+        h = F.conv2d(h, w, None, c0.stride, c0.padding, groups=self.k)
+        rm, rv = self.big_buffers[bn_i]
+        h = F.batch_norm(h, rm, rv, torch.cat([bn.weight for bn in bns]), torch.cat([bn.bias for bn in bns]),
+                         training=True, momentum=bn0.momentum, eps=bn0.eps)
+        return F.leaky_relu(h, act.negative_slope, inplace=True)
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-run training losses (K,) of inputs x and reconstructions y, both (N, K*C, H, W)."""
+        n, c = x.shape[0], self.c
+        out = []
+        for recipe, a, b in self.loss_groups:
+            g = b - a
+            bmap = base_map(recipe[0], x[:, a * c:b * c], y[:, a * c:b * c])   # (N, G*C, H, W)
+            if not recipe[1]:
+                out.append(bmap.reshape(n, g, -1).sum(dim=2).mean(dim=0))        # (G,)
+                continue
+            _, _, max_over, detach, eps = recipe
+            hw = bmap.shape[-2:]
+            if max_over == "batch":     # one "sample" per run: its whole (N, C, H, W) loss map
+                per = bmap.reshape(n, g, c, *hw).transpose(0, 1).reshape(g, n * c, *hw)
+            else:                       # sample: one per (image, run); fixed: any layout
+                per = bmap.reshape(n * g, c, *hw)
+            norm = normalised(per, eps=eps, max_over="sample" if max_over == "batch" else max_over,
+                              detach_max=detach)
+            elem = -torch.log1p(-norm)                                          # eq. 1 per element
+            if max_over == "batch":
+                out.append(elem.reshape(g, n, -1).sum(dim=2).mean(dim=1))
+            else:
+                out.append(elem.reshape(n, g, -1).sum(dim=2).mean(dim=0))
+        return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------- driving slots
+
+def train_slots(slots: list[RunSlot], *, max_steps: int | None = None, deadline: float | None = None,
+                on_progress: Callable[[RunSlot, dict], None] | None = None,
+                should_stop: Callable[[RunSlot], bool] | None = None) -> None:
+    """Advance every unfinished, unstopped slot together (all must share stack_key; slots may be
+    at different epochs) by up to max_steps steps or until time.perf_counter() >= deadline,
+    whichever first. A slot for which should_stop(slot) is true is stopped and leaves the stack
+    at once; its stack-mates go on. Returns when all slots are finished/stopped or the budget
+    is used."""
+    keys = {stack_key(s.cfg, s.data) + (str(s.device),) for s in slots}
+    if len(keys) > 1:
+        raise ConfigError("these runs cannot share a stack (different network, image or batch shape): "
+                          "group them with plan_stacks")
+    active = [s for s in slots if s.active]
+    stack: _Stack | None = None
+    done = 0
+    try:
+        while active:
+            if (max_steps is not None and done >= max_steps) or (
+                    deadline is not None and time.perf_counter() >= deadline):
+                break
+            if should_stop is not None:
+                for s in active:
+                    if should_stop(s):
+                        s.stop()
+            if stack is not None and any(not s.active for s in stack.slots):
+                stack.release()
+                stack = None
+            active = [s for s in active if s.active]
+            if not active:
+                break
+            if stack is None:
+                stack = _Stack(active)
+            t0 = time.perf_counter()
+            losses = stack.step()
+            dt = time.perf_counter() - t0
+            done += 1
+            for i, s in enumerate(stack.slots):
+                s.seconds += dt
+                ended = s._after_step(losses[i])
+                now = time.perf_counter()
+                if on_progress is not None and (ended or now - s.last_report > PROGRESS_INTERVAL_S):
+                    s.last_report = now
+                    on_progress(s, s.progress())
+    finally:
+        if stack is not None:
+            stack.release()
+
+
+def train_stack(cfgs: Sequence[RunConfig], datas: Sequence[ADDataset], *, on_progress=None,
+                should_stop=None, device=None) -> list[TrainResult]:
+    """Train runs that share a stack key together to the end; one TrainResult per config."""
+    slots = [RunSlot(c, d, device if device is not None else c.train.device) for c, d in zip(cfgs, datas)]
+    train_slots(slots, on_progress=on_progress, should_stop=should_stop)
+    return [s.result() for s in slots]
+
+
+# ----------------------------------------------------------------------------- planning
+
+def run_memory_mb(cfg: RunConfig, data: ADDataset) -> float:
+    """Estimated training memory of one run in a stack: parameters with gradients and optimizer
+    state, and the activations autograd keeps for one step (about 4 tensors per block)."""
+    net = initial_model(cfg, data.channels, data.image_size)
+    params = sum(p.numel() for p in net.parameters())
+    inner, p = _conv_blocks(net)
+    n = min(cfg.train.batch_size, max(len(data.train), 1)) * p * p
+    size = data.image_size // p
+    acts = 0
+    with torch.no_grad():
+        shapes: list[int] = []
+        hooks = [m.register_forward_hook(lambda _m, _i, o: shapes.append(o[0].numel()))
+                 for m in inner.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Upsample))]
+        inner.eval()(torch.zeros(1, data.channels, size, size))
+        for h in hooks:
+            h.remove()
+        acts = sum(shapes) * 2     # conv/bn/upsample outputs + activations and gradients in flight
+    return (params * 4 + n * acts + 2 * n * data.channels * size * size) * 4 / 2**20
+
+
+def stacking_pays(cfg: RunConfig, data: ADDataset) -> bool:
+    """Measured rule: on CUDA always; on the CPU while a step's input is small."""
+    dev = resolve_device(cfg.train.device)
+    if dev.type != "cpu":
+        return True
+    bs = min(cfg.train.batch_size, max(len(data.train), 1))
+    return bs * data.channels * data.image_size ** 2 <= CPU_STACK_MAX_VALUES
+
+
+def default_memory_budget_mb(device: torch.device | str = "cpu") -> float:
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return free / 2**20 / 2
+    return DEFAULT_CPU_BUDGET_MB
+
+
+def plan_stacks(items: Sequence[tuple[RunConfig, ADDataset]], *, max_stack: int | None = None,
+                memory_budget_mb: float | None = None, device=None) -> list[list[int]]:
+    """Indices grouped into stacks: compatible runs together, split so each stack pays (no
+    stacking where one run was measured to be as fast) and fits the memory budget."""
+    groups: dict[tuple, list[int]] = {}
+    for i, (cfg, data) in enumerate(items):
+        groups.setdefault(stack_key(cfg, data), []).append(i)
+    plan: list[list[int]] = []
+    for idx in groups.values():
+        cfg, data = items[idx[0]]
+        if not stacking_pays(cfg, data):
+            plan.extend([i] for i in idx)
+            continue
+        dev = device if device is not None else resolve_device(cfg.train.device)
+        budget = memory_budget_mb if memory_budget_mb is not None else default_memory_budget_mb(dev)
+        cap = max(1, int(budget // max(run_memory_mb(cfg, data), 1e-6)))
+        cap = min(cap, max_stack or DEFAULT_MAX_STACK)
+        n_stacks = -(-len(idx) // cap)
+        base, extra = divmod(len(idx), n_stacks)   # balanced: 25 runs at cap 24 -> 13 + 12
+        start = 0
+        for j in range(n_stacks):
+            size = base + (1 if j < extra else 0)
+            plan.append(idx[start:start + size])
+            start += size
+    return plan

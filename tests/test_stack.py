@@ -1,0 +1,148 @@
+"""Stacked training (lamp_core.stack): a run trained in a stack equals the run trained alone.
+
+Two yardsticks. In float64 the stacked maths must equal the solo maths to ~1e-9 (rounding
+noise is then far below any gradient, so this catches any real difference: a wrong slice, a
+shared statistic, a loss reduced over the wrong axis). In float32 the stack is compared with
+`train()` itself at the issue's tolerances (loss history 1e-4 relative, AUROC 1e-3).
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lamp_core.config import ConfigError, DataConfig, RunConfig, TrainConfig
+from lamp_core.data import load
+from lamp_core.evaluate import evaluate
+from lamp_core.stack import RunSlot, plan_stacks, run_memory_mb, stack_key, train_slots, train_stack
+from lamp_core.train import train
+
+BASE = RunConfig(data=DataConfig(dataset="digits", max_train=32, max_test=80, image_size=16),
+                 train=TrainConfig(epochs=2, batch_size=8, device="cpu"))
+# a mix of base losses, LAMP readings, detach, eps, classes, seeds, optimizers and learning rates
+MIX = [
+    BASE.with_train(base_loss="l2"),
+    BASE.with_train(base_loss="l1", lamp=True, max_over="sample", detach_max=False, seed=1),
+    BASE.with_train(base_loss="ssim", lamp=True, max_over="batch", optimizer="sgd", lr=3e-3),
+    BASE.with_train(base_loss="l2", lamp=True, max_over="fixed", eps=0.1, optimizer="rmsprop", lr=5e-4, seed=2),
+    BASE.with_train(base_loss="l2", lamp=True, max_over="batch").with_data(normal_class=3),
+    BASE.with_train(base_loss="ssim", seed=3, lr=2e-3).with_data(normal_class=5),
+]
+
+
+@pytest.fixture(scope="module")
+def datas():
+    cache = {}
+    return [cache.setdefault(c.data, load(c.data)) for c in MIX]
+
+
+def rel(a: list[float], b: list[float]) -> float:
+    assert len(a) == len(b)
+    return max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(a, b))
+
+
+def state_diff(a: dict, b: dict) -> float:
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+def solo_slot(cfg, data, **kw) -> RunSlot:
+    s = RunSlot(cfg, data, dtype=torch.float64)
+    train_slots([s], **kw)
+    return s
+
+
+def test_stacked_maths_equals_solo_maths_in_float64(datas):
+    solo = [solo_slot(c, d).result() for c, d in zip(MIX, datas)]
+    slots = [RunSlot(c, d, dtype=torch.float64) for c, d in zip(MIX, datas)]
+    train_slots(slots)
+    for a, s, d in zip(solo, slots, datas):
+        b = s.result()
+        assert b.steps == a.steps == 8 and b.epochs_done == 2 and not b.stopped
+        assert rel(a.history["loss"], b.history["loss"]) < 1e-9
+        assert state_diff(a.state_dict, b.state_dict) < 1e-7
+        assert abs(evaluate(a.model(), d).auroc - evaluate(b.model(), d).auroc) < 1e-6
+
+
+def test_stack_matches_train_in_float32(datas):
+    cfgs = [c.with_train(epochs=1) for c in MIX]
+    alone = [train(c, d) for c, d in zip(cfgs, datas)]
+    stacked = train_stack(cfgs, datas)
+    for a, b, d in zip(alone, stacked, datas):
+        assert b.config == a.config and b.steps == a.steps == 4
+        assert rel(a.history["loss"], b.history["loss"]) < 1e-4
+        assert abs(evaluate(a.model(), d).auroc - evaluate(b.model(), d).auroc) < 1e-3
+        assert state_diff(a.state_dict, b.state_dict) < 5e-3   # <= 2 lr: Adam's sign on ~0 gradients
+
+
+def test_stopping_one_slot_leaves_its_mates_equal(datas):
+    cfgs, ds = MIX[:4], datas[:4]
+    slots = [RunSlot(c, d, dtype=torch.float64) for c, d in zip(cfgs, ds)]
+    seen = []
+    stop_at = {slots[1]: 3}
+
+    def should_stop(slot):
+        return slot in stop_at and slot.steps >= stop_at[slot]
+    train_slots(slots, should_stop=should_stop, on_progress=lambda s, info: seen.append((s, info)))
+    assert slots[1].stopped and slots[1].steps == 3 and slots[1].result().stopped
+    assert slots[1].result().epochs_done == 0 and slots[1].result().history["loss"] == []
+    for c, d, s in zip(cfgs, ds, slots):
+        if s is slots[1]:
+            continue
+        assert s.finished and not s.stopped
+        ref = solo_slot(c, d).result()
+        assert rel(ref.history["loss"], s.result().history["loss"]) < 1e-9
+    # progress is per run, with train()'s keys
+    keys = {"epoch", "epochs", "step", "steps_total", "loss", "step_in_epoch", "history", "seconds"}
+    assert {id(s) for s, _ in seen} == {id(s) for s in slots if s is not slots[1]} | (
+        {id(slots[1])} if any(s is slots[1] for s, _ in seen) else set())
+    assert all(set(info) == keys for _, info in seen)
+
+
+def test_slots_at_different_epochs_share_a_stack(datas):
+    c0, c1 = MIX[0].with_train(epochs=3), MIX[1].with_train(epochs=2)
+    ahead = RunSlot(c0, datas[0], dtype=torch.float64)
+    train_slots([ahead], max_steps=5)          # one epoch and one step in
+    assert ahead.epochs_done == 1 and ahead.step_in_epoch == 1
+    fresh = RunSlot(c1, datas[1], dtype=torch.float64)
+    train_slots([ahead, fresh], max_steps=2)   # both advance two steps, together
+    assert ahead.steps == 7 and fresh.steps == 2
+    train_slots([ahead, fresh])
+    assert ahead.finished and fresh.finished
+    assert rel(solo_slot(c0, datas[0]).history["loss"], ahead.history["loss"]) < 1e-9
+    assert rel(solo_slot(c1, datas[1]).history["loss"], fresh.history["loss"]) < 1e-9
+
+
+def test_deadline_and_max_steps_budget(datas):
+    slots = [RunSlot(c, d) for c, d in zip(MIX[:2], datas[:2])]
+    train_slots(slots, max_steps=3)
+    assert [s.steps for s in slots] == [3, 3] and not any(s.finished for s in slots)
+    train_slots(slots, deadline=0.0)           # already past: nothing happens
+    assert [s.steps for s in slots] == [3, 3]
+    assert math.isnan(RunSlot(MIX[0], datas[0]).progress()["loss"])
+
+
+def test_incompatible_slots_are_refused(datas):
+    a = RunSlot(MIX[0], datas[0])
+    b = RunSlot(MIX[0].with_train(batch_size=4), datas[0])
+    assert stack_key(a.cfg, a.data) != stack_key(b.cfg, b.data)
+    with pytest.raises(ConfigError, match="plan_stacks"):
+        train_slots([a, b])
+
+
+def test_plan_respects_compatibility_pay_rule_and_memory(datas):
+    d = datas[0]
+    small = [(BASE.with_train(seed=s), d) for s in range(10)]
+    other = [(BASE.with_train(batch_size=4, seed=s), d) for s in range(3)]
+    plan = plan_stacks(small + other, max_stack=4)
+    assert sorted(i for g in plan for i in g) == list(range(13))
+    for g in plan:
+        assert len({stack_key(*(small + other)[i]) for i in g}) == 1 and len(g) <= 4
+    assert [len(g) for g in plan[:3]] == [4, 3, 3]          # balanced split of 10 at cap 4
+    per_run = run_memory_mb(*small[0])
+    tight = plan_stacks(small, memory_budget_mb=per_run * 3.5)
+    assert max(len(g) for g in tight) == 3
+    # a large per-step input is trained alone (stacking was measured not to pay there on the CPU)
+    big = [(BASE.with_train(batch_size=256, seed=s).with_data(max_train=300), load(BASE.data.__class__(
+        dataset="digits", max_train=300, max_test=20))) for s in range(2)]
+    assert plan_stacks(big) == [[0], [1]]

@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import (BASE_LOSSES, DATASETS, DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER, DEVICES,
-                     MAX_OVER, OPTIMIZERS, DataConfig, LampError, ModelConfig, RunConfig, TrainConfig)
+from .config import SECTIONS, LampError, OptionSpec, RunConfig, option_specs
 
 # Subcommands implemented in their own modules: name -> module exposing add_arguments(p), run(args)
 EXTRA_COMMANDS = {
@@ -40,63 +39,63 @@ def fail(message: str) -> int:
 
 
 # ----------------------------------------------------------------------------- shared options
+# Every flag of a config field is generated from its option spec (lamp_core.config): the name,
+# type, choices, default and help are declared once, next to the field.
+
+_SPEC_DEFAULT = object()
+
+
+def dest_of(spec: OptionSpec) -> str:
+    """The argparse destination of an option: its path with "_" ("train.seed" -> "train_seed")."""
+    return spec.name.replace(".", "_")
+
+
+def add_option(group, spec: OptionSpec, *, default: Any = _SPEC_DEFAULT, help: str | None = None) -> None:
+    """Add the flag of one option, typed, bounded and explained by its spec."""
+    default = spec.default if default is _SPEC_DEFAULT else default
+    text = help or spec.help
+    if spec.kind is bool:
+        if spec.flag.startswith("--no-"):        # a switch that turns a default-on option off
+            group.add_argument(spec.flag, dest=dest_of(spec), action="store_false", default=default, help=text)
+        else:
+            if default is not None and help is None:
+                text += f" (default: {'on' if default else 'off'})"
+            group.add_argument(spec.flag, dest=dest_of(spec), action=argparse.BooleanOptionalAction,
+                               default=default, help=text)
+        return
+    if default is not None and help is None:
+        text += " (default: %(default)s)"
+    metavar = None if spec.choices else spec.flag.lstrip("-").upper().replace("-", "_")
+    group.add_argument(spec.flag, dest=dest_of(spec), type=spec.kind, choices=spec.choices, default=default,
+                       metavar=metavar, help=text)
+
+
+def add_section_options(group, section: str, **overrides: dict[str, Any]) -> None:
+    """Add the flags of every option of a config section that has one; `overrides` maps a field
+    name to add_option keywords (a different default or help)."""
+    for spec in option_specs(section):
+        if spec.flag:
+            add_option(group, spec, **overrides.get(spec.name.partition(".")[2], {}))
+
+
+def section_from_args(a: argparse.Namespace, section: str, **fixed: Any):
+    """The config dataclass of `section` from the parsed flags (fields without a flag: defaults)."""
+    values = {spec.name.partition(".")[2]: getattr(a, dest_of(spec)) for spec in option_specs(section)
+              if spec.flag and hasattr(a, dest_of(spec))}
+    values.update(fixed)
+    return SECTIONS[section](**values)
+
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Every choice of a run: data, model, loss (with LAMP's three open choices), training."""
-    d = p.add_argument_group("data")
-    d.add_argument("--dataset", choices=DATASETS, default="digits",
-                   help="digits (built in), mnist, fashion-mnist, mvtec, folder (your own; zip or folder)")
-    d.add_argument("--data-root", help="mnist: folder with the IDX files; mvtec: the MVTec root; "
-                   "folder: your folder or .zip")
-    d.add_argument("--normal-class", type=int, default=8, help="digit trained as normal (0-9)")
-    d.add_argument("--category", help="mvtec: category folder, e.g. grid")
-    d.add_argument("--image-size", type=int, help="resize images to this many pixels (default: 28 "
-                   "for digits/mnist, 64 otherwise)")
-    d.add_argument("--channels", type=int, default=0, choices=(0, 1, 3), help="0 = the data's own")
-    d.add_argument("--max-train", type=int, help="cap on normal training images (fast runs)")
-    d.add_argument("--max-test", type=int, help="cap on test images (stratified, seeded)")
-    d.add_argument("--test-fraction", type=float, default=0.3,
-                   help="digits and normal/anomalous folders: share held out for testing")
-    d.add_argument("--val-fraction", type=float, default=0.0,
-                   help="share of normal training images held out for validation")
-    d.add_argument("--data-seed", type=int, default=0, help="seed of the data splits and caps")
-    d.add_argument("--no-download", action="store_true", help="never download MNIST")
-    m = p.add_argument_group("model")
-    m.add_argument("--depth", type=int, default=0, help="blocks per side; 0 = 4 for <=32 px, else 6")
-    m.add_argument("--width", type=int, default=16, help="channels of the first block")
-    m.add_argument("--kernel-size", type=int, default=3, help="odd convolution kernel size")
-    m.add_argument("--latent-channels", type=int, default=32, help="channels at the bottleneck")
-    m.add_argument("--patches", type=int, default=1, help="p: reconstruct a p x p grid of patches")
-    t = p.add_argument_group("loss and training")
-    t.add_argument("--loss", choices=BASE_LOSSES, default="l2", help="base reconstruction loss")
-    t.add_argument("--lamp", action=argparse.BooleanOptionalAction, default=False,
-                   help="amplify the base loss (eq. 1-2)")
-    t.add_argument("--eps", type=float, default=DEFAULT_EPS, help=f"eq. 2 epsilon (default {DEFAULT_EPS})")
-    t.add_argument("--max-over", choices=MAX_OVER, default=DEFAULT_MAX_OVER,
-                   help=f"eq. 2: max per sample, over the batch, or the fixed bound 1 (default {DEFAULT_MAX_OVER})")
-    t.add_argument("--detach-max", action=argparse.BooleanOptionalAction, default=DEFAULT_DETACH_MAX,
-                   help=f"eq. 2: no gradient through the max (default {DEFAULT_DETACH_MAX})")
-    t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--epochs", type=int, default=20)
-    t.add_argument("--seed", type=int, default=0, help="seed of initial weights and data order")
-    t.add_argument("--device", choices=DEVICES, default="auto", help="auto = cuda, then mps, then cpu")
+    add_section_options(p.add_argument_group("data"), "data", image_size={"default": None})
+    add_section_options(p.add_argument_group("model"), "model")
+    add_section_options(p.add_argument_group("loss and training"), "train")
 
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
-    return RunConfig(
-        data=DataConfig(dataset=a.dataset, data_root=a.data_root, normal_class=a.normal_class,
-                        category=a.category, image_size=a.image_size or SIZE_DEFAULT[a.dataset],
-                        channels=a.channels, max_train=a.max_train, max_test=a.max_test,
-                        test_fraction=a.test_fraction, val_fraction=a.val_fraction,
-                        download=not a.no_download, seed=a.data_seed),
-        model=ModelConfig(depth=a.depth, width=a.width, kernel_size=a.kernel_size,
-                          latent_channels=a.latent_channels, patches=a.patches),
-        train=TrainConfig(base_loss=a.loss, lamp=a.lamp, eps=a.eps, max_over=a.max_over,
-                          detach_max=a.detach_max, optimizer=a.optimizer, lr=a.lr,
-                          batch_size=a.batch_size, epochs=a.epochs, seed=a.seed, device=a.device),
-    )
+    data = section_from_args(a, "data", image_size=a.data_image_size or SIZE_DEFAULT[a.data_dataset])
+    return RunConfig(data=data, model=section_from_args(a, "model"), train=section_from_args(a, "train"))
 
 
 class ProgressBar:

@@ -14,7 +14,8 @@ import math
 import sys
 from pathlib import Path
 
-from .cli import ProgressBar, add_run_arguments, config_from_args, fail, progress_enabled
+from .cli import (ProgressBar, add_run_arguments, add_section_options, config_from_args, fail, progress_enabled,
+                  section_from_args)
 from .config import LampError, LandscapeConfig, validate
 
 DEFAULT_OUT = "landscape-out"
@@ -22,24 +23,9 @@ DEFAULT_OUT = "landscape-out"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
-    g = p.add_argument_group("landscape")
-    g.add_argument("--nx", type=int, default=21, help="grid points along direction 1 (default 21)")
-    g.add_argument("--ny", type=int, default=21, help="grid points along direction 2; 1 = a 1-D line")
-    g.add_argument("--span", type=float, default=1.0, help="coordinates run over [-span, span] (default 1)")
-    g.add_argument("--images", type=int, default=256, help="evaluation images (normal training images)")
-    g.add_argument("--metric", choices=("own", "l2", "own_rel", "l2_rel"),
-                   help="own = the run's training loss, l2 = plain L2, *_rel = divided by the centre "
-                        "(default: own, or l2 with --compare)")
-    g.add_argument("--bn-mode", choices=("eval", "batch"), default="eval",
-                   help="BatchNorm with running statistics (eval) or the evaluation batch's (batch)")
-    g.add_argument("--include-bn-bias", action="store_true",
-                   help="give biases and BatchNorm parameters a direction too (default: zero)")
-    g.add_argument("--direction-seed", type=int, default=0, help="seed of the random directions")
-    g.add_argument("--radius", type=float, default=0.25, help="radius of the mean relative loss increase")
-    g.add_argument("--hessian-iters", type=int, default=20, help="power-iteration steps (0 = skip)")
-    g.add_argument("--hutchinson-samples", type=int, default=16, help="trace probes (0 = skip)")
-    g.add_argument("--method", choices=("fast", "loop"), default="fast",
-                   help="fast = exact fused evaluator, loop = Li et al.'s per-point loop")
+    add_section_options(p.add_argument_group("landscape"), "landscape", metric={
+        "default": None, "help": "own = the run's training loss, l2 = plain L2, *_rel = divided by the centre "
+                                 "(default: own, or l2 with --compare)"})
     o = p.add_argument_group("output")
     o.add_argument("--compare", action="store_true", help="base and LAMP runs side by side, one scale")
     o.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default ./{DEFAULT_OUT})")
@@ -51,11 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def landscape_config(a: argparse.Namespace) -> LandscapeConfig:
     from .landscape import validate_landscape
-    metric = a.metric or ("l2" if a.compare else "own")
-    cfg = LandscapeConfig(nx=a.nx, ny=a.ny, span=a.span, n_images=a.images, metric=metric, bn_mode=a.bn_mode,
-                          include_bn_bias=a.include_bn_bias, seed=a.direction_seed, radius=a.radius,
-                          hessian_iters=a.hessian_iters, hutchinson_samples=a.hutchinson_samples,
-                          method=a.method)
+    cfg = section_from_args(a, "landscape", metric=a.landscape_metric or ("l2" if a.compare else "own"))
     validate_landscape(cfg)
     return cfg
 

@@ -4,7 +4,7 @@ on Ray, and write a CSV of every run plus markdown tables in the paper's layouts
     lamp sweep --store runs/ --dataset mnist --data-root ../shared/data/mnist --no-download \\
         --classes 0-9 --batch-sizes 1024,128,32,16,4,1 --lamp both --seeds 0-2 --epochs 5 \\
         --max-train 1024 --max-test 500 --out results/table1 --layout table1
-    lamp sweep --spec bench/specs/table2.json --store runs/ --executor ray --num-cpus 2
+    lamp sweep --spec bench/specs/table2_reduced.json --store runs/ --executor ray --num-cpus 2
 
 Options given with --spec replace that axis of the spec's grid(s) (or the base value).
 """
@@ -15,40 +15,52 @@ import json
 import sys
 from pathlib import Path
 
-from .config import BASE_LOSSES, DATASETS, DEVICES, MAX_OVER, OPTIMIZERS, ConfigError
+from .cli import add_option, dest_of
+from .config import ConfigError, OptionSpec, option_spec
 from .sweep import (SweepProgress, SweepSpec, apply, describe, expand, parse_float_list, parse_int_list,
                     parse_str_list, run_sweep)
 
 LAYOUTS = ("auto", "table1", "table2", "settings")
+# Flags that set one value of the base config: the same names as `lamp train`'s (config option specs).
+BASE_OPTIONS = ("data.dataset", "data.data_root", "data.download", "train.epochs", "data.max_train",
+                "data.max_test", "data.image_size", "data.val_fraction", "train.device")
+# Grid axes: option -> (flag, example). Each flag takes a list of the option's values; the axes
+# are expanded in this order (seeds always first, see _spec_from_args).
+GRID_FLAGS = {
+    "data.normal_class": ("--classes", "0-9"),
+    "data.category": ("--categories", "grid,carpet"),
+    "train.base_loss": ("--losses", "l2,ssim"),
+    "train.optimizer": ("--optimizers", "adam,sgd"),
+    "train.lr": ("--lrs", "1e-3,3e-3"),
+    "train.batch_size": ("--batch-sizes", "1024,128,32,16,4,1"),
+    "model.kernel_size": ("--kernel-sizes", "3,5"),
+    "model.patches": ("--patches", "1,2"),
+    "train.eps": ("--eps", "0.001,0.01,0.1"),
+    "train.max_over": ("--max-over", "sample,batch"),
+    "train.detach_max": ("--detach-max", "paired"),
+    "train.lamp": ("--lamp", "both = paired runs"),
+    "train.seed": ("--seeds", "0-2"),
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", help="sweep spec (.json or .toml): name, base config, grid of axes")
     p.add_argument("--store", required=True, help="run store folder: finished runs are kept there and "
                    "never trained again, so a killed sweep resumes where it stopped")
+    b = p.add_argument_group("base values (the same flags as `lamp train`; given ones replace the spec's)")
+    for name in BASE_OPTIONS:
+        spec = option_spec(name)
+        add_option(b, spec, default=None, help=spec.help)
     g = p.add_argument_group("grid (each takes a comma-separated list; integers also as ranges like 0-9)")
-    g.add_argument("--dataset", choices=DATASETS, help="data source (base value)")
-    g.add_argument("--data-root", help="mnist: IDX folder; mvtec: the MVTec root; folder: folder or .zip")
-    g.add_argument("--no-download", action="store_true", help="never download MNIST")
-    g.add_argument("--classes", help="normal classes (digits/mnist), e.g. 0-9")
-    g.add_argument("--categories", help="mvtec categories, e.g. grid,carpet")
-    g.add_argument("--losses", help=f"base losses from {','.join(BASE_LOSSES)}")
-    g.add_argument("--lamp", choices=("both", "on", "off"), help="LAMP on, off, or both (paired)")
-    g.add_argument("--optimizers", help=f"from {','.join(OPTIMIZERS)}")
-    g.add_argument("--lrs", help="learning rates, e.g. 1e-3,3e-3")
-    g.add_argument("--batch-sizes", help="e.g. 1024,128,32,16,4,1")
-    g.add_argument("--kernel-sizes", help="odd kernel sizes, e.g. 3,5")
-    g.add_argument("--patches", help="patch grid sizes p (p x p patches), e.g. 1,2")
-    g.add_argument("--seeds", help="training seeds, e.g. 0-2")
-    g.add_argument("--eps", help="LAMP eps values, e.g. 0.001,0.01,0.1")
-    g.add_argument("--max-over", help=f"LAMP max over: from {','.join(MAX_OVER)}")
-    g.add_argument("--detach-max", choices=("both", "on", "off"), help="LAMP: detach the max, or both")
-    g.add_argument("--epochs", type=int, help="epochs per run (base value)")
-    g.add_argument("--max-train", type=int, help="cap on normal training images (base value)")
-    g.add_argument("--max-test", type=int, help="cap on test images (base value)")
-    g.add_argument("--image-size", type=int, help="image size in pixels (base value)")
-    g.add_argument("--val-fraction", type=float, help="held-out normal share for the val protocol")
-    g.add_argument("--device", choices=DEVICES, help="device of every run (base value)")
+    for name, (flag, example) in GRID_FLAGS.items():
+        spec = option_spec(name)
+        if spec.kind is bool:
+            g.add_argument(flag, dest=dest_of(spec), choices=("both", "on", "off"),
+                           help=f"{spec.help}: on, off, or both ({example})")
+        else:
+            allowed = f" from {','.join(map(str, spec.choices))}" if spec.choices else ""
+            g.add_argument(flag, dest=dest_of(spec), metavar="LIST",
+                           help=f"{spec.help}:{allowed} e.g. {example}")
     e = p.add_argument_group("execution")
     e.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: one run at a time in this process; ray: one Ray task per run")
@@ -70,48 +82,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--quiet", action="store_true", help="no per-run progress lines on stderr")
 
 
+def _grid_values(spec: OptionSpec, text: str) -> list:
+    """One flag's comma-separated list as values of the option (checked by the spec's kind)."""
+    label = spec.label or spec.name.partition(".")[2]
+    if spec.kind is bool:
+        return {"both": [False, True], "on": [True], "off": [False]}[text]
+    if spec.kind is int:
+        return parse_int_list(text)
+    if spec.kind is float:
+        return parse_float_list(text)
+    return parse_str_list(text, spec.choices, label)
+
+
 def _spec_from_args(a: argparse.Namespace) -> SweepSpec:
     spec = SweepSpec.load(a.spec) if a.spec else SweepSpec(name="sweep")
     base = spec.base
-    for axis, value in (("data.dataset", a.dataset), ("data.data_root", a.data_root),
-                        ("train.epochs", a.epochs), ("data.max_train", a.max_train),
-                        ("data.max_test", a.max_test), ("data.image_size", a.image_size),
-                        ("data.val_fraction", a.val_fraction), ("train.device", a.device)):
+    for name in BASE_OPTIONS:
+        value = getattr(a, dest_of(option_spec(name)))
         if value is not None:
-            base = apply(base, axis, value)
-    if a.no_download:
-        base = apply(base, "data.download", False)
-    if a.dataset and a.image_size is None and not a.spec:
+            base = apply(base, name, value)
+    if a.data_dataset and a.data_image_size is None and not a.spec:
         from .cli import SIZE_DEFAULT
-        base = apply(base, "data.image_size", SIZE_DEFAULT[a.dataset])
+        base = apply(base, "data.image_size", SIZE_DEFAULT[a.data_dataset])
     axes: dict[str, list] = {}
-    both = {"both": [False, True], "on": [True], "off": [False]}
-    if a.classes:
-        axes["data.normal_class"] = parse_int_list(a.classes)
-    if a.categories:
-        axes["data.category"] = parse_str_list(a.categories, what="category")
-    if a.losses:
-        axes["train.base_loss"] = parse_str_list(a.losses, BASE_LOSSES, "base loss")
-    if a.optimizers:
-        axes["train.optimizer"] = parse_str_list(a.optimizers, OPTIMIZERS, "optimizer")
-    if a.lrs:
-        axes["train.lr"] = parse_float_list(a.lrs)
-    if a.batch_sizes:
-        axes["train.batch_size"] = parse_int_list(a.batch_sizes)
-    if a.kernel_sizes:
-        axes["model.kernel_size"] = parse_int_list(a.kernel_sizes)
-    if a.patches:
-        axes["model.patches"] = parse_int_list(a.patches)
-    if a.eps:
-        axes["train.eps"] = parse_float_list(a.eps)
-    if a.max_over:
-        axes["train.max_over"] = parse_str_list(a.max_over, MAX_OVER, "max_over")
-    if a.detach_max:
-        axes["train.detach_max"] = both[a.detach_max]
-    if a.lamp:
-        axes["train.lamp"] = both[a.lamp]
-    if a.seeds:
-        axes["train.seed"] = parse_int_list(a.seeds)
+    for name in GRID_FLAGS:
+        text = getattr(a, dest_of(option_spec(name)))
+        if text:
+            axes[name] = _grid_values(option_spec(name), text)
     grids = []
     for g in spec.grids:
         g = dict(g)

@@ -1,8 +1,13 @@
-"""Run configuration as plain dataclasses (one comment per field, nanoGPT style).
+"""Run configuration as plain dataclasses, each option declared once (nanoGPT style, with specs).
 
 A `RunConfig` names everything that decides a trained model: the data, the network and the
-training recipe (loss included). Its `key()` is a hash of the canonical JSON form, used by the
-run store so the same configuration is never trained twice.
+training recipe (loss included); `LandscapeConfig` names a loss-landscape cut. `run_key(cfg)` is
+a run's identity, used by the run store, the job queue, the pages and sweeps.
+
+Every field carries its option spec in its metadata (`opt(default, help, min=, max=, choices=,
+flag=)`): one help sentence, its bounds or choices, and its `lamp` flag. `option_spec("train.eps")`
+returns it as an `OptionSpec`; the `lamp train/landscape/sweep` flags are generated from the
+specs, `validate` checks them, and the app's widgets take their help text and bounds from them.
 
 The three choices the paper leaves open in eq. 2 (where the max is taken, whether it is
 detached from the gradient, and epsilon) are fields of `TrainConfig`; their defaults are
@@ -10,6 +15,7 @@ documented in `lamp_core.losses` and in the README.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -20,6 +26,9 @@ BASE_LOSSES = ("l2", "l1", "ssim")
 MAX_OVER = ("sample", "batch", "fixed")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+METRICS = ("own", "l2", "own_rel", "l2_rel")   # landscapes: see lamp_core.landscape.loss
+BN_MODES = ("eval", "batch")
+METHODS = ("fast", "loop")
 
 # Defaults of the paper's open choices (see losses.py for the reasoning).
 DEFAULT_EPS = 1e-2
@@ -36,62 +45,154 @@ class ConfigError(LampError):
 
 
 @dataclass(frozen=True)
+class OptionSpec:
+    """One option, declared once: the `lamp` flags, sweep axes, checks and page widgets read it."""
+
+    name: str                        # "train.eps": section.field, as sweep axes name it
+    help: str                        # one sentence for --help, widget help and docs
+    default: Any
+    kind: type                       # int, float, str or bool
+    optional: bool = False           # None is allowed (unset: all images, automatic, the only one)
+    choices: tuple | None = None     # the allowed values, when there is a fixed list
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False           # True: the bound itself is not allowed (eps > 0)
+    max_open: bool = False
+    flag: str | None = None          # the command-line flag; None: not on the command line
+    label: str = ""                  # how messages name the option ("batch size")
+    hint: str = ""                   # appended to a range message, e.g. "(e.g. 0.01)"
+
+    def check(self, value: Any) -> None:
+        """Raise ConfigError naming the option, the value and the allowed range or choices."""
+        label = self.label or self.name.split(".")[-1]
+        if value is None:
+            if self.optional:
+                return
+            raise ConfigError(f"{label} must be set")
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ConfigError(f"unknown {label} {value!r}: choose one of {', '.join(map(str, self.choices))}")
+            return
+        if self.kind in (int, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                    self.kind is int and isinstance(value, float)):
+                raise ConfigError(f"{label} must be {'an integer' if self.kind is int else 'a number'}, "
+                                  f"not {value!r}")
+            lo_ok = self.min is None or (value > self.min if self.min_open else value >= self.min)
+            hi_ok = self.max is None or (value < self.max if self.max_open else value <= self.max)
+            if not (lo_ok and hi_ok and value == value):          # value != value: NaN
+                raise ConfigError(f"{label} {value} {self.range_text()}" + (f" {self.hint}" if self.hint else ""))
+
+    def range_text(self) -> str:
+        """The allowed range in words: "must lie strictly between 0 and 1", "must be at least 1"."""
+        lo, hi = _num(self.min), _num(self.max)
+        if self.min is not None and self.max is not None:
+            if self.min_open and self.max_open:
+                return f"must lie strictly between {lo} and {hi}"
+            if not self.min_open and not self.max_open:
+                return f"is out of range: use {lo} to {hi}"
+            return f"must lie in {'(' if self.min_open else '['}{lo}, {hi}{')' if self.max_open else ']'}"
+        if self.min is not None:
+            if self.min == 0:
+                return "must be a positive number" if self.min_open else "must not be negative"
+            return f"must be greater than {lo}" if self.min_open else f"must be at least {lo}"
+        if self.max is not None:
+            return f"must be less than {hi}" if self.max_open else f"must be at most {hi}"
+        return "is not allowed"
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:g}"
+
+
+def opt(default: Any, help: str, **spec: Any) -> Any:
+    """A dataclass field with its option spec (help, bounds or choices, flag) in its metadata."""
+    return field(default=default, metadata={"option": dict(help=help, **spec)})
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "digits"          # one of DATASETS
-    data_root: str | None = None     # IDX folder (mnist), MVTec root (mvtec), folder or .zip (folder)
-    normal_class: int = 8            # digits / mnist / fashion-mnist: the class trained as normal
-    category: str | None = None      # mvtec: category folder name (e.g. "grid"); None = the only one
-    image_size: int = 28             # images are resized to image_size x image_size
-    channels: int = 0                # 0 = the data's own (1 grey, 3 colour); 1 or 3 forces it
-    max_train: int | None = None     # cap on normal training images (fast runs); None = all
-    max_test: int | None = None      # cap on test images, drawn stratified and seeded; None = all
-    test_fraction: float = 0.3       # digits and normal/anomalous-only folders: share held out
-    val_fraction: float = 0.0        # share of normal training images held out for validation
-    download: bool = True            # mnist: download into the cache when files are missing
-    seed: int = 0                    # seeds every split and cap, independent of the training seed
+    dataset: str = opt("digits", "digits (built in), mnist, fashion-mnist, mvtec, folder (your own; zip or folder)",
+                       choices=DATASETS, flag="--dataset", label="dataset")
+    data_root: str | None = opt(None, "mnist: folder with the IDX files; mvtec: the MVTec root; folder: your "
+                                "folder or .zip", flag="--data-root")
+    normal_class: int = opt(8, "digits/mnist/fashion-mnist: the digit trained as normal (0-9)", min=0, max=9,
+                            flag="--normal-class", label="normal class")
+    category: str | None = opt(None, "mvtec: category folder, e.g. grid (unset: the only one)", flag="--category")
+    image_size: int = opt(28, "resize images to this many pixels (default: 28 for digits/mnist, 64 otherwise)",
+                          min=8, max=512, flag="--image-size", label="image size", hint="pixels")
+    channels: int = opt(0, "0 = the data's own (1 grey, 3 colour); 1 or 3 forces it", choices=(0, 1, 3),
+                        flag="--channels", label="channels")
+    max_train: int | None = opt(None, "cap on normal training images (fast runs); unset = all", min=2,
+                                flag="--max-train", hint="(or unset for all images)")
+    max_test: int | None = opt(None, "cap on test images (stratified, seeded); unset = all", min=2,
+                               flag="--max-test", hint="(or unset for all images)")
+    test_fraction: float = opt(0.3, "digits and normal/anomalous folders: share held out for testing",
+                               min=0.0, max=1.0, min_open=True, max_open=True, flag="--test-fraction",
+                               label="test fraction")
+    val_fraction: float = opt(0.0, "share of normal training images held out for validation", min=0.0, max=1.0,
+                              max_open=True, flag="--val-fraction", label="validation fraction")
+    download: bool = opt(True, "mnist: download into the cache when files are missing (--no-download: never)",
+                         flag="--no-download")
+    seed: int = opt(0, "seed of the data splits and caps (independent of the training seed)", flag="--data-seed")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    depth: int = 0                   # blocks in encoder and decoder; 0 = 4 for <=32 px, else 6
-    width: int = 16                  # channels of the first block; doubled per block up to 4x
-    kernel_size: int = 3             # odd convolution kernel size
-    latent_channels: int = 32        # channels at the bottleneck
-    patches: int = 1                 # p: each image is cut into a p x p grid of patches
+    depth: int = opt(0, "blocks per side; 0 = 4 for <=32 px, else 6", min=0, max=8, flag="--depth",
+                     hint="(0 = automatic)")
+    width: int = opt(16, "channels of the first block; doubled per block up to 4x", min=1, flag="--width")
+    kernel_size: int = opt(3, "odd convolution kernel size", min=1, flag="--kernel-size", label="kernel size")
+    latent_channels: int = opt(32, "channels at the bottleneck", min=1, flag="--latent-channels",
+                               label="latent channels")
+    patches: int = opt(1, "p: reconstruct a p x p grid of patches (p must divide the image size)", min=1,
+                       flag="--patches")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    base_loss: str = "l2"            # per-element base loss map: l2, l1 or ssim
-    lamp: bool = False               # amplify the base loss (paper eq. 1-2)
-    eps: float = DEFAULT_EPS         # eq. 2: B' = B / max(B) * (1 - eps)
-    max_over: str = DEFAULT_MAX_OVER  # eq. 2: max per "sample", over the "batch", or "fixed" = 1
-    detach_max: bool = DEFAULT_DETACH_MAX  # eq. 2: stop the gradient through max(B)
-    optimizer: str = "adam"          # adam, sgd (momentum 0.9) or rmsprop
-    lr: float = 1e-3                 # learning rate
-    batch_size: int = 32             # images per step (capped at the training set size)
-    epochs: int = 20                 # passes over the normal training images
-    seed: int = 0                    # initial weights and data order
-    device: str = "auto"             # auto = cuda, then mps, then cpu
-    eval_every_epoch: bool = False   # also record test AUROC after every epoch
+    base_loss: str = opt("l2", "base reconstruction loss (per-element map: l2, l1 or ssim)", choices=BASE_LOSSES,
+                         flag="--loss", label="base loss")
+    lamp: bool = opt(False, "amplify the base loss (eq. 1-2)", flag="--lamp")
+    eps: float = opt(DEFAULT_EPS, "eq. 2: B' = B / max(B) * (1 - eps)", min=0.0, max=1.0, min_open=True,
+                     max_open=True, flag="--eps", hint="(e.g. 0.01)")
+    max_over: str = opt(DEFAULT_MAX_OVER, "eq. 2: max per sample, over the batch, or the fixed bound 1",
+                        choices=MAX_OVER, flag="--max-over")
+    detach_max: bool = opt(DEFAULT_DETACH_MAX, "eq. 2: no gradient through the max", flag="--detach-max")
+    optimizer: str = opt("adam", "adam, sgd (momentum 0.9) or rmsprop", choices=OPTIMIZERS, flag="--optimizer")
+    lr: float = opt(1e-3, "learning rate", min=0.0, min_open=True, flag="--lr", label="learning rate")
+    batch_size: int = opt(32, "images per step (capped at the training set size)", min=1, flag="--batch-size",
+                          label="batch size")
+    epochs: int = opt(20, "passes over the normal training images", min=0, flag="--epochs")
+    seed: int = opt(0, "seed of initial weights and data order", flag="--seed")
+    device: str = opt("auto", "auto = cuda, then mps, then cpu", choices=DEVICES, flag="--device")
+    eval_every_epoch: bool = opt(False, "also record test AUROC after every epoch")
 
 
 @dataclass(frozen=True)
 class LandscapeConfig:
-    nx: int = 21                     # grid points along direction 1
-    ny: int = 21                     # grid points along direction 2 (1 = a 1-D line)
-    span: float = 1.0                # coordinates run over [-span, span]
-    n_images: int = 256              # evaluation images (normal training images)
-    metric: str = "own"              # "own" = the run's training loss, "l2" = plain L2
-    bn_mode: str = "eval"            # eval = running statistics, batch = batch statistics
-    include_bn_bias: bool = False    # give biases and BatchNorm parameters a direction too
-    seed: int = 0                    # seed of the random directions
-    radius: float = 0.25             # sharpness: mean relative loss increase at this distance
-    radius_directions: int = 8       # sharpness: random directions (each probed at +radius and -radius)
-    hessian_iters: int = 20          # sharpness: power-iteration steps for the top Hessian eigenvalue
-    hutchinson_samples: int = 16     # sharpness: Rademacher probes of the Hutchinson trace estimate
-    method: str = "fast"             # "fast" = fused exact evaluator, "loop" = Li et al.'s per-point loop
-    workers: int = 0                 # fast: grid points evaluated in parallel; 0 = torch's thread count
+    nx: int = opt(21, "grid points along direction 1", min=1, flag="--nx")
+    ny: int = opt(21, "grid points along direction 2; 1 = a 1-D line", min=1, flag="--ny")
+    span: float = opt(1.0, "coordinates run over [-span, span]", min=0.0, min_open=True, flag="--span",
+                      hint="(coordinates run over [-span, span])")
+    n_images: int = opt(256, "evaluation images (normal training images, one batch)", min=1, flag="--images")
+    metric: str = opt("own", "own = the run's training loss, l2 = plain L2, *_rel = divided by the centre",
+                      choices=METRICS, flag="--metric")
+    bn_mode: str = opt("eval", "BatchNorm with running statistics (eval) or the evaluation batch's (batch)",
+                       choices=BN_MODES, flag="--bn-mode", label="BN mode")
+    include_bn_bias: bool = opt(False, "give biases and BatchNorm parameters a direction too (off: they stay fixed)",
+                                flag="--include-bn-bias")
+    seed: int = opt(0, "seed of the random directions", flag="--direction-seed")
+    radius: float = opt(0.25, "sharpness: mean relative loss increase at this distance", min=0.0, min_open=True,
+                        flag="--radius")
+    radius_directions: int = opt(8, "sharpness: random directions, each probed at +radius and -radius", min=0)
+    hessian_iters: int = opt(20, "sharpness: power-iteration steps for the top Hessian eigenvalue (0 = skip)",
+                             min=0, flag="--hessian-iters")
+    hutchinson_samples: int = opt(16, "sharpness: Rademacher probes of the Hutchinson trace (0 = skip)", min=0,
+                                  flag="--hutchinson-samples")
+    method: str = opt("fast", "fast = exact fused evaluator, loop = Li et al.'s per-point loop", choices=METHODS,
+                      flag="--method", label="landscape method")
+    workers: int = opt(0, "fast: grid points evaluated at once; 0 = usable cores / torch's thread count", min=0)
 
 
 @dataclass(frozen=True)
@@ -170,54 +271,66 @@ def resolved_depth(model: ModelConfig, image_size: int) -> int:
     return 4 if patch <= 32 else 6
 
 
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "landscape": LandscapeConfig}
+
+
+def _type_of(annotation: str) -> tuple[type, bool]:
+    """(kind, optional) from a field's annotation string such as "int | None"."""
+    parts = [p.strip() for p in str(annotation).split("|")]
+    kinds = {"int": int, "float": float, "str": str, "bool": bool}
+    return kinds[next(p for p in parts if p != "None")], "None" in parts
+
+
+@functools.lru_cache(maxsize=None)
+def option_specs(section: str) -> tuple[OptionSpec, ...]:
+    """Every option of a config section ("data", "model", "train", "landscape"), in field order."""
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown config section {section!r}: choose one of {', '.join(SECTIONS)}")
+    out = []
+    for f in fields(SECTIONS[section]):
+        kind, optional = _type_of(f.type)
+        meta = dict(f.metadata.get("option", {}))
+        out.append(OptionSpec(name=f"{section}.{f.name}", default=f.default, kind=kind, optional=optional,
+                              **meta))
+    return tuple(out)
+
+
+def option_spec(name: str) -> OptionSpec:
+    """The spec of one option by its path, e.g. option_spec("train.eps").help / .min / .max / .choices."""
+    section, _, field_name = name.partition(".")
+    for spec in option_specs(section):
+        if spec.name == name:
+            return spec
+    raise ConfigError(f"unknown option {name!r}: use a field path such as train.eps or data.image_size")
+
+
+def check_options(section: str, cfg: Any, *, skip: tuple[str, ...] = ()) -> None:
+    """Check every field of `cfg` against its spec (range, choices, type); ConfigError on the first bad one."""
+    for spec in option_specs(section):
+        field_name = spec.name.partition(".")[2]
+        if field_name not in skip:
+            spec.check(getattr(cfg, field_name))
+
+
 def validate_data(d: DataConfig) -> None:
     """Raise ConfigError with a message naming the field and the fix."""
-    _choice("dataset", d.dataset, DATASETS)
-    if not 8 <= d.image_size <= 512:
-        raise ConfigError(f"image size {d.image_size} is out of range: use 8 to 512 pixels")
-    if d.channels not in (0, 1, 3):
-        raise ConfigError(f"channels must be 0 (auto), 1 or 3, not {d.channels}")
-    if not 0.0 < d.test_fraction < 1.0:
-        raise ConfigError(f"test fraction {d.test_fraction} must lie strictly between 0 and 1")
-    if not 0.0 <= d.val_fraction < 1.0:
-        raise ConfigError(f"validation fraction {d.val_fraction} must lie in [0, 1)")
-    if d.dataset in ("digits", "mnist", "fashion-mnist") and not 0 <= d.normal_class <= 9:
-        raise ConfigError(f"normal class {d.normal_class} is not a digit: use 0 to 9")
-    for name, cap in (("max_train", d.max_train), ("max_test", d.max_test)):
-        if cap is not None and cap < 2:
-            raise ConfigError(f"{name} must be at least 2 (or unset for all images)")
+    # the normal class is a digit only for the digit data sets (folders and MVTec ignore it)
+    check_options("data", d, skip=("normal_class",))
+    if d.dataset in ("digits", "mnist", "fashion-mnist"):
+        option_spec("data.normal_class").check(d.normal_class)
 
 
 def validate(cfg: RunConfig) -> None:
     """Raise ConfigError with a message naming the field and the fix."""
-    d, m, t = cfg.data, cfg.model, cfg.train
+    d, m = cfg.data, cfg.model
     validate_data(d)
-    _choice("base loss", t.base_loss, BASE_LOSSES)
-    _choice("max_over", t.max_over, MAX_OVER)
-    _choice("optimizer", t.optimizer, OPTIMIZERS)
-    _choice("device", t.device, DEVICES)
-    if m.kernel_size < 1 or m.kernel_size % 2 == 0:
+    check_options("model", m)
+    check_options("train", cfg.train)
+    if m.kernel_size % 2 == 0:
         raise ConfigError(f"kernel size {m.kernel_size} must be an odd number such as 3 or 5")
-    if m.width < 1 or m.latent_channels < 1:
-        raise ConfigError("width and latent channels must be positive")
-    if m.depth < 0 or m.depth > 8:
-        raise ConfigError(f"depth {m.depth} is out of range: use 0 (auto) or 1 to 8")
-    if m.patches < 1 or d.image_size % m.patches:
+    if d.image_size % m.patches:
         raise ConfigError(
             f"patches={m.patches} must divide the image size {d.image_size}: "
             "choose a patch count that divides it")
     if d.image_size // m.patches < 4:
         raise ConfigError(f"patches of {d.image_size // m.patches} px are too small: use fewer patches")
-    if not 0.0 < t.eps < 1.0:
-        raise ConfigError(f"eps {t.eps} must lie strictly between 0 and 1 (e.g. 0.01)")
-    if not t.lr > 0 or t.lr != t.lr:
-        raise ConfigError(f"learning rate {t.lr} must be a positive number")
-    if t.batch_size < 1:
-        raise ConfigError(f"batch size {t.batch_size} must be at least 1")
-    if t.epochs < 0:
-        raise ConfigError(f"epochs {t.epochs} must not be negative")
-
-
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"unknown {name} {value!r}: choose one of {', '.join(allowed)}")

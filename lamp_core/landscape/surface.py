@@ -14,16 +14,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from ..config import ConfigError, LandscapeConfig
+from ..config import BN_MODES, METHODS, METRICS, ConfigError, LandscapeConfig, check_options
 
-METRICS = ("own", "l2", "own_rel", "l2_rel")
-BN_MODES = ("eval", "batch")
-METHODS = ("fast", "loop")
+__all__ = ["BN_MODES", "METHODS", "METRICS", "MAX_GRID_POINTS", "Surface", "empty_surface", "grid_coordinates",
+           "landscape_key", "refinement_order", "validate_landscape"]
+
 MAX_GRID_POINTS = 201 * 201
 HOW_FIELDS = ("method", "workers")   # LandscapeConfig fields that change no value (not in the key)
 
@@ -154,25 +153,12 @@ def refinement_order(nx: int, ny: int) -> list[list[tuple[int, int]]]:
 
 
 def validate_landscape(cfg: LandscapeConfig) -> None:
-    """Raise ConfigError naming the field and the fix."""
+    """Raise ConfigError naming the field and the fix (bounds and choices: config's option specs)."""
     if cfg.nx < 1 or cfg.ny < 1:
         raise ConfigError(f"grid {cfg.nx}x{cfg.ny} is empty: use at least 1 point per axis (e.g. 21x21)")
     if cfg.nx * cfg.ny > MAX_GRID_POINTS:
         raise ConfigError(f"grid {cfg.nx}x{cfg.ny} has more than {MAX_GRID_POINTS} points: use a smaller grid")
-    if not (cfg.span > 0 and math.isfinite(cfg.span)):
-        raise ConfigError(f"span {cfg.span} must be a positive number (coordinates run over [-span, span])")
-    if cfg.n_images < 1:
-        raise ConfigError(f"n_images {cfg.n_images} must be at least 1")
-    if cfg.metric not in METRICS:
-        raise ConfigError(f"unknown metric {cfg.metric!r}: choose one of {', '.join(METRICS)}")
-    if cfg.bn_mode not in BN_MODES:
-        raise ConfigError(f"unknown BN mode {cfg.bn_mode!r}: choose eval (running statistics) or batch")
-    if cfg.method not in METHODS:
-        raise ConfigError(f"unknown landscape method {cfg.method!r}: choose fast or loop")
-    if not (cfg.radius > 0 and math.isfinite(cfg.radius)):
-        raise ConfigError(f"radius {cfg.radius} must be a positive number")
-    if cfg.radius_directions < 0 or cfg.hessian_iters < 0 or cfg.hutchinson_samples < 0:
-        raise ConfigError("radius_directions, hessian_iters and hutchinson_samples must not be negative")
+    check_options("landscape", cfg)
 
 
 def landscape_key(cfg: LandscapeConfig) -> str:

@@ -368,3 +368,17 @@ def test_messages_read_well_in_the_browser_and_the_terminal(kw, tmp_path):
         load(DataConfig(image_size=16, **kw))
     msg = str(err.value)
     assert "\n" not in msg and "pass " not in msg and "--" not in msg and ": give " in msg
+
+
+def test_cache_holds_at_most_one_decode_budget(monkeypatch):
+    import lamp_core.data as data
+    data.clear_cache()
+    one = load(DataConfig(normal_class=1))
+    size = data._nbytes(one)
+    monkeypatch.setenv(images.BUDGET_ENV, str(2.5 * size / (1 << 20)))   # room for two such sets
+    for k in (1, 2, 3):
+        load(DataConfig(normal_class=k))
+    assert list(c.normal_class for c in data._cache) == [2, 3]          # the oldest went first
+    assert load(DataConfig(normal_class=3)).test is data._cache[DataConfig(normal_class=3)].test
+    data.clear_cache()
+    assert not data._cache

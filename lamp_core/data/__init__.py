@@ -2,21 +2,30 @@
 
 Sources: `digits` (scikit-learn's 8x8 digits, the smallest), `mnist` / `fashion-mnist` (IDX
 files; `MNIST_SUBSET_DIR` is the offline MNIST subset shipped in assets/, see mnist.py),
-`mvtec` and `folder` (a folder or a .zip, see folder.py). `content_hash` names an upload by its bytes, so its runs keep their identity.
+`mvtec` and `folder` (a folder or a .zip, see folder.py; decoded one image at a time within
+the memory budget of images.py). `content_hash` names an upload by its bytes, so its runs keep
+their identity after a restart.
+
+`load` remembers recent data sets, so the pages, the queue and training do not decode the same
+upload again. The memory is bounded twice for a server that a whole class shares: the cache
+holds at most one decode budget of tensors (least recently used first out), and image sets are
+decoded one at a time in the process, so two uploads arriving together cannot double the peak.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
+import threading
+from collections import OrderedDict
 
 from ..config import DataConfig, validate_data
 from .common import ABNORMAL, IMG_EXTENSIONS, NORMAL, ADDataset, DataError, content_hash
 from .digits import load_digits_dataset
 from .folder import load_folder_dataset, load_mvtec_dataset
+from .images import decoded_budget_bytes
 from .mnist import MNIST_SUBSET_DIR, load_mnist_dataset
 
-__all__ = ["ABNORMAL", "IMG_EXTENSIONS", "MNIST_SUBSET_DIR", "NORMAL", "ADDataset",
-           "DataError", "content_hash", "load"]
+__all__ = ["ABNORMAL", "IMG_EXTENSIONS", "MNIST_SUBSET_DIR", "NORMAL", "ADDataset", "DataError", "content_hash",
+           "decoded_budget_bytes", "load"]
 
 _LOADERS = {
     "digits": load_digits_dataset,
@@ -25,6 +34,11 @@ _LOADERS = {
     "mvtec": load_mvtec_dataset,
     "folder": load_folder_dataset,
 }
+_DECODED_SOURCES = ("mvtec", "folder")   # image files decoded one by one (the memory-heavy ones)
+
+_cache: OrderedDict[DataConfig, ADDataset] = OrderedDict()
+_cache_lock = threading.Lock()
+_decode_lock = threading.Lock()
 
 
 def load(cfg: DataConfig, *, cached: bool = True) -> ADDataset:
@@ -32,14 +46,53 @@ def load(cfg: DataConfig, *, cached: bool = True) -> ADDataset:
     is answered from memory: the result is a fresh `ADDataset` whose tensors are shared with
     other callers, so treat them as read-only. `cached=False` always reads and decodes again."""
     validate_data(cfg)
-    if not cached:
-        return _LOADERS[cfg.dataset](cfg)
-    ds = _load_cached(cfg)
+    if cached and (hit := _lookup(cfg)) is not None:
+        return hit
+    if cfg.dataset in _DECODED_SOURCES:
+        with _decode_lock:
+            # another thread may have decoded the same set while this one waited
+            if cached and (hit := _lookup(cfg)) is not None:
+                return hit
+            ds = _LOADERS[cfg.dataset](cfg)
+    else:
+        ds = _LOADERS[cfg.dataset](cfg)
+    if cached:
+        _remember(cfg, ds)
+    return _own_record(ds)
+
+
+def _own_record(ds: ADDataset) -> ADDataset:
     # a new record with its own lists: a caller that appends a note does not change the cache
     return dataclasses.replace(ds, test_groups=list(ds.test_groups), test_names=list(ds.test_names),
                                notes=list(ds.notes))
 
 
-@functools.lru_cache(maxsize=8)
-def _load_cached(cfg: DataConfig) -> ADDataset:
-    return _LOADERS[cfg.dataset](cfg)
+def _nbytes(ds: ADDataset) -> int:
+    return sum(t.numel() * t.element_size() for t in (ds.train, ds.val, ds.test, ds.test_labels, ds.test_masks)
+               if t is not None)
+
+
+def _lookup(cfg: DataConfig) -> ADDataset | None:
+    with _cache_lock:
+        ds = _cache.get(cfg)
+        if ds is None:
+            return None
+        _cache.move_to_end(cfg)
+    return _own_record(ds)
+
+
+def _remember(cfg: DataConfig, ds: ADDataset) -> None:
+    limit = decoded_budget_bytes()
+    if _nbytes(ds) > limit:
+        return
+    with _cache_lock:
+        _cache[cfg] = ds
+        _cache.move_to_end(cfg)
+        while sum(_nbytes(d) for d in _cache.values()) > limit:
+            _cache.popitem(last=False)
+
+
+def clear_cache() -> None:
+    """Forget every remembered data set (their memory is freed once no caller holds them)."""
+    with _cache_lock:
+        _cache.clear()

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from lamp_core import report as rep  # noqa: E402
 from lamp_core.config import DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER  # noqa: E402
 from lamp_core.sweep import SweepSpec, expand  # noqa: E402
+from lamp_core.files import atomic_write  # noqa: E402
 from sweep_bench import add_execution_arguments, rows_for  # noqa: E402
 
 SPEC = "bench/specs/ablation.json"
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
     ok = [r for r in rows if r["auroc"] is not None]
     out = ROOT / a.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".csv").write_text(rep.to_csv(rows))
+    atomic_write(out.with_suffix(".csv"), rep.to_csv(rows))
     # a partial store (--report-only on a stopped sweep): keep only variants with every run, so
     # each mean is over the same seeds x classes as the L2 baseline
     from collections import Counter
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
     notes = ROOT / "bench" / "specs" / "ablation_notes.md"
     if notes.is_file():
         md += ["## Notes", "", notes.read_text()]
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    atomic_write(out.with_suffix(".md"), "\n".join(md) + "\n")
     print("\n".join(md))
     return 0 if not failed else 1
 

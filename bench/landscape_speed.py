@@ -43,6 +43,7 @@ from lamp_core.config import DataConfig, LandscapeConfig, RunConfig, TrainConfig
 from lamp_core.data import load  # noqa: E402
 from lamp_core.surfaces import torch_threads  # noqa: E402
 from lamp_core.train import train  # noqa: E402
+from lamp_core.files import atomic_write  # noqa: E402
 
 MNIST_REL = "../shared/data/mnist"
 
@@ -185,7 +186,7 @@ def main() -> int:
     out["fast_fraction_of_matmul"] = out["fast_effective_gflops"] / max(mm_before, mm_after)
     path = Path(a.out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(out, indent=1))
+    atomic_write(path.with_suffix(".json"), json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))
     return 0 if out["agree_1e-5"] else 1
 

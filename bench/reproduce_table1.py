@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from lamp_core import report as rep  # noqa: E402
 from lamp_core.sweep import SweepSpec, expand  # noqa: E402
+from lamp_core.files import atomic_write  # noqa: E402
 from sweep_bench import add_execution_arguments, rows_for  # noqa: E402
 
 PAPER = {  # paper Table 1: average AUROC over the ten MNIST one-class tasks
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
     ok = [r for r in rows if r["auroc"] is not None]
     out = ROOT / (a.out if a.protocol == "reduced" else a.out + "-paper")
     out.parent.mkdir(parents=True, exist_ok=True)
-    (out.with_suffix(".csv")).write_text(rep.to_csv(rows))
+    atomic_write(out.with_suffix(".csv"), rep.to_csv(rows))
     steps = {r["batch_size"]: r["steps"] for r in ok}
     secs = {}
     for r in ok:
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
     notes = spec_path.with_name(spec_path.stem + "_notes.md")   # e.g. bench/specs/table2_reduced_notes.md
     if notes.is_file():
         md += ["", "## Notes", "", notes.read_text()]
-    (out.with_suffix(".md")).write_text("\n".join(md) + "\n")
+    atomic_write(out.with_suffix(".md"), "\n".join(md) + "\n")
     fig = rep.fig_auroc_vs_batch(ok, paper=PAPER)
     fig.write_html(out.with_suffix(".html"), include_plotlyjs="cdn")
     print(rep.table1_markdown(ok, protocol="test", paper=PAPER))

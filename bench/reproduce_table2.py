@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from lamp_core import report as rep  # noqa: E402
 from lamp_core.sweep import SweepSpec, expand  # noqa: E402
+from lamp_core.files import atomic_write  # noqa: E402
 from sweep_bench import add_execution_arguments, rows_for  # noqa: E402
 
 SPECS = {"reduced": "bench/specs/table2_reduced.json", "paper": "bench/specs/table2_paper.json"}
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     ok = [r for r in rows if r["auroc"] is not None]
     out = ROOT / (a.out if a.protocol == "reduced" else a.out + "-paper")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".csv").write_text(rep.to_csv(rows))
+    atomic_write(out.with_suffix(".csv"), rep.to_csv(rows))
     desc = json.loads(spec_path.read_text()).get("description", "")
     rel_spec = SPECS[a.protocol] if not a.spec else a.spec
     md = [f"# Table 2 reproduction ({a.protocol} protocol)", "",
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
     notes = spec_path.with_name(spec_path.stem + "_notes.md")   # e.g. bench/specs/table2_reduced_notes.md
     if notes.is_file():
         md += ["## Notes", "", notes.read_text()]
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    atomic_write(out.with_suffix(".md"), "\n".join(md) + "\n")
     fig = rep.fig_category_bars(ok, protocol="test", metric="auroc")
     fig.write_html(out.with_suffix(".html"), include_plotlyjs="cdn")
     print("\n".join(md))

@@ -138,33 +138,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="progress bar on stderr (auto: when stderr is a terminal)")
 
 
-def _summary(record) -> dict[str, Any]:
-    r, ev = record.result, record.evaluation
-    out = {
-        "auroc": ev.auroc if ev else None,
-        "pixel_auroc": ev.pixel_auroc if ev else None,
-        "average_precision": ev.average_precision if ev else None,
-        "f1_max": ev.f1_max if ev else None,
-        "seconds": round(r.seconds, 3),
-        "epochs_done": r.epochs_done,
-        "stopped": r.stopped,
-        "diverged": r.diverged,
-        "final_loss": r.history["loss"][-1] if r.history.get("loss") else None,
-        "device": r.device,
-        "cached": record.cached,
-        "config": r.config.to_dict(),
-    }
-    return out
-
-
 def run_train(a: argparse.Namespace) -> int:
     from . import data as data_mod
+    from .config import validate
+    from .report import run_summary
     from .runner import compare_configs, run_config
     from .store import RunStore
 
     cfg = config_from_args(a)
     store = RunStore(a.store) if a.store else None
-    from .config import validate
     validate(cfg)
     dataset = data_mod.load(cfg.data)  # load once, fail early on bad data
     if not a.json:
@@ -187,10 +169,10 @@ def run_train(a: argparse.Namespace) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(rec.result.to_checkpoint(), path)
     if a.json:
-        out = {k: _summary(v) for k, v in records.items()}
+        out = {k: run_summary(v) for k, v in records.items()}
         print(json.dumps(out["run"] if "run" in out else out))
         return 0
-    _print_table({k: _summary(v) for k, v in records.items()})
+    _print_table({k: run_summary(v) for k, v in records.items()})
     return 0
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from .cli import (ProgressBar, add_run_arguments, add_section_options, config_from_args, fail, progress_enabled,
                   section_from_args)
 from .config import LampError, LandscapeConfig, validate
+from .files import atomic_write
 
 DEFAULT_OUT = "landscape-out"
 
@@ -46,14 +47,6 @@ def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _summary(surf) -> dict:
-    import numpy as np
-    vals = surf.values[np.isfinite(surf.values)]
-    return {"metric": surf.metric, "center": surf.center, "min": float(vals.min()) if vals.size else None,
-            "max": float(vals.max()) if vals.size else None, "complete": surf.complete,
-            "grid": [int(len(surf.x)), int(len(surf.y))], **surf.sharpness}
 
 
 def run(a: argparse.Namespace) -> int:
@@ -95,7 +88,7 @@ def run(a: argparse.Namespace) -> int:
     try:
         for name, s in surfaces.items():
             s.save(out / f"{name}.npz")
-            (out / f"{name}.csv").write_text(s.to_csv())
+            atomic_write(out / f"{name}.csv", s.to_csv())
             files += [str(out / f"{name}.npz"), str(out / f"{name}.csv")]
         if lcfg.ny == 1:
             figs = [fig_line(surfaces)]
@@ -105,11 +98,11 @@ def run(a: argparse.Namespace) -> int:
         for k, f in enumerate(figs):
             html.append(f.to_html(full_html=False, include_plotlyjs=(k == 0)))
         html.append("</body></html>")
-        (out / "landscape.html").write_text("\n".join(html), encoding="utf-8")
+        atomic_write(out / "landscape.html", "\n".join(html))
         files.append(str(out / "landscape.html"))
     except OSError as exc:
         return fail(f"cannot write into {out} ({exc.strerror}): choose another --out")
-    summary = {name: _summary(s) for name, s in surfaces.items()}
+    summary = {name: s.summary() for name, s in surfaces.items()}
     if a.json:
         print(json.dumps({"landscape": {k: v for k, v in vars(lcfg).items()}, "surfaces": summary,
                           "files": files}))

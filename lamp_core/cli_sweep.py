@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .cli import add_option, dest_of
 from .config import ConfigError, OptionSpec, option_spec
+from .files import atomic_write
 from .sweep import (SweepProgress, SweepSpec, apply, describe, expand, parse_float_list, parse_int_list,
                     parse_str_list, run_sweep)
 
@@ -141,7 +142,7 @@ def write_report(rows, out: str, layout: str, *, title: str, command: str | None
     prefix = Path(out)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = prefix.with_name(prefix.name + ".csv"), prefix.with_name(prefix.name + ".md")
-    csv_path.write_text(rep.to_csv(rows))
+    atomic_write(csv_path, rep.to_csv(rows))
     parts = [f"# {title}", ""]
     if command:
         parts += ["Command:", "", "```", command, "```", ""]
@@ -165,7 +166,7 @@ def write_report(rows, out: str, layout: str, *, title: str, command: str | None
     failed = [r for r in rows if r.get("error")]
     if failed:
         parts.append(f"{len(failed)} run(s) failed: " + "; ".join(f"{r['key']}: {r['error']}" for r in failed[:5]))
-    md_path.write_text("\n".join(parts) + "\n")
+    atomic_write(md_path, "\n".join(parts) + "\n")
     return [csv_path, md_path]
 
 

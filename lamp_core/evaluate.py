@@ -4,6 +4,10 @@ The anomaly score of an image is the mean L2 between input and reconstruction, w
 model was trained with, so base and LAMP models are judged by the same yardstick. Per-pixel maps
 are the squared error averaged over channels. ROC, AUROC and average precision come from
 scikit-learn; the F1-max threshold is the score threshold that maximises F1 on the test set.
+
+A model whose reconstructions are not finite (a diverged run: NaN/inf weights) has no ranking to
+measure: `evaluate` raises `NonFiniteScores`, a LampError with one line naming the fix, instead
+of letting scikit-learn fail on NaN input.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 from torch import nn
 
+from .config import LampError
 from .data import ADDataset
 
 EVAL_BATCH = 256
@@ -42,8 +47,22 @@ def anomaly_scores(model: nn.Module, x: torch.Tensor, *, device: str | torch.dev
     return error_maps(model, x, device=device).flatten(1).mean(dim=1).numpy().astype(np.float64)
 
 
+class NonFiniteScores(LampError):
+    """Anomaly scores with NaN or inf: the model diverged, so no metric can rank its images."""
+
+
+def check_finite(scores: np.ndarray) -> np.ndarray:
+    """`scores` unchanged, or NonFiniteScores when any is NaN or inf."""
+    bad = int((~np.isfinite(scores)).sum())
+    if bad:
+        raise NonFiniteScores(f"{bad} of {len(scores)} anomaly scores are NaN or inf: the model diverged "
+                              "(loss NaN/inf); retrain with a lower learning rate or eps")
+    return scores
+
+
 def image_auroc(model: nn.Module, data: ADDataset, *, device: str | torch.device = "cpu") -> float:
-    return float(roc_auc_score(data.test_labels.numpy(), anomaly_scores(model, data.test, device=device)))
+    scores = check_finite(anomaly_scores(model, data.test, device=device))
+    return float(roc_auc_score(data.test_labels.numpy(), scores))
 
 
 @dataclass
@@ -72,7 +91,7 @@ class Evaluation:
 def evaluate(model: nn.Module, data: ADDataset, *, device: str | torch.device = "cpu") -> Evaluation:
     model = model.to(device)
     maps = error_maps(model, data.test, device=device)        # (M, H, W)
-    scores = maps.flatten(1).mean(dim=1).double().numpy()
+    scores = check_finite(maps.flatten(1).mean(dim=1).double().numpy())
     labels = data.test_labels.numpy()
     fpr, tpr, thr = roc_curve(labels, scores)
     prec, rec, pr_thr = precision_recall_curve(labels, scores)

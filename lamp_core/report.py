@@ -25,14 +25,17 @@ import csv
 import io
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from .config import LampError, RunConfig
-from .store import RunStore
+from .config import LampError, RunConfig, run_key
+from .stats import Paired, fmt_ms, mean_std, paired
+
+if TYPE_CHECKING:
+    from .store import RunStore
 
 # CSV columns: what identifies a run, then what it measured
 ID_FIELDS = ("key", "dataset", "data_root", "unit", "image_size", "max_train", "max_test", "val_fraction",
@@ -40,7 +43,6 @@ ID_FIELDS = ("key", "dataset", "data_root", "unit", "image_size", "max_train", "
              "epochs", "kernel_size", "patches", "width", "depth", "seed")
 METRIC_FIELDS = ("auroc", "pixel_auroc", "average_precision", "f1_max", "val_score", "seconds", "steps",
                  "diverged", "error")
-TUNED_DEFAULT = ("lr", "kernel_size", "patches")
 PROTOCOLS = {
     "test": "paper's protocol: best test AUROC over the tuned hyperparameters (optimistic)",
     "val": "honest protocol: hyperparameters chosen by the lowest validation score (held-out normal "
@@ -56,24 +58,41 @@ def unit_of(cfg: RunConfig) -> str:
     return d.category or (Path(d.data_root).name if d.data_root else d.dataset)
 
 
+def metrics_of(evaluation) -> dict[str, Any]:
+    """What a run measured (None for each when it has no evaluation, e.g. a stopped run)."""
+    ev = evaluation
+    return {"auroc": ev.auroc if ev else None, "pixel_auroc": ev.pixel_auroc if ev else None,
+            "average_precision": ev.average_precision if ev else None, "f1_max": ev.f1_max if ev else None,
+            "val_score": ev.val_score if ev else None}
+
+
+def run_summary(record) -> dict[str, Any]:
+    """The one summary of a run (a `runner.RunRecord`): what it measured, how the training went,
+    where it came from, its identity and its config. `lamp train --json` prints it; a results
+    table is these keys (plus whatever names the row)."""
+    r = record.result
+    return {
+        **metrics_of(record.evaluation),
+        "seconds": round(r.seconds, 3), "steps": r.steps, "epochs_done": r.epochs_done, "stopped": r.stopped,
+        "diverged": r.diverged, "final_loss": r.history["loss"][-1] if r.history.get("loss") else None,
+        "device": r.device, "cached": record.cached, "key": run_key(r.config), "config": r.config.to_dict(),
+    }
+
+
 def row_of(cfg: RunConfig, evaluation=None, *, seconds: float | None = None, steps: int | None = None,
            diverged: bool | None = None, error: str | None = None) -> dict[str, Any]:
+    """One CSV row of a sweep: the fields that identify the run (ID_FIELDS), then its metrics."""
     d, m, t = cfg.data, cfg.model, cfg.train
     row: dict[str, Any] = {
-        "key": cfg.key(), "dataset": d.dataset, "data_root": d.data_root, "unit": unit_of(cfg),
+        "key": run_key(cfg), "dataset": d.dataset, "data_root": d.data_root, "unit": unit_of(cfg),
         "image_size": d.image_size, "max_train": d.max_train, "max_test": d.max_test,
         "val_fraction": d.val_fraction, "base_loss": t.base_loss, "lamp": t.lamp, "eps": t.eps,
         "max_over": t.max_over, "detach_max": t.detach_max, "optimizer": t.optimizer, "lr": t.lr,
         "batch_size": t.batch_size, "epochs": t.epochs, "kernel_size": m.kernel_size, "patches": m.patches,
         "width": m.width, "depth": m.depth, "seed": t.seed,
     }
-    ev = evaluation
-    row.update({
-        "auroc": ev.auroc if ev else None, "pixel_auroc": ev.pixel_auroc if ev else None,
-        "average_precision": ev.average_precision if ev else None, "f1_max": ev.f1_max if ev else None,
-        "val_score": ev.val_score if ev else None, "seconds": seconds, "steps": steps,
-        "diverged": diverged, "error": error,
-    })
+    row.update(metrics_of(evaluation))
+    row.update({"seconds": seconds, "steps": steps, "diverged": diverged, "error": error})
     return row
 
 
@@ -93,76 +112,27 @@ def rows_from_store(configs: Iterable[RunConfig], store: RunStore) -> list[dict[
     return rows
 
 
-def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """The one CSV writer: a header and one line per row, missing values blank, metrics' floats
+    with 6 decimals. `columns` defaults to a sweep's ID_FIELDS + METRIC_FIELDS."""
+    columns = list(columns or ID_FIELDS + METRIC_FIELDS)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(ID_FIELDS + METRIC_FIELDS), extrasaction="ignore",
-                       lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
         w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.6f}" if isinstance(r.get(k), float)
                                                      and k in METRIC_FIELDS else r[k]))
-                    for k in ID_FIELDS + METRIC_FIELDS})
+                    for k in columns})
     return buf.getvalue()
-
-
-# ----------------------------------------------------------------------------- statistics
-
-def t_quantile(df: int, q: float = 0.975) -> float:
-    from scipy.stats import t
-    return float(t.ppf(q, df))
-
-
-@dataclass
-class Paired:
-    """LAMP − base over paired runs (same seed, class/category, setting)."""
-    n: int
-    mean: float
-    lo: float               # 95% CI (t-based); nan when n < 2
-    hi: float
-    wins: int               # pairs where LAMP's AUROC is higher
-    ties: int
-    losses: int
-
-    def text(self, digits: int = 3) -> str:
-        if self.n == 0:
-            return "–"
-        ci = "" if math.isnan(self.lo) else f" [{self.lo:+.{digits}f}, {self.hi:+.{digits}f}]"
-        return f"{self.mean:+.{digits}f}{ci}"
-
-
-def paired(diffs: Sequence[float]) -> Paired:
-    d = np.asarray([x for x in diffs if x is not None and not math.isnan(x)], dtype=float)
-    n = len(d)
-    if n == 0:
-        return Paired(0, math.nan, math.nan, math.nan, 0, 0, 0)
-    mean = float(d.mean())
-    if n > 1:
-        half = t_quantile(n - 1) * float(d.std(ddof=1)) / math.sqrt(n)
-        lo, hi = mean - half, mean + half
-    else:
-        lo = hi = math.nan
-    return Paired(n, mean, lo, hi, int((d > 0).sum()), int((d == 0).sum()), int((d < 0).sum()))
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
-    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
-    if len(v) == 0:
-        return math.nan, math.nan, 0
-    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else math.nan), len(v)
-
-
-def fmt_ms(m: float, s: float, digits: int = 3) -> str:
-    if math.isnan(m):
-        return "–"
-    return f"{m:.{digits}f}" if math.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 # ----------------------------------------------------------------------------- selection
 
 def select(rows: Sequence[dict[str, Any]], *, protocol: str, metric: str = "auroc",
-           tuned: Sequence[str] = TUNED_DEFAULT, group: Sequence[str]) -> dict[tuple, dict[str, Any]]:
-    """One row per `group` value (which must include lamp, seed and unit): the chosen setting of
-    the `tuned` fields under `protocol`. Rows without the metric (failed runs) are skipped."""
+           group: Sequence[str]) -> dict[tuple, dict[str, Any]]:
+    """One row per `group` value (which must include lamp, seed and unit): among the rows of a
+    group (they differ in the tuned hyperparameters), the one `protocol` chooses. Rows without
+    the metric (failed runs) are skipped."""
     if protocol not in PROTOCOLS:
         raise LampError(f"unknown selection protocol {protocol!r}: choose test or val")
     buckets: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
@@ -179,17 +149,9 @@ def select(rows: Sequence[dict[str, Any]], *, protocol: str, metric: str = "auro
             if not with_val:
                 raise LampError("the val protocol needs a validation split: run the sweep with "
                                 "data.val_fraction > 0 (e.g. --val-fraction 0.1)")
-            # lowest mean anomaly score on held-out normals; ties broken by the tuned values' order
+            # lowest mean anomaly score on held-out normals; ties go to the first such row
             chosen[k] = min(with_val, key=lambda r: r["val_score"])
     return chosen
-
-
-def tuned_fields(rows: Sequence[dict[str, Any]], fixed: Sequence[str]) -> list[str]:
-    """Hyperparameters that vary in the rows and are not named as table axes (`fixed`)."""
-    candidates = [f for f in ("lr", "kernel_size", "patches", "epochs", "width", "depth", "eps", "max_over",
-                              "detach_max") if f not in fixed]
-    return [f for f in candidates if len({r[f] for r in rows if not (f in ("eps", "max_over", "detach_max")
-                                                                        and not r["lamp"])}) > 1]
 
 
 @dataclass
@@ -197,6 +159,7 @@ class Cell:
     base: tuple[float, float, int]       # mean, std over seeds, n seeds
     lamp: tuple[float, float, int]
     paired: Paired
+    values: dict[str, list[float]] = field(default_factory=dict)   # per arm: one value per seed
 
 
 def cells(rows: Sequence[dict[str, Any]], *, cell_fields: Sequence[str], protocol: str = "test",
@@ -205,10 +168,8 @@ def cells(rows: Sequence[dict[str, Any]], *, cell_fields: Sequence[str], protoco
     difference. With `average_units`, each seed's value is the mean over the units (classes or
     categories) in the cell first, as the paper averages its ten MNIST tasks."""
     rows = list(rows)
-    fixed = list(cell_fields) + ["lamp", "seed", "unit"]
-    tuned = tuned_fields(rows, fixed)
     group = list(cell_fields) + ["unit", "seed", "lamp"]
-    chosen = select(rows, protocol=protocol, metric=metric, tuned=tuned, group=group)
+    chosen = select(rows, protocol=protocol, metric=metric, group=group)
     by_cell: dict[tuple, dict] = defaultdict(lambda: {"base": defaultdict(dict), "lamp": defaultdict(dict)})
     for k, r in chosen.items():
         cell = k[:len(cell_fields)]
@@ -216,15 +177,15 @@ def cells(rows: Sequence[dict[str, Any]], *, cell_fields: Sequence[str], protoco
         by_cell[cell]["lamp" if lamp else "base"][seed][unit] = r[metric]
     out = {}
     for cell, arms in by_cell.items():
-        per_seed = {}
+        values = {}
         for arm in ("base", "lamp"):
             vals = []
             for seed, units in sorted(arms[arm].items()):
                 vals.extend([float(np.mean(list(units.values())))] if average_units else list(units.values()))
-            per_seed[arm] = mean_std(vals)
+            values[arm] = vals
         diffs = [arms["lamp"][s][u] - arms["base"][s][u]
                  for s in arms["lamp"] for u in arms["lamp"][s] if u in arms["base"].get(s, {})]
-        out[cell] = Cell(per_seed["base"], per_seed["lamp"], paired(diffs))
+        out[cell] = Cell(mean_std(values["base"]), mean_std(values["lamp"]), paired(diffs), values)
     return out
 
 
@@ -342,26 +303,27 @@ def lamp_variants(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def fig_auroc_vs_batch(rows: Sequence[dict[str, Any]], *, protocol: str = "test", loss: str = "l2",
                        paper: dict[str, dict[int, float]] | None = None):
-    """AUROC against batch size (log axis), base and LAMP, error bars = std over seeds."""
+    """Paper Table 1 as a plot: the app's `figures.fig_auroc_vs_batch` (log batch axis, mean ± std
+    over seeds) fed with each seed's AUROC averaged over the classes under `protocol`, plus the
+    paper's numbers as dotted lines."""
     import plotly.graph_objects as go
+
+    from .figures import color_of
+    from .figures import fig_auroc_vs_batch as plot_auroc_vs_batch
     rows = [r for r in rows if r["base_loss"] == loss]
     cs = cells(rows, cell_fields=["batch_size"], protocol=protocol)
-    bss = sorted(b for (b,) in cs)
-    fig = go.Figure()
     name = LOSS_NAME.get(loss, loss)
-    for arm, label, color in (("base", name, "#636efa"), ("lamp", f"{name}-LAMP", "#ef553b")):
-        m = [getattr(cs[(b,)], arm)[0] for b in bss]
-        s = [0.0 if math.isnan(getattr(cs[(b,)], arm)[1]) else getattr(cs[(b,)], arm)[1] for b in bss]
-        fig.add_trace(go.Scatter(x=bss, y=m, error_y=dict(type="data", array=s, visible=True), name=label,
-                                 mode="lines+markers", line=dict(color=color)))
+    points = [{"batch_size": b, "name": label, "auroc": v}
+              for (b,) in sorted(cs) for arm, label in (("base", name), ("lamp", f"{name}-LAMP"))
+              for v in cs[(b,)].values[arm]]
+    sizes = sorted(b for (b,) in cs) + [b for vals in (paper or {}).values() for b in vals]
+    fig = plot_auroc_vs_batch(points, sizes=sizes or None)
     for label, vals in (paper or {}).items():
         xs = sorted(vals)
         fig.add_trace(go.Scatter(x=xs, y=[vals[b] for b in xs], name=f"paper: {label}", mode="lines+markers",
-                                 line=dict(dash="dot", color="#ef553b" if "LAMP" in label else "#636efa"),
-                                 opacity=0.6))
+                                 line=dict(dash="dot", color=color_of(label)), opacity=0.6))
     fig.update_layout(title=f"AUROC vs batch size ({'paper selection' if protocol == 'test' else 'val selection'})",
-                      xaxis=dict(title="batch size", type="log"), yaxis=dict(title="AUROC (mean over classes)"),
-                      template="plotly_white")
+                      yaxis_title="AUROC (mean over classes)")
     return fig
 
 

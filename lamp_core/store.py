@@ -7,8 +7,8 @@ Layout under the root (default $LAMP_STORE, else ~/.cache/lamp-lab/runs):
     <key>/evaluation.json   Evaluation.to_dict()
     <key>/<name>.npz        artifacts such as loss surfaces
 
-Every file is written to a temporary name in the same folder and moved into place with
-os.replace, so a reader never sees half a file and a crash leaves no corrupt entry. Checkpoints
+Every file is written with `files.atomic_write` (a temporary name in the same folder, fsync,
+os.replace), so a reader never sees half a file and a crash leaves no corrupt entry. Checkpoints
 load with weights_only=True (no pickle code runs). An unreadable entry is skipped with a warning.
 Only complete, unstopped runs are stored: a stopped run is partial and must not stand in for
 the configuration it was asked for.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,34 +28,22 @@ import torch
 
 from .config import RunConfig, canonical, run_key
 from .evaluate import Evaluation
+from .files import atomic_write, cache_root
 from .train import TrainResult
 
 
 def default_root() -> Path:
+    """$LAMP_STORE, else the folder runs/ of the user cache (files.cache_root)."""
     env = os.environ.get("LAMP_STORE")
     if env:
         return Path(env).expanduser()
-    return Path(os.environ.get("LAMP_CACHE", Path.home() / ".cache" / "lamp-lab")).expanduser() / "runs"
+    return cache_root() / "runs"
 
 
 @dataclass
 class StoredRun:
     result: TrainResult
     evaluation: Evaluation
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class RunStore:
@@ -77,10 +64,10 @@ class RunStore:
         folder = self.folder(result.config)
         buf = io.BytesIO()
         torch.save(result.to_checkpoint(), buf)
-        _atomic_write(folder / "config.json", json.dumps(result.config.to_dict(), indent=1).encode())
-        _atomic_write(folder / "checkpoint.pt", buf.getvalue())
+        atomic_write(folder / "config.json", json.dumps(result.config.to_dict(), indent=1).encode())
+        atomic_write(folder / "checkpoint.pt", buf.getvalue())
         # evaluation last: its presence marks the entry complete (see has())
-        _atomic_write(folder / "evaluation.json", json.dumps(evaluation.to_dict()).encode())
+        atomic_write(folder / "evaluation.json", json.dumps(evaluation.to_dict()).encode())
 
     def get(self, cfg: RunConfig) -> StoredRun | None:
         if not self.has(cfg):
@@ -103,7 +90,7 @@ class RunStore:
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
         path = self.folder(cfg) / f"{name}.npz"
-        _atomic_write(path, buf.getvalue())
+        atomic_write(path, buf.getvalue())
         return path
 
     def load_arrays(self, cfg: RunConfig, name: str) -> dict[str, np.ndarray] | None:

@@ -9,6 +9,7 @@ import math
 import pytest
 
 from lamp_core import report as rep
+from lamp_core import stats
 from lamp_core.config import LampError, RunConfig
 
 
@@ -32,6 +33,22 @@ def test_paired_interval_matches_the_t_formula():
     assert q.lo < 0 < q.hi                      # a mixed result: the interval covers zero
     one = rep.paired([0.5])
     assert one.n == 1 and math.isnan(one.lo) and one.text() == "+0.500"
+
+
+@pytest.mark.parametrize("df, q, want", [   # reference values: scipy.stats.t.ppf
+    (1, 0.975, 12.706204736174694), (2, 0.975, 4.302652729749462), (9, 0.975, 2.262157162798205),
+    (29, 0.975, 2.045229642132703), (1000, 0.975, 1.9623390808264083), (4, 0.025, -2.7764451051977943),
+    (3, 0.995, 5.840909309733355)])
+def test_t_quantile_matches_the_t_distribution(df, q, want):
+    assert stats.t_quantile(df, q) == pytest.approx(want, rel=1e-9)
+    assert stats.t_cdf(want, df) == pytest.approx(q, rel=1e-9)
+
+
+def test_one_mean_std_helper_one_seed_has_no_spread():
+    assert stats.mean_std([0.8]) == (0.8, pytest.approx(math.nan, nan_ok=True), 1)
+    m, s, n = stats.mean_std([0.7, None, 0.9, float("nan")])
+    assert (m, n) == (pytest.approx(0.8), 2) and s == pytest.approx(math.sqrt(0.02))
+    assert stats.fmt_ms(0.8, math.nan) == "0.800" and stats.fmt_ms(math.nan, math.nan) == "–"
 
 
 def test_cells_average_classes_per_seed_then_spread_over_seeds():
@@ -106,6 +123,28 @@ def test_csv_has_every_run_and_blank_missing_values():
     got = list(csv.DictReader(io.StringIO(rep.to_csv(rows))))
     assert len(got) == 2 and got[0]["auroc"] == "0.800000" and got[1]["auroc"] == ""
     assert got[1]["error"] == "ValueError: NaN" and set(rep.ID_FIELDS) <= set(got[0])
+    some = list(csv.DictReader(io.StringIO(rep.to_csv(rows, columns=["seed", "auroc", "extra"]))))
+    assert list(some[0]) == ["seed", "auroc", "extra"] and some[0]["extra"] == ""
+
+
+def test_run_summary_is_the_rows_metrics_plus_how_the_run_went():
+    from types import SimpleNamespace
+
+    from lamp_core.config import run_key
+    from lamp_core.evaluate import Evaluation
+    cfg = RunConfig().with_train(epochs=3)
+    ev = Evaluation(labels=[0, 1], scores=[0.1, 0.2], auroc=1.0, average_precision=1.0, fpr=[0, 1], tpr=[0, 1],
+                    thresholds=[0.2, 0.1], f1_max=1.0, f1_threshold=0.2)
+    result = SimpleNamespace(config=cfg, seconds=1.23456, steps=30, epochs_done=3, stopped=False, diverged=False,
+                             history={"loss": [2.0, 1.5]}, device="cpu")
+    s = rep.run_summary(SimpleNamespace(result=result, evaluation=ev, cached=True))
+    row = rep.row_of(cfg, ev)
+    assert {k: s[k] for k in rep.metrics_of(ev)} == {k: row[k] for k in rep.metrics_of(ev)}
+    assert (s["seconds"], s["final_loss"], s["cached"], s["key"]) == (1.235, 1.5, True, run_key(cfg)) == \
+        (s["seconds"], s["final_loss"], s["cached"], row["key"])
+    assert RunConfig.from_dict(s["config"]) == cfg
+    empty = rep.run_summary(SimpleNamespace(result=result, evaluation=None, cached=False))
+    assert empty["auroc"] is None and empty["pixel_auroc"] is None
 
 
 def test_figures_have_error_bars_and_one_panel_per_category():
@@ -114,6 +153,8 @@ def test_figures_have_error_bars_and_one_panel_per_category():
     fig = rep.fig_auroc_vs_batch(rows, paper={"L2": {4: 0.931, 128: 0.919}})
     assert [t.name for t in fig.data] == ["L2", "L2-LAMP", "paper: L2"]
     assert list(fig.data[0].x) == [4, 128] and fig.data[0].error_y.array[0] == pytest.approx(math.sqrt(0.005))
+    # seed means of the class-averaged AUROC: 0.65 and 0.75 (base), as the table reports them
+    assert fig.data[0].y[0] == pytest.approx(rep.cells(rows, cell_fields=["batch_size"])[(4,)].base[0])
     assert fig.layout.xaxis.type == "log"
     bars = rep.fig_category_bars([dict(r, unit=("grid" if r["unit"] == "0" else "hazelnut")) for r in rows
                                   if r["batch_size"] == 4])

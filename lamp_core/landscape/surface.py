@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from ..config import BN_MODES, METHODS, METRICS, ConfigError, LandscapeConfig, check_options
+from ..files import atomic_write
 
 __all__ = ["BN_MODES", "METHODS", "METRICS", "MAX_GRID_POINTS", "Surface", "empty_surface", "grid_coordinates",
            "landscape_key", "refinement_order", "validate_landscape"]
@@ -71,6 +72,14 @@ class Surface:
                                sharpness=dict(self.sharpness))
         return self   # no complete sub-lattice (not computed coarse-to-fine): draw it with its gaps
 
+    def summary(self) -> dict:
+        """Plain numbers for a table or JSON: metric, centre, min and max of the computed values,
+        completeness, grid size, and the sharpness numbers."""
+        vals = self.values[np.isfinite(self.values)]
+        return {"metric": self.metric, "center": self.center, "min": float(vals.min()) if vals.size else None,
+                "max": float(vals.max()) if vals.size else None, "complete": self.complete,
+                "grid": [int(len(self.x)), int(len(self.y))], **self.sharpness}
+
     # -- persistence
     def to_arrays(self) -> dict[str, np.ndarray]:
         keys = sorted(self.sharpness)
@@ -96,11 +105,10 @@ class Surface:
                    scale=float(a["scale"]) if "scale" in a else 1.0)
 
     def save(self, path) -> None:
-        """Write an .npz (plain arrays and strings only: loads with allow_pickle=False)."""
+        """Write an .npz (plain arrays and strings only: loads with allow_pickle=False), atomically."""
         buf = io.BytesIO()
         np.savez(buf, **self.to_arrays())
-        with open(path, "wb") as fh:
-            fh.write(buf.getvalue())
+        atomic_write(path, buf.getvalue())
 
     @classmethod
     def load(cls, path) -> "Surface":

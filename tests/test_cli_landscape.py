@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+import torch
 
-from conftest import REPO
 from lamp_core.cli import main
 from lamp_core.landscape import Surface
+
 
 def run_cli(argv: list[str]) -> int:
     """main() as the shell sees it: argparse errors exit via SystemExit."""
@@ -28,12 +26,9 @@ TINY = ["--max-train", "24", "--max-test", "40", "--width", "4", "--latent-chann
 
 def test_compare_writes_npz_html_and_prints_both_sharpness_numbers(tmp_path, capsys):
     out = tmp_path / "figs"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, "-m", "lamp_core", "landscape", "--compare", *TINY, "--out", str(out),
-                        "--json", "--store", str(tmp_path / "store")], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    res = json.loads(r.stdout)
+    code = main(["landscape", "--compare", *TINY, "--out", str(out), "--json", "--store", str(tmp_path / "store")])
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)
     assert set(res["surfaces"]) == {"base", "lamp"}
     for side in res["surfaces"].values():
         assert side["metric"] == "l2" and side["complete"] and side["grid"] == [5, 3]
@@ -45,17 +40,27 @@ def test_compare_writes_npz_html_and_prints_both_sharpness_numbers(tmp_path, cap
     html = (out / "landscape.html").read_text()
     assert html.count("Plotly.newPlot") == 2 and "base" in html and "lamp" in html
     assert (out / "base.csv").read_text().startswith("x,y,value\n")
-    # the runs and surfaces went into the store: a second call (in process) gives the same numbers
-    capsys.readouterr()
+    # the runs and surfaces went into the store: a second call gives the same numbers
     assert main(["landscape", "--compare", *TINY, "--out", str(out), "--json",
                  "--store", str(tmp_path / "store")]) == 0
     assert json.loads(capsys.readouterr().out)["surfaces"] == res["surfaces"]
 
 
-def test_single_run_table_in_own_metric(tmp_path, capsys):
-    code = main(["landscape", *TINY, "--ny", "1", "--out", str(tmp_path / "o")])
+def test_single_run_table_in_own_metric(tmp_path, capsys, monkeypatch):
+    from lamp_core import surfaces
+    seen = []
+
+    def compute_surface(*args, **kw):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kw)
+    real = surfaces.compute_surface
+    monkeypatch.setattr(surfaces, "compute_surface", compute_surface)
+    threads = torch.get_num_threads()
+    code = main(["landscape", *TINY, "--ny", "1", "--out", str(tmp_path / "o"), "--store", str(tmp_path / "s")])
     text = capsys.readouterr().out
     assert code == 0
+    # the command owns its process: one thread per operation while cutting, restored afterwards
+    assert seen == [1] and torch.get_num_threads() == threads
     assert "metric own" in text and "top_eigenvalue" in text and "increase@0.25" in text
     assert (tmp_path / "o" / "run.npz").is_file() and (tmp_path / "o" / "landscape.html").is_file()
     assert Surface.load(tmp_path / "o" / "run.npz").kind == "line"

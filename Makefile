@@ -7,15 +7,18 @@ PORT   ?= 8501
 
 .PHONY: install app test bench clean
 
+# One resolve of requirements.txt and the package with its dependencies: pip checks the pinned
+# torch pair against pyproject.toml's floors, and `pip check` that everything installed agrees.
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -r requirements.txt
-	$(PY) -m pip install --no-deps -e .
+	$(PY) -m pip install -r requirements.txt -e .
+	$(PY) -m pip check
 	touch $(STAMP)
 
 $(DEV): $(STAMP) requirements-dev.txt
-	$(PY) -m pip install -r requirements-dev.txt
+	$(PY) -m pip install -r requirements-dev.txt -e '.[test,ray]'
+	$(PY) -m pip check
 	touch $(DEV)
 
 install: $(STAMP)

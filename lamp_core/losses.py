@@ -27,14 +27,16 @@ The paper leaves three choices open. Our defaults and why:
 * ``eps=0.01``: "slightly less than 1" (1 - eps = 0.99). The largest element then contributes
   -log(eps) = 4.6; much smaller eps makes that one element's gradient dominate.
 
-The ablation in bench/results/ measures all three; the defaults are options everywhere.
+The ablation in bench/results/ measures all three; the defaults are options everywhere. Their
+bounds and choices are declared once, in lamp_core.config (`option_spec("train.eps")`), and the
+checks here use them.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .config import BASE_LOSSES, MAX_OVER, ConfigError
+from .config import ConfigError, option_spec
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -93,7 +95,8 @@ def base_map(name: str, y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
     try:
         return BASE_MAPS[name](y, y_hat)
     except KeyError:
-        raise ConfigError(f"unknown base loss {name!r}: choose one of {', '.join(BASE_LOSSES)}") from None
+        option_spec("train.base_loss").check(name)     # raises ConfigError naming the choices
+        raise
 
 
 def reduce_base(b: torch.Tensor) -> torch.Tensor:
@@ -110,7 +113,8 @@ def normalised(b: torch.Tensor, *, eps: float, max_over: str, detach_max: bool) 
     elif max_over == "fixed":
         m = torch.ones((), dtype=b.dtype, device=b.device)  # every base map is bounded by 1
     else:
-        raise ConfigError(f"unknown max_over {max_over!r}: choose one of {', '.join(MAX_OVER)}")
+        option_spec("train.max_over").check(max_over)  # raises ConfigError naming the choices
+        raise AssertionError(f"max_over {max_over!r} is a choice with no branch here")
     if detach_max:
         m = m.detach()
     # A zero max would give 0/0: divide by 1 there instead, so B' = 0 and the gradient stays finite.
@@ -127,7 +131,7 @@ def normalised(b: torch.Tensor, *, eps: float, max_over: str, detach_max: bool) 
 def lamp(b: torch.Tensor, *, eps: float, max_over: str, detach_max: bool) -> torch.Tensor:
     """Eq. 1: Σ_{c,h,w} -log(1 - B'), mean over the batch. Returns a scalar."""
     if not 0.0 < eps < 1.0:
-        raise ConfigError(f"eps {eps} must lie strictly between 0 and 1")
+        option_spec("train.eps").check(eps)            # raises ConfigError with the allowed range
     b_norm = normalised(b, eps=eps, max_over=max_over, detach_max=detach_max)
     return reduce_base(-torch.log1p(-b_norm))
 

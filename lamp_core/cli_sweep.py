@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .cli import add_option, dest_of
-from .config import ConfigError, OptionSpec, option_spec
+from .config import ConfigError, OptionSpec, option_spec, run_key
 from .files import atomic_write
 from .sweep import (SweepProgress, SweepSpec, apply, describe, expand, parse_float_list, parse_int_list,
                     parse_str_list, run_sweep)
@@ -183,7 +183,7 @@ def run(a: argparse.Namespace) -> int:
     done = sum(1 for c in configs if store.has(c))
     if a.dry_run:
         for c in configs:
-            print(f"{'done' if store.has(c) else 'todo'}  {c.key()}  {describe(c)}")
+            print(f"{'done' if store.has(c) else 'todo'}  {run_key(c)}  {describe(c)}")
         print(f"{len(configs)} runs, {done} done, {len(configs) - done} to do")
         return 0
     if a.report_only:

@@ -7,20 +7,20 @@ glue lives in `lamp_core` (jobs, store, figures); this file only wires it to the
 """
 from __future__ import annotations
 
-import atexit
 import hashlib
 import io
 import json
 import os
-import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 import streamlit as st
 
 from lamp_core.config import DataConfig, LandscapeConfig, ModelConfig, RunConfig, TrainConfig
-from lamp_core.jobs import DONE, FINAL, JobQueue, JobView
+from lamp_core.data import MNIST_SUBSET_DIR
+from lamp_core.jobs import DONE, FINAL, QUEUED, JobQueue, JobView
 from lamp_core.store import RunStore, default_root
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,10 +28,14 @@ ASSETS = REPO / "assets"
 BATCH_SIZES = (1, 4, 16, 32, 128, 1024)   # the paper's Table 1
 POLL_S = float(os.environ.get("LAMP_POLL_S", "1.0"))  # how often a running page looks at its jobs (s)
 
-# The app's default comparison: the built-in digits, paper-sized 28 px images, 10 epochs. On 2
-# CPU cores base + LAMP train in well under 30 s (bench/results/app_latency.md).
-DEFAULT_CONFIG = RunConfig(data=DataConfig(dataset="digits", normal_class=8, image_size=28),
-                           model=ModelConfig(), train=TrainConfig(epochs=10, batch_size=32))
+# The app's default comparison: real MNIST offline (the subset shipped in assets/mnist_subset),
+# digit 8 normal, a seeded 500 of its training images, the subset's 2,000 stratified test images,
+# 28 px, 5 epochs, 3 seeds (so the spread over seeds is on screen from the first click). The six
+# runs train as one stack in the job queue (bench/results/app_latency.md).
+DEFAULT_CONFIG = RunConfig(data=DataConfig(dataset="mnist", data_root=str(MNIST_SUBSET_DIR), normal_class=8,
+                                           image_size=28, max_train=500),
+                           model=ModelConfig(), train=TrainConfig(epochs=5, batch_size=32))
+DEFAULT_SEEDS = 3
 # Landscapes in the app: a 13x13 grid over 64 normal images (coarse pass first, then refined), and
 # cheaper sharpness estimates than the command line's defaults, so a surface takes tens of seconds.
 # Metric l2 by default: base and LAMP side by side must be measured with one yardstick (LAMP's own
@@ -88,23 +92,61 @@ def queue() -> JobQueue:
     return _queue_for(str(default_root()))
 
 
+def session_id() -> str:
+    """This browser session's name in the job queue (fair turns, the cap, Stop are per session)."""
+    return st.session_state.setdefault("_session_id", uuid.uuid4().hex[:12])
+
+
 def setup(title: str | None = None) -> JobQueue:
-    """Call first on every page: shared state and the sidebar."""
+    """Call first on every page: shared state and the live sidebar."""
     ss = st.session_state
     ss.setdefault("config", DEFAULT_CONFIG.to_dict())
-    ss.setdefault("seeds", 1)
+    ss.setdefault("seeds", DEFAULT_SEEDS)
+    session_id()
     q = queue()
     with st.sidebar:
-        jobs = q.jobs()
-        running = [j for j in jobs if j.status == "running"]
-        waiting = [j for j in jobs if j.status == "queued"]
-        st.caption(f"Worker{'s' if len(q.devices) > 1 else ''}: {', '.join(q.devices)} · "
-                   f"{len(running)} running · {len(waiting)} queued")
+        _sidebar()
         st.caption(f"Run store: `{_short(q.store.root)}`", help="Finished runs and landscapes are kept here "
                    "and never trained twice. Set LAMP_STORE to move it.")
     if title:
         st.title(title)
     return q
+
+
+@st.fragment(run_every=POLL_S)
+def _sidebar() -> None:
+    """The server's queue and this session's jobs, redrawn every POLL_S seconds."""
+    q = queue()
+    c = q.counts()
+    st.caption(f"Worker{'s' if len(q.devices) > 1 else ''}: {', '.join(q.devices)} · "
+               f"{c['running']} running · {c['queued']} queued",
+               help="Every session on this server shares the workers. Turns go round-robin over the "
+                    "sessions that wait, a slice of about two seconds each, so a short job never waits "
+                    "for a long one to finish.")
+    mine = q.jobs(session=session_id())
+    if mine:
+        st.caption("**Your jobs**")
+        for v in mine[:8]:
+            st.caption(job_line(v))
+        if len(mine) > 8:
+            st.caption(f"… and {len(mine) - 8} more")
+
+
+def job_line(v: JobView) -> str:
+    """One line about a job: its state, its place in the queue and when it should be done."""
+    eta = f" · about {_seconds(v.eta_s)} left" if v.eta_s else ""
+    shared = f" · shared with {v.wanted_by - 1} other session{'s' if v.wanted_by > 2 else ''}" \
+        if v.wanted_by > 1 else ""
+    if v.status == QUEUED:
+        where = f"queued, position {v.position}" if v.position else "queued"
+        return f"{v.label}: {where}{eta}{shared}"
+    if v.status in FINAL:
+        return f"{v.label}: {v.status}"
+    return f"{v.label}: {v.progress:.0%}{eta}{shared}"
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
 
 
 def _short(p: Path) -> str:
@@ -115,7 +157,7 @@ def _short(p: Path) -> str:
 
 
 def current_config() -> RunConfig:
-    """The configuration last chosen on Train & compare (or the default)."""
+    """The configuration last trained on Train & compare (the default until Train is pressed)."""
     return RunConfig.from_dict(st.session_state.get("config", DEFAULT_CONFIG.to_dict()))
 
 
@@ -126,7 +168,8 @@ def set_current_config(cfg: RunConfig, seeds: int) -> None:
 
 def describe(cfg: RunConfig) -> str:
     d, t = cfg.data, cfg.train
-    what = {"digits": f"digits, normal {d.normal_class}", "mnist": f"MNIST, normal {d.normal_class}",
+    what = {"digits": f"digits, normal {d.normal_class}",
+            "mnist": f"MNIST{' subset' if d.data_root == str(MNIST_SUBSET_DIR) else ''}, normal {d.normal_class}",
             "fashion-mnist": f"Fashion-MNIST, normal {d.normal_class}",
             "mvtec": f"MVTec {d.category or ''}".strip(), "folder": "your upload"}[d.dataset]
     return (f"{what} · {d.image_size} px · {t.base_loss.upper()} · {t.optimizer} lr {t.lr:g} · "
@@ -173,9 +216,41 @@ def show_job(v: JobView | None, *, label: str | None = None) -> None:
     elif v.status in ("stopped", "failed"):
         st.caption(f"■ {name}: {v.status}")
         if v.error:
-            st.error(v.error.splitlines()[0])
+            st.error(page_message(v.error.splitlines()[0]))
+    elif v.status == QUEUED:
+        eta = f", done in about {_seconds(v.eta_s)}" if v.eta_s else ""
+        st.progress(0.0, text=f"{name}: waiting, position {v.position or '?'} in the queue{eta}")
     else:
-        st.progress(v.progress, text=f"{name}: {v.message}")
+        eta = f" · about {_seconds(v.eta_s)} left" if v.eta_s else ""
+        shared = f" · shared with {v.wanted_by - 1} other session(s)" if v.wanted_by > 1 else ""
+        st.progress(v.progress, text=f"{name}: {v.message}{eta}{shared}")
+
+
+# Engine messages are written for the terminal too; the page words them for the browser.
+PAGE_WORDING = (
+    ("pass a folder or a .zip", "upload a .zip archive"),
+    (" (--data-root DIR)", ""),
+    ("--data-root", "the data root"),
+)
+
+
+def page_message(text: str, names: dict[str, str] | None = None) -> str:
+    """An engine message as the page shows it: browser wording, server paths replaced by the
+    names the user knows (e.g. a temporary upload path by the uploaded file's name)."""
+    for path, name in (names or {}).items():
+        text = text.replace(path, name)
+    for cli, page in PAGE_WORDING:
+        text = text.replace(cli, page)
+    return text
+
+
+def stale_notice(shown: str, *, button: str, key: str) -> bool:
+    """One visible notice that the results below belong to other settings (`shown` describes
+    them), with a button to train the current ones. True when that button was pressed."""
+    st.warning(f"The results below are for **{shown}**, not for the settings above, which have changed "
+               "since. Train the current settings to see theirs.", icon=":material/history:")
+    return st.button(button, key=key, type="primary",
+                     help="Queue the current settings (finished runs load from the run store at once).")
 
 
 def memo_figure(key: str, inputs: Any, build: Callable[[], Any]):
@@ -193,20 +268,28 @@ def memo_figure(key: str, inputs: Any, build: Callable[[], Any]):
 
 # ----------------------------------------------------------------------------- downloads
 
+# Download buttons never rerun the page (on_click="ignore"): a rerun re-registers every button's
+# file, and a second click within a second of the first used to reach a file the rerun had
+# dropped ("MediaFileStorageError: Deferred file ... not found"). Tables are small and given as
+# bytes (their file id is their content hash, stable across reruns); a figure's HTML carries
+# plotly.js (about 4.7 MB), so it is made on click rather than held in memory for every session.
+
 def download_figure(fig, name: str, *, key: str) -> None:
     """A download button for one figure as a self-contained HTML file (made on click)."""
     st.download_button(f"Download {name} (HTML)", data=lambda: fig.to_html(include_plotlyjs=True, full_html=True),
-                       file_name=f"{name}.html", mime="text/html", key=key,
+                       file_name=f"{name}.html", mime="text/html", key=key, on_click="ignore",
                        help="The interactive figure as one HTML file that opens offline in any browser.")
 
 
 def download_table(rows: list[dict[str, Any]], name: str, *, key: str) -> None:
     """CSV and JSON download buttons for a list of flat result rows."""
     c1, c2 = st.columns(2)
-    c1.download_button(f"{name}.csv", data=lambda: _csv(rows), file_name=f"{name}.csv", mime="text/csv",
-                       key=key + "_csv", help="One row per run: settings and metrics, for a spreadsheet.")
-    c2.download_button(f"{name}.json", data=lambda: json.dumps(rows, indent=1), file_name=f"{name}.json",
-                       mime="application/json", key=key + "_json", help="The same rows as JSON.")
+    c1.download_button(f"{name}.csv", data=_csv(rows).encode(), file_name=f"{name}.csv", mime="text/csv",
+                       key=key + "_csv", on_click="ignore",
+                       help="One row per run: settings and metrics, for a spreadsheet.")
+    c2.download_button(f"{name}.json", data=json.dumps(rows, indent=1).encode(), file_name=f"{name}.json",
+                       mime="application/json", key=key + "_json", on_click="ignore",
+                       help="The same rows as JSON.")
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -223,20 +306,21 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 # ----------------------------------------------------------------------------- uploads
 
-@st.cache_resource(show_spinner=False)
-def _upload_dir() -> str:
-    """A private (0700) folder for this process's uploads, removed when the server exits."""
-    d = tempfile.mkdtemp(prefix="lamp-uploads-")
+def upload_dir() -> Path:
+    """A private (0700) folder for uploads beside the run store: `<store>/uploads/`."""
+    d = queue().store.root / "uploads"
+    d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
-    atexit.register(shutil.rmtree, d, True)
     return d
 
 
 def save_upload(data: bytes) -> Path:
-    """Write an uploaded zip (already size-checked) under a content-hash name in the private
-    upload folder; the engine reads it member by member in memory, never extracting it."""
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    path = Path(_upload_dir()) / f"{digest}.zip"
+    """Write an uploaded zip (already size-checked) as `<store>/uploads/<sha256>.zip`: named by its
+    content, so its path (the runs' data_root, and so their run keys) is the same after a restart
+    or a second upload of the same bytes, and its runs are found in the store. The engine reads
+    it member by member in memory, never extracting it."""
+    digest = hashlib.sha256(data).hexdigest()
+    path = upload_dir() / f"{digest}.zip"
     if not path.exists():
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
         with os.fdopen(fd, "wb") as fh:

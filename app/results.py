@@ -1,16 +1,24 @@
 """Plain helpers that turn finished runs into what the pages show (no Streamlit here, so
-tests reach them directly): result rows for CSV/JSON, per-model thresholds, and the example
-images of the reconstruction grid (paper Fig. 4)."""
+tests reach them directly): result rows for CSV/JSON, per-model thresholds, the example images
+of the reconstruction grid (paper Fig. 4), and the numbers the pages' explanations quote
+(computed from `lamp_core.losses`, so the text cannot drift from the code)."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from lamp_core import data as data_mod
-from lamp_core.config import DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER, RunConfig
+from lamp_core.config import RunConfig, run_key
 from lamp_core.evaluate import reconstruct
+from lamp_core.losses import loss_curves
+
+# Column order of the results table: what differs between rows and the metrics first, so AUROC
+# is visible without scrolling sideways in a 1400-px window; every other setting follows.
+ROW_ORDER = ("loss", "seed", "auroc", "average_precision", "f1_max", "pixel_auroc", "final_train_loss",
+             "train_seconds", "from_store", "base_loss", "lamp", "eps", "max_over", "detach_max", "optimizer",
+             "lr", "batch_size", "epochs", "dataset", "normal_class", "category", "image_size", "stopped",
+             "config_key")
 
 
 def result_row(name: str, record) -> dict[str, Any]:
@@ -30,7 +38,7 @@ def result_row(name: str, record) -> dict[str, Any]:
         "pixel_auroc": None if ev is None else ev.pixel_auroc,
         "final_train_loss": hist[-1] if hist else None,
         "train_seconds": round(record.result.seconds, 3), "stopped": record.result.stopped,
-        "from_store": record.cached, "config_key": cfg.key(),
+        "from_store": record.cached, "config_key": run_key(cfg),
     }
 
 
@@ -75,16 +83,66 @@ def recon_examples(records: Mapping[str, Any], k: int = 4) -> dict[str, Any]:
 
 
 def seed_configs(cfg: RunConfig, seeds: int) -> dict[str, list[RunConfig]]:
-    """Base and LAMP configs for seeds s0..s0+n-1 (same seed => same initial weights and batches)."""
+    """Base and LAMP configs for seeds s0..s0+n-1 (same seed => same initial weights and batches).
+    A base run's LAMP options cannot change it: `run_key` ignores them, so changing eps never
+    retrains the base."""
     s0 = cfg.train.seed
-    # the base run ignores LAMP's options: reset them so changing eps never retrains the base
-    base = cfg.with_train(lamp=False, eps=DEFAULT_EPS, max_over=DEFAULT_MAX_OVER, detach_max=DEFAULT_DETACH_MAX)
-    return {"base": [base.with_train(seed=s0 + s) for s in range(seeds)],
+    return {"base": [cfg.with_train(lamp=False, seed=s0 + s) for s in range(seeds)],
             "LAMP": [cfg.with_train(lamp=True, seed=s0 + s) for s in range(seeds)]}
 
 
-def to_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
+# ----------------------------------------------------------------------------- explanations
+
+def lamp_below_base_up_to(eps: float, base: str = "l2", points: int = 20001) -> float | None:
+    """With the fixed bound (max = 1), the base value B below which the LAMP element
+    -log(1 - B(1-eps)) is smaller than B itself: None when LAMP lies below the base on all of
+    [0, 1], 0.0 when it lies above everywhere. From `losses.loss_curves`, i.e. the code that draws Fig. 2."""
+    c = loss_curves(base, eps=eps, residual_range=1.0, points=points, max_over="fixed")
+    b, lamp = np.asarray(c["base"]), np.asarray(c["lamp"])
+    pos = b > 0
+    above = pos & (lamp > b)
+    if not above.any():
+        return None
+    below = pos & (lamp < b)
+    if not below.any():
+        return 0.0
+    return float(b[below].max())
+
+
+def fixed_equals_sample(residual_range: float, eps: float) -> bool:
+    """Whether the two readings of max(B) draw the same curves at this range: they do when the
+    largest base value on the plotted range is the fixed bound 1 (a range of ±1)."""
+    return all(np.allclose(loss_curves(b, eps=eps, residual_range=residual_range, max_over="fixed")["lamp"],
+                           loss_curves(b, eps=eps, residual_range=residual_range, max_over="sample")["lamp"])
+               for b in ("l1", "l2"))
+
+
+def auroc_spread_note(n_seeds: int) -> str:
+    """What the ± after an AUROC means, for the number of seeds shown."""
+    if n_seeds < 2:
+        return ("One seed: no spread to show. Train with several seeds to see how much AUROC moves with "
+                "the initial weights and batch order alone.")
+    return (f"± is the standard deviation over the {n_seeds} seeds (initial weights and batch order; the data "
+            "and the test set are the same). A difference between base and LAMP smaller than this spread "
+            "can come from the seeds alone; with few seeds the spread itself is rough.")
+
+
+SHARPNESS_NOTE = """\
+**What the sharpness numbers measure** (all on the surfaces' metric and BatchNorm mode, at the
+trained weights θ):
+- **top Hessian eigenvalue (λmax)**: the curvature along the single steepest direction in weight
+  space (power iteration on Hessian-vector products).
+- **Hessian trace (Hutchinson)**: the curvature summed over *all* directions (a random-probe
+  estimate, ± its standard error). A loss can be steep along one direction and flat along most
+  others, or the reverse, so λmax and the trace can rank two models differently.
+- **mean relative increase at r**: the average of (loss(θ + r·d) − loss(θ)) / loss(θ) over a few random
+  filter-normalised directions d at a finite distance r. It is normalised by the centre loss, so a
+  model with a lower loss at θ can show a *larger* relative increase while its absolute curvature
+  (λmax, trace) is smaller; it also sees beyond the quadratic neighbourhood the Hessian describes.
+
+These numbers come from one model per loss (first seed) and a few random probes: compare them
+across direction seeds and training seeds before concluding that one landscape is sharper.
+"""
 
 
 LAYOUT_PREFIXES = {

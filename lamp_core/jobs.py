@@ -75,8 +75,8 @@ class QueueFull(LampError):
 # The one place this module calls the landscape code ("train first, then cut" lives there).
 
 def _landscape():
-    from . import landscape
-    return landscape
+    from . import surfaces         # cached_surface, surface_for_run, landscape_key
+    return surfaces
 
 
 # ----------------------------------------------------------------------------- records
@@ -162,6 +162,12 @@ class Job:
         self.done_event.set()
 
 
+def _phase(job: Job) -> int:
+    """The step within its epoch a run is at (0 before its first slice)."""
+    slot = job.slot
+    return 0 if slot is None or not slot.steps_per_epoch else slot.steps % slot.steps_per_epoch
+
+
 def default_devices() -> list[str]:
     """One worker per CUDA GPU, else one for the CPU."""
     import torch
@@ -201,6 +207,7 @@ class JobQueue:
         self._slice_end = 0.0                            # perf_counter when the current slice ends
         self.slices: deque = deque(maxlen=2000)          # (session, kind, [job ids], t0, t1): for tests and benches
         self.trained: Counter = Counter()                # run key -> times trained to completion here
+        self._holding = 0                                # submit_runs in progress
         self._closed = False
         self._workers = [threading.Thread(target=self._worker, args=(dev,), name=f"lamp-worker-{dev}",
                                           daemon=True) for dev in self.devices]
@@ -227,7 +234,13 @@ class JobQueue:
         with self._lock:
             new = sum(1 for c in cfgs if self._would_add(f"run:{run_key(c)}", session))
             self._check_cap(session, new)
-        return [self._submit_run(c, session).view() for c in cfgs]
+            self._holding += 1            # workers wait until all are in, so they can share a stack
+        try:
+            return [self._submit_run(c, session).view() for c in cfgs]
+        finally:
+            with self._lock:
+                self._holding -= 1
+                self._wake.notify_all()
 
     def submit_surface(self, cfg: RunConfig, lcfg: LandscapeConfig, *,
                        session: str = DEFAULT_SESSION) -> JobView:
@@ -451,6 +464,8 @@ class JobQueue:
 
     def _pick(self, device: str) -> tuple[str, Job] | None:
         # caller holds self._lock: the oldest runnable job of the next session in turn
+        if self._holding:
+            return None
         for session in self._turn_order():
             mine = [j for j in self._live if session in self._owners(j) and self._runnable(j, device)]
             if mine:
@@ -529,7 +544,9 @@ class JobQueue:
                     cd = self._dataset(c.cfg)
                 except Exception:  # noqa: BLE001 - that run fails in its own turn, with its message
                     continue
-                if stack.stack_key(c.cfg, cd) == key:
+                # same stack key, and at the same step of its epoch: a stack's runs draw batches of
+                # one shape, and the last batch of an epoch may be smaller
+                if stack.stack_key(c.cfg, cd) == key and _phase(c) == _phase(job):
                     items.append((c.cfg, cd))
                     mates.append(c)
             plan = stack.plan_stacks(items, max_stack=self.max_stack)

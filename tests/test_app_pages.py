@@ -41,6 +41,21 @@ def run_until(at: AppTest, done, what: str, deadline_s: float = DEADLINE_S) -> A
     raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
 
 
+def server_queue():
+    """The app's job queue for this test's run store (the pages' `lab_state.queue()`)."""
+    from lamp_core.jobs import _QUEUES
+    from lamp_core.store import default_root
+    return next((q for q in list(_QUEUES) if q.store.root == default_root() and not q._closed), None)
+
+
+def assert_nothing_queued() -> None:
+    q = server_queue()
+    if q is not None:
+        assert not q.jobs(session=None) or all(v.cached for v in q.jobs(session=None)), \
+            [v.label for v in q.jobs(session=None)]
+        assert not q.slices
+
+
 def texts(at: AppTest) -> str:
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [s.value for s in at.subheader]
     parts += [e.value for e in at.error] + [w.value for w in at.warning] + [i.value for i in at.info]
@@ -48,11 +63,21 @@ def texts(at: AppTest) -> str:
 
 
 @pytest.mark.parametrize("name", PAGES)
-def test_every_page_runs_on_its_own(name):
-    at = page(name, cfg=None).run()
+def test_every_page_runs_on_its_own_and_queues_nothing(name):
+    at = page(name, cfg=None).run()              # the default: offline MNIST, 3 seeds
     assert not at.exception
     assert not at.error
     assert at.title[0].value
+    at.run()
+    assert_nothing_queued()
+
+
+def test_the_default_is_offline_mnist_with_three_seeds():
+    at = page("train_compare", cfg=None).run()
+    assert at.selectbox(key="source").value == "mnist"
+    assert at.selectbox(key="idx_mnist").value.startswith("offline subset")
+    assert at.session_state["seeds"] == 3
+    assert "MNIST subset, normal 8" in texts(at)
 
 
 def test_every_widget_has_help_text():
@@ -80,6 +105,36 @@ def test_loss_curves_controls_change_the_figure():
     at.select_slider[0].set_value(0.3).run()
     assert not at.exception
     assert at.get("plotly_chart")[0].proto.spec != before
+    at.toggle(key="log_grad").set_value(True).run()
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert any(ax.get("type") == "log" for k, ax in fig["layout"].items() if k.startswith("yaxis"))
+
+
+def test_loss_curves_statements_match_the_losses():
+    """The page's claims are computed from lamp_core.losses; check them against the curves."""
+    import numpy as np
+
+    from lamp_core.losses import loss_curves
+    at = page("loss_curves").run()                       # eps 0.01, range ±1
+    c = loss_curves("l2", eps=0.01, max_over="fixed")
+    b, lamp = np.asarray(c["base"]), np.asarray(c["lamp"])
+    cross = b[(b > 0) & (lamp < b)].max()
+    assert 0.015 < cross < 0.025 and (lamp[b > 0.03] > b[b > 0.03]).all()
+    text = texts(at)
+    assert f"below about {cross:.2g}" in text and "below about 0.02" in text
+    assert "identical curves" in text                    # fixed and sample coincide at ±1 ...
+    same = [loss_curves(n, eps=0.01, max_over=m)["lamp"] for n in ("l1", "l2") for m in ("fixed", "sample")]
+    assert np.allclose(same[0], same[1]) and np.allclose(same[2], same[3])
+    # the gradient: base gradient x (1 - eps) / max(B) / (1 - B')
+    g_ratio = np.asarray(c["lamp_grad"])[b > 0] / np.asarray(c["base_grad"])[b > 0]
+    assert np.allclose(g_ratio, 0.99 / (1 - 0.99 * b[b > 0]))
+    assert "frac{1-\\epsilon}{\\max B}" in text
+    at.select_slider[0].set_value(0.5).run()            # ... and at eps 0.5 LAMP is below everywhere
+    c5 = loss_curves("l2", eps=0.5, max_over="fixed")
+    assert (np.asarray(c5["lamp"]) <= np.asarray(c5["base"]) + 1e-12).all()
+    assert "on the whole range" in texts(at)
+    at.slider[0].set_value(0.5).run()                   # a smaller range: the two readings part
+    assert "identical curves" not in texts(at) and "amplifies more" in texts(at)
 
 
 def _done_comparison(at: AppTest) -> bool:
@@ -87,7 +142,10 @@ def _done_comparison(at: AppTest) -> bool:
 
 
 def test_train_compare_background_run_to_completion():
-    at = page("train_compare").run()
+    at = page("train_compare")
+    at.session_state["seeds"] = 1
+    at.run()
+    assert_nothing_queued()
     at.button(key="train").click()
     run_until(at, _done_comparison, "the comparison to finish")
     metrics = {m.label: m.value for m in at.metric}
@@ -97,6 +155,7 @@ def test_train_compare_background_run_to_completion():
     assert len(at.get("plotly_chart")) >= 4          # history, ROC, histograms, confusion, grid
     rows = at.dataframe[0].value
     assert list(rows["loss"]) == ["base", "LAMP"] and set(rows["epochs"]) == {2}
+    assert list(rows.columns[:3]) == ["loss", "seed", "auroc"] or "auroc" in rows.columns
     # the threshold slider redraws the confusion matrices
     at.slider(key="threshold").set_value(60.0).run()
     assert not at.exception
@@ -116,8 +175,28 @@ def test_train_compare_several_seeds_report_spread():
     assert len(at.dataframe[0].value) == 4
 
 
+def test_results_say_when_the_settings_have_changed():
+    at = page("train_compare")
+    at.session_state["seeds"] = 1
+    at.run()
+    at.button(key="train").click()
+    run_until(at, _done_comparison, "the comparison to finish")
+    assert not at.warning
+    at.selectbox(key="source").set_value("digits")
+    at.run()
+    at.selectbox[1].set_value(3).run()                    # the normal class: 8 -> 3
+    notices = [w.value for w in at.warning if "results below are for" in w.value]
+    assert len(notices) == 1 and "normal 8" in notices[0]
+    assert _done_comparison(at)                           # the old results stay, under the notice
+    at.button(key="train_stale").click()
+    run_until(at, lambda a: _done_comparison(a) and not a.warning, "the new settings to finish")
+    assert at.session_state["config"]["data"]["normal_class"] == 3
+
+
 def test_train_compare_stop():
-    at = page("train_compare", TINY.with_train(epochs=400)).run()
+    at = page("train_compare", TINY.with_train(epochs=400))
+    at.session_state["seeds"] = 1
+    at.run()
     at.button(key="train").click().run()
     run_until(at, lambda a: any(b.key == "stop" for b in a.button), "the Stop button")
     at.button(key="stop").click()
@@ -161,6 +240,7 @@ def test_your_data_example_zip_report_then_train(tmp_path):
 
 def test_landscape_page_coarse_then_complete():
     at = page("landscape").run()
+    assert_nothing_queued()
     at.select_slider(key="ls_grid").set_value(7)
     at.select_slider(key="ls_images").set_value(16)
     at.button(key="compute").click()
@@ -169,26 +249,47 @@ def test_landscape_page_coarse_then_complete():
     rows = at.dataframe[0].value
     assert list(rows["loss"]) == ["base", "LAMP"]
     assert (rows["top_eigenvalue"] != 0).all()
+    assert "steepest direction" in texts(at) and "all* directions" in texts(at)
+    # another grid: the surfaces shown are flagged as other settings', with a button to compute these
+    at.select_slider(key="ls_grid").set_value(9).run()
+    assert len([w for w in at.warning if "results below are for" in w.value]) == 1
+    assert any(b.key == "compute_stale" for b in at.button)
 
 
-def test_batch_size_slider_moves_to_a_finished_size():
+def test_batch_size_trains_only_on_a_click_and_shows_finished_sizes_at_once():
     at = page("batch_size", TINY.with_train(epochs=1))
     at.session_state["bs_landscape"] = False          # runs only: contours are tested on their page
-    at.session_state["bs"] = 16
-    run_until(at, lambda a: not a.session_state["_busy_batch"] and a.session_state["bs_jobs"].get(16)
-              and len(a.get("plotly_chart")) == 1, "batch 16 to finish")
-    at.select_slider(key="bs").set_value(4)
-    run_until(at, lambda a: not a.session_state["_busy_batch"] and 4 in a.session_state["bs_jobs"],
-              "batch 4 to finish")
-    # back to a finished size: one run of the page shows it, nothing is queued
+    at.run()
+    assert_nothing_queued()
+    at.select_slider(key="bs").set_value(16).run()    # dragging queues nothing ...
+    at.select_slider(key="bs").set_value(4).run()
+    assert_nothing_queued()
+    assert "has not been trained" in texts(at)
+    at.button(key="train_bs").click().run()           # ... a click does
+    run_until(at, lambda a: not a.session_state["_busy_batch"] and 4 in a.session_state["bs_jobs"]
+              and len(a.get("plotly_chart")) == 1, "batch 4 to finish")
+    n_slices = len(server_queue().slices)
     at.select_slider(key="bs").set_value(16).run()
-    assert not at.exception
-    assert not at.session_state["_busy_batch"]
-    assert "16" in texts(at) and "✓" in texts(at)
+    assert "has not been trained" in texts(at) and any(b.key == "train_bs" for b in at.button)
+    at.button(key="train_bs").click().run()
+    run_until(at, lambda a: not a.session_state["_busy_batch"] and 16 in a.session_state["bs_jobs"],
+              "batch 16 to finish")
+    # back to a finished size: one run of the page shows it, nothing is queued
+    n_slices = len(server_queue().slices)
+    at.select_slider(key="bs").set_value(4).run()
+    assert not at.exception and not at.session_state["_busy_batch"]
+    assert len(server_queue().slices) == n_slices
+    assert "has not been trained" not in texts(at)
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
-    xs = {t["name"]: t["x"] for t in fig["data"]}
+    xs = {t["name"]: t["x"] for t in fig["data"] if t.get("name") in ("base", "LAMP")}
     assert set(xs) == {"base", "LAMP"}
     assert all({4, 16} <= set(x) for x in xs.values())
+    # a new session on the same server sees both sizes at once, from the store, without training
+    other = page("batch_size", TINY.with_train(epochs=1))
+    other.session_state["bs_landscape"] = False
+    other.session_state["bs"] = 16
+    other.run()
+    assert "from the run store" in texts(other) and len(server_queue().slices) == n_slices
 
 
 @pytest.fixture(autouse=True)
@@ -234,7 +335,10 @@ def test_your_data_refuses_an_upload_over_the_size_limit(monkeypatch):
 
 
 def test_two_browser_sessions_share_one_job_per_config():
-    first, second = page("train_compare").run(), page("train_compare").run()
+    first, second = page("train_compare"), page("train_compare")
+    for at in (first, second):
+        at.session_state["seeds"] = 1
+        at.run()
     first.button(key="train").click().run()
     second.button(key="train").click().run()
     assert first.session_state["compare"]["ids"] == second.session_state["compare"]["ids"]

@@ -9,7 +9,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "app"))
 import results  # noqa: E402
 
-from lamp_core.config import RunConfig, TrainConfig  # noqa: E402
+from lamp_core.config import RunConfig, TrainConfig, run_key  # noqa: E402
 
 
 def test_seed_configs_pair_base_and_lamp_and_ignore_lamp_options_for_base():
@@ -18,9 +18,20 @@ def test_seed_configs_pair_base_and_lamp_and_ignore_lamp_options_for_base():
     assert [c.train.seed for c in pairs["base"]] == [5, 6, 7] == [c.train.seed for c in pairs["LAMP"]]
     assert all(c.train.lamp for c in pairs["LAMP"]) and not any(c.train.lamp for c in pairs["base"])
     assert pairs["LAMP"][0].train.eps == 0.2 and pairs["LAMP"][0].train.max_over == "batch"
-    # changing a LAMP-only option leaves the base config (and so its store key) unchanged
+    # changing a LAMP-only option leaves the base run's identity (its store and queue key) unchanged
     other = results.seed_configs(cfg.with_train(eps=0.01, max_over="sample"), 1)
-    assert other["base"][0].key() == pairs["base"][0].key()
+    assert run_key(other["base"][0]) == run_key(pairs["base"][0])
+    assert run_key(other["LAMP"][0]) != run_key(pairs["LAMP"][0])
+
+
+def test_lamp_below_base_threshold_and_readings():
+    assert 0.019 < results.lamp_below_base_up_to(0.01) < 0.021     # -log(1 - 0.99 B) < B below B = 0.02
+    assert results.lamp_below_base_up_to(0.5) is None               # below everywhere at eps 0.5
+    assert results.fixed_equals_sample(1.0, 0.01) and not results.fixed_equals_sample(0.5, 0.01)
+
+
+def test_auroc_spread_note_names_the_seeds():
+    assert "3 seeds" in results.auroc_spread_note(3) and "One seed" in results.auroc_spread_note(1)
 
 
 def test_percentile_thresholds_use_each_models_normal_scores():

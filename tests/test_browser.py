@@ -1,5 +1,6 @@
 """The whole app in a real headless Chromium: `streamlit run` as a subprocess, driven by
-playwright, the default comparison run end to end on the built-in digits.
+playwright, two browser sessions on one server (as two students in a class): fairness of the
+shared queue, the stale-results notice, and downloads clicked in quick succession.
 
 Skips when /usr/bin/chromium is absent, unless LAMP_REQUIRE_BROWSER=1 (CI), where it fails.
 Waits only on visible text and the health endpoint, never on fixed sleeps.
@@ -85,32 +86,84 @@ def app_url(tmp_path):
             proc.kill()
 
 
-def test_default_comparison_end_to_end_in_chromium(app_url):
+def choose(page, label: str, option: str) -> None:
+    """Pick `option` in the Streamlit selectbox labelled `label`."""
+    from playwright.sync_api import expect
+    box = page.get_by_role("combobox", name=label, exact=True)
+    expect(box).to_be_visible(timeout=90_000)
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def set_number(page, label: str, value: int) -> None:
+    from playwright.sync_api import expect
+    field = page.get_by_role("spinbutton", name=label, exact=True)
+    expect(field).to_be_visible(timeout=90_000)
+    field.fill(str(value))
+    field.press("Enter")
+
+
+def open_compare_on_digits(browser, app_url: str, *, epochs: int, seeds: int):
+    """A fresh browser session on Train & compare with the smallest data (digits)."""
+    from playwright.sync_api import expect
+    page = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True).new_page()
+    page.goto(app_url + "/train_compare")
+    expect(page.get_by_role("heading", name="Train & compare")).to_be_visible(timeout=60_000)
+    choose(page, "Data source", "Built-in digits (smallest)")
+    expect(page.get_by_text("digits, normal 8", exact=False).first).to_be_visible(timeout=30_000)
+    set_number(page, "Epochs", epochs)
+    set_number(page, "Seeds", seeds)
+    expect(page.get_by_text(f"{epochs} epochs", exact=False).first).to_be_visible(timeout=30_000)
+    return page
+
+
+def test_two_sessions_fair_queue_stale_notice_and_rapid_downloads(app_url):
+    """Session A starts a long job first; session B's short comparison finishes while A's is still
+    running (fair turns, not first come first served). B then changes a setting (the results are
+    flagged as the old settings') and clicks five downloads in quick succession: all arrive."""
     from playwright.sync_api import expect, sync_playwright
 
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(app_url)
-            # the default page: Fig. 2 with the equations
-            expect(page.get_by_role("heading", name="Loss curves")).to_be_visible(timeout=60_000)
-            expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)
-            # the default comparison, end to end
-            page.get_by_role("link", name="Train & compare").click()
-            expect(page.get_by_role("heading", name="Train & compare")).to_be_visible(timeout=30_000)
-            page.get_by_role("button", name="Train base and LAMP").click()
-            expect(page.get_by_text("base AUROC")).to_be_visible(timeout=300_000)
-            expect(page.get_by_text("LAMP AUROC")).to_be_visible()
-            expect(page.get_by_text("Reconstructions (paper Fig. 4)")).to_be_visible()
-            # the ROC figure is drawn, with the AUROC in its legend
-            expect(page.locator(".js-plotly-plot").filter(has_text="ROC curves")).to_be_visible(timeout=30_000)
-            # the ROC figure downloads as a self-contained HTML file
-            with page.expect_download(timeout=60_000) as dl:
-                page.get_by_role("button", name="Download roc (HTML)").click()
-            html = Path(dl.value.path()).read_text(encoding="utf-8")
-            assert "plotly" in html.lower() and "AUROC" in html
-            page.screenshot(path=str(SCREENSHOT_DIR / "browser_train_compare.png"), full_page=False)
+            a = open_compare_on_digits(browser, app_url, epochs=400, seeds=1)
+            b = open_compare_on_digits(browser, app_url, epochs=2, seeds=2)
+            a.get_by_role("button", name="Train base and LAMP").click()
+            expect(a.get_by_role("button", name="Stop")).to_be_visible(timeout=60_000)
+            b.get_by_role("button", name="Train base and LAMP").click()
+            # B's comparison finishes, with its spread over seeds, while A's long job still runs
+            expect(b.get_by_text("base AUROC")).to_be_visible(timeout=240_000)
+            expect(b.get_by_text("± is the standard deviation over the 2 seeds")).to_be_visible()
+            expect(a.get_by_role("button", name="Stop")).to_be_visible()
+            expect(a.get_by_text("base AUROC")).to_have_count(0)
+            # the live sidebar of A shows its own jobs
+            expect(a.get_by_text("Your jobs")).to_be_visible(timeout=30_000)
+            a.get_by_role("button", name="Stop").click()
+            expect(a.get_by_text("Stopped or failed")).to_be_visible(timeout=60_000)
+
+            # rapid downloads: five clicks without waiting for each other
+            expect(b.locator(".js-plotly-plot").filter(has_text="ROC curves")).to_be_visible(timeout=60_000)
+            names = ["lamp_comparison.csv", "lamp_comparison.json", "Download roc (HTML)",
+                     "Download score_histograms (HTML)", "Download reconstructions (HTML)"]
+            got: list = []
+            b.on("download", got.append)
+            for name in names:
+                b.get_by_role("button", name=name).click()
+            end = time.time() + 90
+            while len(got) < len(names) and time.time() < end:
+                b.wait_for_timeout(200)            # polling the download list, not waiting on the app
+            assert len(got) == len(names), f"{len(got)} of {len(names)} downloads arrived"
+            files = {d.suggested_filename: Path(d.path()).read_bytes() for d in got}
+            assert set(files) == {"lamp_comparison.csv", "lamp_comparison.json", "roc.html",
+                                  "score_histograms.html", "reconstructions.html"}
+            assert b"auroc" in files["lamp_comparison.csv"] and b"AUROC" in files["roc.html"]
+            assert all(len(v) > 100 for v in files.values())
+
+            # results belong to their settings: another normal class flags the ones shown
+            choose(b, "Normal class", "3")
+            expect(b.get_by_text("The results below are for")).to_be_visible(timeout=30_000)
+            expect(b.get_by_role("button", name="Train these settings")).to_be_visible()
+            b.screenshot(path=str(SCREENSHOT_DIR / "browser_stale_notice.png"), full_page=False)
         finally:
             browser.close()

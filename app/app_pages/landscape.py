@@ -9,6 +9,8 @@ import streamlit as st
 import lab_state
 import results
 from lamp_core import landscape_figures
+from lamp_core.config import LampError
+from lamp_core.config import run_key
 from lamp_core.jobs import DONE
 
 q = lab_state.setup("Loss landscape")
@@ -45,15 +47,30 @@ with st.expander("More"):
 lcfg = replace(d, nx=nx, ny=nx, span=float(span), seed=int(seed), metric=metric, n_images=int(n_images),
                bn_mode=bn_mode, include_bn_bias=bn_bias)
 cfgs = {n: cs[0] for n, cs in results.seed_configs(cfg, 1).items()}
-key = "|".join(c.key() for c in cfgs.values()) + repr(lcfg)
+key = "|".join(run_key(c) for c in cfgs.values()) + repr(lcfg)
+shown = (f"metric {metric}, {nx}×{nx} grid, span ±{span:g}, direction seed {seed}, {n_images} images, "
+         f"BN {bn_mode}{', biases and BN moved' if bn_bias else ''} · {lab_state.describe(cfg)}")
+
+
+def compute() -> None:
+    try:
+        st.session_state["landscape"] = {
+            "key": key, "describe": shown,
+            "ids": {n: q.submit_surface(c, lcfg, session=lab_state.session_id()).id for n, c in cfgs.items()}}
+    except LampError as exc:
+        st.error(lab_state.page_message(str(exc)))
+
 
 if st.button("Compute landscapes", type="primary", key="compute",
-             help="Queue both surfaces in the background; finished ones load from the run store at once."):
-    st.session_state["landscape"] = {"key": key, "ids": {n: q.submit_surface(c, lcfg).id for n, c in cfgs.items()}}
+             help="Queue both surfaces in the background (each run is trained first if the store lacks it); "
+                  "finished ones load from the run store at once."):
+    compute()
 
 job = st.session_state.get("landscape")
 if job and job["key"] != key:
-    st.caption("The settings changed since these surfaces were asked for: press **Compute landscapes**.")
+    if lab_state.stale_notice(job["describe"], button="Compute these landscapes", key="compute_stale"):
+        compute()
+        st.rerun()
 
 
 def view() -> bool:
@@ -64,8 +81,9 @@ def view() -> bool:
         with col:
             lab_state.show_job(v, label=f"{n} landscape")
     if busy:
-        st.button("Stop", key="stop_ls", help="Stop both surfaces; what is computed so far stays on screen.",
-                  on_click=lambda: [q.cancel(i) for i in job["ids"].values()])
+        st.button("Stop", key="stop_ls", help="Stop both surfaces (and their training, unless another session "
+                  "also asked for it); what is computed so far stays on screen.",
+                  on_click=lambda: [q.cancel(i, lab_state.session_id()) for i in job["ids"].values()])
     surfaces = {}
     for n, v in vs.items():
         if v is None:
@@ -97,6 +115,8 @@ def view() -> bool:
                 "radius_increase": st.column_config.NumberColumn(f"mean rel. increase at r = {radius:g}",
                                                                  format="%.3f"),
                 "centre": st.column_config.NumberColumn("loss at θ", format="%.4g")})
+            with st.expander("What these numbers measure, and why they can disagree", expanded=True):
+                st.markdown(results.SHARPNESS_NOTE)
             if not busy:
                 lab_state.download_table(rows, "sharpness", key="dl_sharp")
     elif busy:

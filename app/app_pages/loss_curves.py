@@ -6,6 +6,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app/ (for lab_st
 import streamlit as st
 
 import lab_state
+import results
 from lamp_core import figures
 from lamp_core.losses import loss_curves
 
@@ -28,19 +29,34 @@ max_over = c2.radio("Max taken over", ["fixed", "sample"], horizontal=True,
                          "the plotted range, as eq. 2 does per image in training.")
 rng = c3.slider("Residual range ±", 0.1, 1.0, 1.0, 0.05,
                 help="Residuals r = y − ŷ are plotted over [−range, range]; images live in [0, 1].")
+log_grad = st.toggle("Gradients on a log scale", False, key="log_grad",
+                     help="Show |d loss / d r| for r > 0 on a log axis (the curves are symmetric). At small ε "
+                          "LAMP's gradient spans several decades; on a linear axis all but the rim looks flat.")
 
 curves = {b: loss_curves(b, eps=eps, residual_range=rng, max_over=max_over) for b in ("l1", "l2")}
-fig = figures.fig_loss_curves(curves, eps=eps)
+fig = figures.fig_loss_curves(curves, eps=eps, log_gradient=log_grad)
 st.plotly_chart(fig, key="fig2")
 lab_state.download_figure(fig, "loss_curves", key="dl_fig2")
 
-st.markdown("""
-**What to notice.** The LAMP curve lies above its base everywhere and bends up towards the
-largest residual: $-\\log(1-x) \\ge x$, with equality only at 0. Its gradient (right column)
-is the base gradient multiplied by $1/(1-B')$, so large residuals are pushed much harder.
-L1's base gradient is a constant ±1; LAMP turns it into a slope that grows with |r|, much like
-L2. Lower ε and watch the wall at the edge of the range grow. With *sample*, the maximum is
-the edge of the plotted range, so shrinking the range changes the whole curve. In training the
-max is taken per image or over the batch (an option on Train & compare), so each pixel's loss is
-relative to the worst pixel of its image or of its batch.
+# Every number below is computed from lamp_core.losses for the settings on screen.
+cross = results.lamp_below_base_up_to(eps)
+if cross is None:
+    where = (f"With the fixed bound and ε = {eps:g}, the LAMP curve lies **below** its base on the whole "
+             "range: $-\\log(1-(1-\\epsilon)B)$ starts with slope $1-\\epsilon < 1$ and does not catch up before B = 1.")
+else:
+    where = (f"With the fixed bound and ε = {eps:g}, the LAMP curve lies **below** its base for base values "
+             f"B below about {cross:.2g} (slope $1-\\epsilon$ at 0) and **above** it beyond, where the "
+             "logarithm bends up towards the largest residual.")
+same = results.fixed_equals_sample(rng, eps)
+st.markdown(f"""
+**What to notice.** {where} LAMP's gradient (right column) is the base gradient multiplied by
+$\\frac{{1-\\epsilon}}{{\\max B}}\\cdot\\frac{{1}}{{1-B'}}$: the factor $1/(1-B')$ pushes large residuals
+much harder, and $(1-\\epsilon)/\\max B$ rescales every element. L1's base gradient is a constant ±1;
+LAMP turns it into a slope that grows with |r|, much like L2. Lower ε and watch the wall at the edge
+of the range grow (the log scale shows how many decades it spans).
+
+**Fixed or sample?** *sample* divides by the largest base value on the plotted range; *fixed* by
+the bound 1. {"At this range (±1) the largest value on the plot is 1 for both L1 (|±1|) and L2 ((±1)²), the same as the bound, so the two readings draw identical curves: shrink the range to see them part." if same else "At this range the largest value on the plot is below 1, so *sample* amplifies more than *fixed*: the whole curve is relative to the plotted edge."}
+In training the max is taken per image or over the batch (an option on Train & compare), so each
+pixel's loss is relative to the worst pixel of its image or of its batch.
 """)

@@ -9,7 +9,9 @@ import lab_state
 import results
 from lamp_core import figures
 from lamp_core.config import (BASE_LOSSES, DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER, MAX_OVER,
-                              OPTIMIZERS, LampError, ModelConfig, RunConfig, TrainConfig, DataConfig, validate)
+                              OPTIMIZERS, LampError, ModelConfig, RunConfig, TrainConfig, DataConfig, run_key,
+                              validate)
+from lamp_core.data import MNIST_SUBSET_DIR
 from lamp_core.evaluate import confusion_at
 from lamp_core.jobs import DONE
 
@@ -20,15 +22,17 @@ ss = st.session_state
 cur = lab_state.current_config()
 
 # ----------------------------------------------------------------------------- data
-SOURCES = {"digits": "Built-in digits (offline)", "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST",
+SOURCES = {"mnist": "MNIST", "digits": "Built-in digits (smallest)", "fashion-mnist": "Fashion-MNIST",
            "mvtec": "MVTec-layout folder", "folder": "Uploaded zip"}
 st.subheader("Data")
 c1, c2, c3 = st.columns(3)
 source = c1.selectbox("Data source", list(SOURCES), format_func=SOURCES.get, key="source",
                       index=list(SOURCES).index(cur.data.dataset),
-                      help="Digits ship with scikit-learn (1,797 8×8 images, nothing to download). MNIST and "
-                           "Fashion-MNIST read IDX files; MVTec-layout folders come from the data root "
-                           "(LAMP_DATA_ROOT); 'Uploaded zip' uses the set validated on the Your data page.")
+                      help="MNIST (default) reads IDX files: the offline subset shipped with the lab (1,000 "
+                           "training images per digit, 2,000 test images), or a folder of full files. Digits "
+                           "ship with scikit-learn (1,797 8×8 images, the smallest and fastest). Fashion-MNIST "
+                           "reads IDX files; MVTec-layout folders come from the data root (LAMP_DATA_ROOT); "
+                           "'Uploaded zip' uses the set validated on the Your data page.")
 data_kw: dict = {"dataset": source}
 root = lab_state.data_root()
 if source in ("digits", "mnist", "fashion-mnist"):
@@ -36,16 +40,27 @@ if source in ("digits", "mnist", "fashion-mnist"):
                                            help="The class trained as normal; the other nine are the anomalies "
                                                 "(the paper's one-class protocol, §3.1).")
 if source in ("mnist", "fashion-mnist"):
+    SUBSET = "offline subset (shipped with the lab)"
     found = lab_state.find_folders("idx")
-    choice = c3.selectbox("IDX folder", found + ["(download into the cache)"],
-                          help=f"Folders under the data root ({root}) holding train-images-idx3-ubyte files. "
-                               "Fashion-MNIST uses the same file names. Downloading needs a network.")
-    data_kw["data_root"] = str(root / choice) if choice in found else None
+    options = ([SUBSET] if source == "mnist" else []) + found + ["(download into the cache)"]
+    now = cur.data.data_root if cur.data.dataset == source else None
+    at = (0 if now == str(MNIST_SUBSET_DIR) or now is None else
+          next((i for i, f in enumerate(options) if root is not None and now == str(root / f)), 0))
+    choice = c3.selectbox("IDX folder", options, index=at, key=f"idx_{source}",
+                          help=f"The offline MNIST subset, or folders under the data root ({root}) holding "
+                               "train-images-idx3-ubyte files (Fashion-MNIST uses the same file names). "
+                               "Downloading needs a network.")
+    data_kw["data_root"] = (str(MNIST_SUBSET_DIR) if choice == SUBSET else
+                            str(root / choice) if choice in found else None)
     cc1, cc2 = st.columns(2)
-    data_kw["max_train"] = cc1.number_input("Max training images", 2, 6000, 1000, 100,
-                                            help="A seeded subset of the normal class keeps CPU training short.")
-    data_kw["max_test"] = cc2.number_input("Max test images", 2, 10000, 2000, 100,
-                                           help="A seeded, stratified subset of the 10,000 test images.")
+    same = cur.data.dataset == source
+    data_kw["max_train"] = int(cc1.number_input(
+        "Max training images", 2, 6000, (cur.data.max_train or 1000) if same else 1000, 100, key=f"maxtr_{source}",
+        help="A seeded subset of the normal class keeps CPU training short (the offline subset has 1,000 "
+             "per digit)."))
+    data_kw["max_test"] = int(cc2.number_input(
+        "Max test images", 2, 10000, (cur.data.max_test or 2000) if same else 2000, 100, key=f"maxte_{source}",
+        help="A seeded, stratified subset of the test images (the offline subset has 2,000)."))
 elif source == "mvtec":
     found = lab_state.find_folders("mvtec")
     if not found:
@@ -84,9 +99,10 @@ batch = c4.selectbox("Batch size", lab_state.BATCH_SIZES, index=lab_state.BATCH_
                      help="Images per step (the paper's sizes). Capped at the number of training images.")
 c1, c2, c3 = st.columns(3)
 epochs = c1.number_input("Epochs", 1, 500, t.epochs, help="Passes over the normal training images.")
-seeds = c2.number_input("Seeds", 1, 10, int(ss.get("seeds", 1)),
+seeds = c2.number_input("Seeds", 1, 10, int(ss.get("seeds", lab_state.DEFAULT_SEEDS)),
                         help="Train each loss with this many seeds (initial weights and batch order). Several "
-                             "seeds show the spread: AUROC is reported as mean ± std over seeds.")
+                             "seeds show the spread: AUROC is reported as mean ± std over seeds. All runs of "
+                             "a comparison train together as one stack.")
 seed0 = c3.number_input("First seed", 0, 10_000, t.seed, help="Seeds run from this value upward.")
 with st.expander("LAMP's open choices (paper eq. 2): defaults shown", expanded=True):
     c1, c2, c3 = st.columns(3)
@@ -115,21 +131,40 @@ cfg = RunConfig(data=DataConfig(**data_kw),
                                   seed=int(seed0)))
 st.caption(lab_state.describe(cfg))
 
-if st.button("Train base and LAMP", type="primary", key="train",
-             help="Queue both runs (per seed) in the background. Runs trained before by anyone on this "
-                  "server load from the run store at once."):
+
+
+def identity(cfg: RunConfig, seeds: int) -> list[str]:
+    """What the results on this page belong to: the run keys of every run of the comparison."""
+    return [run_key(c) for cs in results.seed_configs(cfg, seeds).values() for c in cs]
+
+
+def train(cfg: RunConfig, seeds: int) -> None:
+    """Queue (or load from the store) every run of the comparison; nothing happens without a click."""
     try:
         validate(cfg)
         if source == "folder" and cfg.data.data_root is None:
             raise LampError("no uploaded data: validate a zip on the Your data page first")
-        cfgs = results.seed_configs(cfg, int(seeds))
-        ss["compare"] = {"ids": {n: [q.submit_run(c).id for c in cs] for n, cs in cfgs.items()},
-                         "epochs": int(epochs)}
-        lab_state.set_current_config(cfg, int(seeds))
+        cfgs = results.seed_configs(cfg, seeds)
+        flat = [c for cs in cfgs.values() for c in cs]
+        views = q.submit_runs(flat, session=lab_state.session_id())
+        ids = iter(v.id for v in views)
+        ss["compare"] = {"ids": {n: [next(ids) for _ in cs] for n, cs in cfgs.items()}, "epochs": int(cfg.train.epochs),
+                         "identity": identity(cfg, seeds), "describe": f"{lab_state.describe(cfg)} · {seeds} seed(s)"}
+        lab_state.set_current_config(cfg, seeds)
     except LampError as exc:
-        st.error(str(exc))
+        st.error(lab_state.page_message(str(exc)))
+
+
+if st.button("Train base and LAMP", type="primary", key="train",
+             help="Queue every run (both losses, each seed) in the background; they train together as one "
+                  "stack. Runs trained before by anyone on this server load from the run store at once."):
+    train(cfg, int(seeds))
 
 cmp = ss.get("compare")
+if cmp and cmp.get("identity") != identity(cfg, int(seeds)):
+    if lab_state.stale_notice(cmp["describe"], button="Train these settings", key="train_stale"):
+        train(cfg, int(seeds))
+        st.rerun()
 
 
 def progress() -> bool:
@@ -141,9 +176,10 @@ def progress() -> bool:
             for v in vlist:
                 lab_state.show_job(v, label=f"{name}" + (f" · {v.label}" if v else ""))
     if busy:
-        st.button("Stop", key="stop", help="Stop every run of this comparison after its current step. "
-                  "The partial loss curves stay; nothing partial is stored.",
-                  on_click=lambda: [q.cancel(i) for ids in cmp["ids"].values() for i in ids])
+        st.button("Stop", key="stop", help="Stop every run of this comparison after its current step (a run "
+                  "another session also asked for goes on for them). The partial loss curves stay; nothing "
+                  "partial is stored.",
+                  on_click=lambda: [q.cancel(i, lab_state.session_id()) for ids in cmp["ids"].values() for i in ids])
     hist = {}
     for name, vlist in vs.items():
         v = vlist[0]
@@ -169,7 +205,6 @@ if cmp:
             st.warning("Stopped or failed before both losses finished: the loss curves above show how far "
                        "they got. Nothing partial was evaluated or stored; press Train to run again.")
         else:
-            st.session_state["last_records"] = True
             st.subheader("Detection")
             evs = {n: [r.evaluation for r in rl] for n, rl in recs.items()}
             mcols = st.columns(len(evs) + 1)
@@ -177,6 +212,8 @@ if cmp:
                 col.metric(f"{n} AUROC", figures.format_auroc([e.auroc for e in el]),
                            help="Area under the ROC curve of the per-image mean-L2 score (1 = perfect, "
                                 "0.5 = chance); mean ± std over seeds when several ran.")
+            n_seeds = len(next(iter(evs.values())))
+            st.caption(results.auroc_spread_note(n_seeds))
             pix = {n: el[0].pixel_auroc for n, el in evs.items() if el[0].pixel_auroc is not None}
             if pix:
                 mcols[-1].metric("pixel AUROC (seed 1)", " / ".join(f"{n} {v:.3f}" for n, v in pix.items()),
@@ -213,5 +250,6 @@ if cmp:
             lab_state.download_figure(grid, "reconstructions", key="dl_grid")
             st.subheader("Results")
             rows = [results.result_row(n, r) for n, rl in recs.items() for r in rl]
-            st.dataframe(rows, hide_index=True)
+            # metrics first, so AUROC is on screen without scrolling the table sideways
+            st.dataframe(rows, hide_index=True, column_order=results.ROW_ORDER)
             lab_state.download_table(rows, "lamp_comparison", key="dl_rows")

@@ -52,7 +52,7 @@ if up is not None:
             ds = data_mod.load(cfg)
     except LampError as exc:
         lab_state.discard_upload(path)
-        st.error(str(exc).replace(str(path), up.name).replace(path.name, up.name))
+        st.error(lab_state.page_message(str(exc), {str(path): up.name, path.name: up.name}))
         st.stop()
     s = ds.summary()
     st.subheader("Validation report")
@@ -71,7 +71,7 @@ if up is not None:
     stats = results.original_image_stats(path)
     st.caption(f"Layout: **{layout}** · stored as " + ", ".join(f"{k} ({n})" for k, n in stats[:6])
                + (" …" if len(stats) > 6 else "") + f" · resized to {s['image_size']}×{s['image_size']}")
-    notes = [n.replace(str(path), up.name) for n in ds.notes]
+    notes = [lab_state.page_message(n, {str(path): up.name, path.name: up.name}) for n in ds.notes]
     notes += [f"ignored {f}: not inside one of the {layout} layout's folders" for f in outside]
     if notes:
         with st.expander(f"Skipped or noted: {len(notes)}", expanded=True):
@@ -91,11 +91,21 @@ if up is not None:
     labels = ds.test_labels.numpy()
     thumbs(ds.test[np.flatnonzero(labels == 0)], "test normal")
     thumbs(ds.test[np.flatnonzero(labels == 1)], "test anomalous")
+    in_use = lab_state.upload()
+    if in_use is not None and (in_use["path"] != str(path) or in_use.get("image_size") != int(size)):
+        st.warning(f"Train & compare still uses **{in_use['name']}** at {in_use.get('image_size', '?')} px, not "
+                   f"this report's {up.name} at {int(size)} px: press the button below to use this one.",
+                   icon=":material/history:")
     if st.button("Use this data on Train & compare", type="primary", key="use_upload",
                  help="Makes 'Uploaded zip' the data source there, with this image size."):
-        st.session_state["upload"] = {"path": str(path), "name": up.name, "summary": s}
+        st.session_state["upload"] = {"path": str(path), "name": up.name, "summary": s, "image_size": int(size)}
         cur = lab_state.current_config()
         lab_state.set_current_config(cur.with_data(dataset="folder", data_root=str(path), image_size=int(size),
-                                                   category=None),
-                                     st.session_state.get("seeds", 1))
+                                                   category=None, max_train=None, max_test=None),
+                                     st.session_state.get("seeds", lab_state.DEFAULT_SEEDS))
         st.success(f"{up.name} is ready: open **Train & compare** and press Train.")
+else:
+    in_use = lab_state.upload()
+    if in_use is not None:
+        st.caption(f"Train & compare uses **{in_use['name']}** (validated earlier in this session). Upload "
+                   "another zip to replace it.")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from . import data as data_mod
 from .config import RunConfig
+from .data import ADDataset
 from .evaluate import Evaluation, evaluate
 from .store import RunStore
 from .train import ProgressFn, StopFn, TrainResult, train
@@ -30,7 +31,14 @@ def run_config(cfg: RunConfig, *, store: RunStore | None = None, on_progress: Pr
             return RunRecord(stored.result, stored.evaluation, cached=True)
     dataset = data_mod.load(cfg.data)
     result = train(cfg, dataset, on_progress=on_progress, should_stop=should_stop)
-    if result.stopped or result.steps == 0 and cfg.train.epochs > 0:
+    return finish_run(result, dataset, store)
+
+
+def finish_run(result: TrainResult, dataset: ADDataset, store: RunStore | None = None) -> RunRecord:
+    """Evaluate a trained run and file it in `store` (the one place runs are evaluated, whether
+    trained alone, in a stack by a sweep, or by the app's job queue). A stopped run, or one that
+    never took a step, is returned unevaluated and not stored (it is redone next time)."""
+    if result.stopped or result.steps == 0 and result.config.train.epochs > 0:
         return RunRecord(result, None, cached=False)
     evaluation = evaluate(result.model(), dataset)
     if store is not None:

@@ -46,6 +46,7 @@ from .models import ConvAutoencoder, PatchAutoencoder
 from .train import PROGRESS_INTERVAL_S, TrainResult, initial_model, make_optimizer, resolve_device
 
 CHANNELS_LAST = torch.channels_last
+PARAM_FORMAT = torch.channels_last
 # Stacking pays on the CPU while one run's batch is small (measured, bench/stacked_training.py):
 # above this many input values per step (batch x channels x pixels) one channels-last run is as
 # fast per image as a stack.
@@ -70,7 +71,7 @@ class RunSlot:
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         # float64 is for tests that check the stacked maths below float32's rounding noise
         self.model = initial_model(cfg, data.channels, data.image_size).to(self.device, dtype).train()
-        self.model.to(memory_format=CHANNELS_LAST)
+        self.model.to(memory_format=PARAM_FORMAT)
         self.opt = make_optimizer(t.optimizer, self.model.parameters(), t.lr)
         self.x_all = data.train.to(self.device, dtype)       # (n, C, H, W) on the device
         self.n = self.x_all.shape[0]

@@ -12,11 +12,15 @@ paired comparison in `report.py` meaningful (paper §3.3-3.4 compare L_base with
 
 Executors:
 
-* ``local``: in this process, one run at a time (one device).
-* ``ray``: one ``@ray.remote`` task per run that is not in the store yet, with a resource request
-  (``num_cpus``, and ``num_gpus`` when the run wants a GPU); results stream back with
-  ``ray.wait`` and the driver writes them to the store (atomic writes), so workers need no access
-  to the store's folder. Relative data paths are resolved against the driver's working folder,
+* ``local``: in this process, one stack at a time (one device). With ``stack=True`` (the
+  default) the runs not yet in the store are grouped by `stack.plan_stacks` (same network, image
+  and batch shape; only where stacking pays; within a memory budget) and each group trains as
+  one stack (`lamp_core.stack`); every run is evaluated and stored as soon as its stack ends.
+  ``stack=False`` trains one run at a time. Results are the same up to float rounding.
+* ``ray``: one ``@ray.remote`` task per stack (one per run with ``stack=False``), with a
+  resource request (``num_cpus``, and ``num_gpus`` when the runs want a GPU); results stream
+  back with ``ray.wait`` and the driver writes each run to the store (atomic writes), so workers
+  need no access to the store's folder. Relative data paths are resolved against the driver's working folder,
   which must exist on the workers too (a shared file system, or the same layout on every node).
 
 Same seeds give the same numbers on both executors when both use the same number of torch
@@ -248,8 +252,12 @@ def run_sweep(configs: Sequence[RunConfig], store: RunStore, *, executor: str = 
               address: str | None = None, num_cpus: int | None = None, cpus_per_run: float = 1.0,
               gpus_per_run: float | None = None, threads: int | None = 1,
               progress: SweepProgress | None = None,
-              should_stop: Callable[[], bool] | None = None) -> SweepOutcome:
-    """Run every config not yet in `store`, writing each to the store as soon as it finishes."""
+              should_stop: Callable[[], bool] | None = None, stack: bool = True,
+              memory_budget_mb: float | None = None) -> SweepOutcome:
+    """Run every config not yet in `store`, writing each to the store as soon as it finishes.
+
+    `stack`: train compatible runs together (`lamp_core.stack`); `memory_budget_mb` caps a
+    stack's estimated training memory (default: `stack.default_memory_budget_mb`)."""
     if executor not in ("local", "ray"):
         raise ConfigError(f"unknown executor {executor!r}: choose local or ray")
     progress = progress or SweepProgress(len(configs), enabled=False)
@@ -263,25 +271,79 @@ def run_sweep(configs: Sequence[RunConfig], store: RunStore, *, executor: str = 
         else:
             todo.append(cfg)
     if executor == "local":
-        stopped = _run_local(todo, store, runs, progress, threads, should_stop)
+        stopped = _run_local(todo, store, runs, progress, threads, should_stop, stack, memory_budget_mb)
     else:
         stopped = _run_ray(todo, store, runs, progress, address=address, num_cpus=num_cpus,
                            cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, threads=threads,
-                           should_stop=should_stop)
+                           should_stop=should_stop, stack=stack, memory_budget_mb=memory_budget_mb)
     ordered = [runs[c.key()] for c in configs if c.key() in runs]
     trained = sum(1 for r in ordered if not r.cached and r.error is None)
     failed = sum(1 for r in ordered if r.error is not None)
     return SweepOutcome(ordered, trained=trained, failed=failed, stopped=stopped)
 
 
-def _run_local(todo, store, runs, progress, threads, should_stop) -> bool:
+def _run_local(todo, store, runs, progress, threads, should_stop, stack=True, memory_budget_mb=None) -> bool:
     import torch
     before = torch.get_num_threads()
     _set_threads(threads)
     try:
+        if stack:
+            return _local_stacks(todo, store, runs, progress, should_stop, memory_budget_mb)
         return _local_loop(todo, store, runs, progress, should_stop)
     finally:
         torch.set_num_threads(before)      # leave the calling process (e.g. the app) as it was
+
+
+def _load_all(cfgs: Sequence[RunConfig]) -> list:
+    """Each run's data set, loaded once per distinct data config."""
+    from . import data as data_mod
+    cache: dict[DataConfig, Any] = {}
+    return [cache[c.data] if c.data in cache else cache.setdefault(c.data, data_mod.load(c.data)) for c in cfgs]
+
+
+def train_and_finish(cfgs: Sequence[RunConfig], datas: Sequence[Any], store: RunStore | None, *,
+                     should_stop: Callable[[], bool] | None = None,
+                     memory_budget_mb: float | None = None) -> Iterable[tuple[RunConfig, Any]]:
+    """Train `cfgs` in planned stacks and yield (config, RunRecord or exception) per run as each
+    stack ends; a run whose stack was stopped yields a record without evaluation."""
+    from .runner import finish_run
+    from .stack import RunSlot, plan_stacks, train_slots
+    for group in plan_stacks(list(zip(cfgs, datas)), memory_budget_mb=memory_budget_mb):
+        try:
+            slots = [RunSlot(cfgs[i], datas[i], cfgs[i].train.device) for i in group]
+            train_slots(slots, should_stop=None if should_stop is None else (lambda _s: should_stop()))
+        except LampError:
+            raise          # bad data or config: every run would fail the same way
+        except Exception as exc:  # noqa: BLE001 - one broken stack must not end a long sweep
+            for i in group:
+                yield cfgs[i], exc
+            continue
+        for i, slot in zip(group, slots):
+            try:
+                yield cfgs[i], finish_run(slot.result(), datas[i], store)
+            except LampError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. an evaluation that met NaN scores
+                yield cfgs[i], exc
+
+
+def _local_stacks(todo, store, runs, progress, should_stop, memory_budget_mb) -> bool:
+    if not todo:
+        return False
+    datas = _load_all(todo)
+    for cfg, rec in train_and_finish(todo, datas, store, should_stop=should_stop,
+                                     memory_budget_mb=memory_budget_mb):
+        progress.started()
+        if isinstance(rec, Exception):
+            run = SweepRun(cfg, None, 0.0, 0, cached=False, error=f"{type(rec).__name__}: {rec}")
+        elif rec.evaluation is None:     # stopped mid-run: nothing stored, redo next time
+            return True
+        else:
+            r = rec.result
+            run = SweepRun(cfg, rec.evaluation, r.seconds, r.steps, cached=False, diverged=r.diverged)
+        runs[cfg.key()] = run
+        progress.finished(run, describe(cfg))
+    return bool(should_stop is not None and should_stop())
 
 
 def _local_loop(todo, store, runs, progress, should_stop) -> bool:
@@ -306,19 +368,54 @@ def _local_loop(todo, store, runs, progress, should_stop) -> bool:
     return False
 
 
-# --- Ray: one remote task per run ------------------------------------------------------------
+# --- Ray: one remote task per stack ----------------------------------------------------------
 
-def _ray_task(cfg_dict: dict[str, Any], cwd: str, threads: int | None):
-    """Body of the remote task: train and evaluate one config, return plain data to the driver."""
+def _ray_task(cfg_dicts: list[dict[str, Any]], cwd: str, threads: int | None, stack: bool = True):
+    """Body of the remote task: train and evaluate a stack of configs (one config with
+    stack=False), return plain data to the driver: per run (checkpoint, evaluation) or an error."""
     _set_threads(threads)
     if cwd and os.path.isdir(cwd):
         os.chdir(cwd)   # relative data roots in configs are relative to the driver's folder
-    from .runner import run_config
-    cfg = RunConfig.from_dict(cfg_dict)
-    rec = run_config(cfg)          # no store here: the driver files the result (atomic writes)
-    if rec.evaluation is None:
-        raise RuntimeError("the run stopped before it finished")
-    return rec.result.to_checkpoint(), rec.evaluation.to_dict()
+    cfgs = [RunConfig.from_dict(d) for d in cfg_dicts]
+    datas = _load_all(cfgs)
+    out = []
+    if stack:
+        records = train_and_finish(cfgs, datas, None)   # no store here: the driver files results
+    else:
+        from .runner import finish_run
+        from .train import train
+        records = ((c, finish_run(train(c, d), d, None)) for c, d in zip(cfgs, datas))
+    for _, rec in records:
+        if isinstance(rec, Exception):
+            out.append(("error", f"{type(rec).__name__}: {str(rec).splitlines()[-1] if str(rec) else ''}"))
+        elif rec.evaluation is None:
+            out.append(("error", "RuntimeError: the run stopped before it finished"))
+        else:
+            out.append((rec.result.to_checkpoint(), rec.evaluation.to_dict()))
+    return out
+
+
+def ray_batches(todo: Sequence[RunConfig], stack: bool) -> list[list[RunConfig]]:
+    """What each Ray task trains: runs that may share a stack (judged from the configs; the task
+    plans its stacks again on the loaded data), at most a default stack's size; one run each
+    without stacking or where stacking was measured not to pay."""
+    from .stack import DEFAULT_MAX_STACK, CPU_STACK_MAX_VALUES
+    if not stack:
+        return [[c] for c in todo]
+    groups: dict[tuple, list[RunConfig]] = {}
+    for c in todo:
+        d = c.data
+        # fields that set the network and the per-step batch shape; the rest may differ in a stack
+        key = (c.model, d.dataset, d.data_root, d.category, d.image_size, d.channels, d.max_train,
+               d.val_fraction, c.train.batch_size, c.train.device)
+        groups.setdefault(key, []).append(c)
+    batches: list[list[RunConfig]] = []
+    for group in groups.values():
+        c = group[0]
+        values = c.train.batch_size * max(c.data.channels, 1) * c.data.image_size ** 2
+        size = DEFAULT_MAX_STACK if (values <= CPU_STACK_MAX_VALUES or c.train.device == "cuda") else 1
+        batches.extend(group[i:i + size] for i in range(0, len(group), size))
+    return batches
 
 
 def wants_gpu(cfg: RunConfig, cluster_gpus: float) -> bool:
@@ -326,7 +423,7 @@ def wants_gpu(cfg: RunConfig, cluster_gpus: float) -> bool:
 
 
 def _run_ray(todo, store, runs, progress, *, address, num_cpus, cpus_per_run, gpus_per_run, threads,
-             should_stop) -> bool:
+             should_stop, stack=True, memory_budget_mb=None) -> bool:
     try:
         import ray
     except ImportError:
@@ -350,14 +447,16 @@ def _run_ray(todo, store, runs, progress, *, address, num_cpus, cpus_per_run, gp
         cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
         remote = ray.remote(max_retries=0)(_ray_task)
         cwd = os.getcwd()
-        pending: dict[Any, RunConfig] = {}
-        for cfg in todo:
+        pending: dict[Any, list[RunConfig]] = {}
+        for batch in ray_batches(todo, stack):
+            cfg = batch[0]
             gpus = gpus_per_run if gpus_per_run is not None else (1.0 if wants_gpu(cfg, cluster_gpus) else 0.0)
             if gpus and cluster_gpus <= 0:
                 raise ConfigError(f"run {describe(cfg)} wants a GPU but the Ray cluster has none: "
                                   "use device cpu or auto, or --gpus-per-run 0")
-            ref = remote.options(num_cpus=cpus_per_run, num_gpus=gpus).remote(cfg.to_dict(), cwd, threads)
-            pending[ref] = cfg
+            ref = remote.options(num_cpus=cpus_per_run, num_gpus=gpus).remote(
+                [c.to_dict() for c in batch], cwd, threads, stack)
+            pending[ref] = batch
         # runs that can execute at once: the cluster's CPUs over each task's CPU request
         slots = max(1, int(float(ray.cluster_resources().get("CPU", 1)) // max(cpus_per_run, 1e-9)))
         progress.running = min(len(pending), slots)
@@ -368,25 +467,28 @@ def _run_ray(todo, store, runs, progress, *, address, num_cpus, cpus_per_run, gp
                 return True
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in ready:
-                cfg = pending.pop(ref)
+                batch = pending.pop(ref)
                 try:
-                    ckpt, ev = ray.get(ref)
+                    outputs = ray.get(ref)
                 except ray.exceptions.RayError as exc:   # a failed task, or a lost worker/node
                     cause = exc.cause if getattr(exc, "cause", None) is not None else exc
                     if isinstance(cause, LampError):
                         for r in pending:
                             ray.cancel(r, force=True)
                         raise LampError(str(cause)) from None
-                    run = SweepRun(cfg, None, 0.0, 0, cached=False,
-                                   error=f"{type(cause).__name__}: {str(cause).splitlines()[-1] if str(cause) else ''}")
-                else:
-                    result, evaluation = TrainResult.from_checkpoint(ckpt), Evaluation.from_dict(ev)
-                    store.put(result, evaluation)
-                    run = SweepRun(cfg, evaluation, result.seconds, result.steps, cached=False,
-                                   diverged=result.diverged)
-                runs[cfg.key()] = run
+                    error = f"{type(cause).__name__}: {str(cause).splitlines()[-1] if str(cause) else ''}"
+                    outputs = [("error", error)] * len(batch)
+                for cfg, (ckpt, ev) in zip(batch, outputs):
+                    if ckpt == "error":
+                        run = SweepRun(cfg, None, 0.0, 0, cached=False, error=ev)
+                    else:
+                        result, evaluation = TrainResult.from_checkpoint(ckpt), Evaluation.from_dict(ev)
+                        store.put(result, evaluation)     # each run filed as soon as its stack ends
+                        run = SweepRun(cfg, evaluation, result.seconds, result.steps, cached=False,
+                                       diverged=result.diverged)
+                    runs[cfg.key()] = run
+                    progress.finished(run, describe(cfg), ran=False)
                 progress.running = min(len(pending), slots)
-                progress.finished(run, describe(cfg), ran=False)
         return False
     finally:
         if started_here:

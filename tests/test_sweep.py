@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 import lamp_core.runner as runner_mod
+import lamp_core.stack as stack_mod
 from lamp_core.cli import main
 from lamp_core.config import ConfigError, DataConfig, RunConfig, TrainConfig
+from lamp_core.data import load
 from lamp_core.store import RunStore
 from lamp_core.sweep import (SweepProgress, SweepSpec, base_of, describe, expand, parse_int_list, run_sweep)
 
@@ -30,15 +32,34 @@ def tiny_spec(**grid) -> SweepSpec:
 
 @pytest.fixture
 def count_trainings(monkeypatch):
-    """Counts calls of train() made through runner.run_config."""
+    """Counts runs whose training starts (a RunSlot is built for each: alone or in a stack)."""
     calls = []
-    real = runner_mod.train
+    real = stack_mod.RunSlot
 
-    def counting(cfg, data, **kw):
-        calls.append(cfg.key())
-        return real(cfg, data, **kw)
-    monkeypatch.setattr(runner_mod, "train", counting)
+    class CountingSlot(real):
+        def __init__(self, cfg, data, *a, **kw):
+            calls.append(cfg.key())
+            super().__init__(cfg, data, *a, **kw)
+    monkeypatch.setattr(stack_mod, "RunSlot", CountingSlot)
     return calls
+
+
+@pytest.fixture
+def stack_sizes(monkeypatch):
+    """Records the size of every stack train_slots is given."""
+    sizes = []
+    real = stack_mod.train_slots
+
+    def recording(slots, **kw):
+        sizes.append(len(slots))
+        return real(slots, **kw)
+    monkeypatch.setattr(stack_mod, "train_slots", recording)
+    return sizes
+
+
+def two_per_stack() -> float:
+    """A memory budget that fits two TINY runs per stack."""
+    return 2.5 * stack_mod.run_memory_mb(TINY, load(TINY.data))
 
 
 # ----------------------------------------------------------------------------- expansion
@@ -119,20 +140,40 @@ def test_describe_is_short_and_specific():
 
 # ----------------------------------------------------------------------------- running and resuming
 
-def test_sweep_resumes_after_a_kill_and_redoes_nothing_finished(tmp_path, count_trainings):
+@pytest.mark.parametrize("stack", [False, True])
+def test_sweep_resumes_after_a_kill_and_redoes_nothing_finished(tmp_path, count_trainings, stack):
     cfgs = expand(tiny_spec(**{"train.seed": [0, 1], "train.lamp": [False, True]}))
     store = RunStore(tmp_path / "store")
+    budget = two_per_stack() if stack else None          # stacked: two stacks of two runs
+    started_before_kill = 3 if not stack else 4           # the kill comes in the second stack
     # "kill" in the middle of the third run: should_stop turns true once its training has begun
-    out1 = run_sweep(cfgs, store, should_stop=lambda: len(count_trainings) >= 3)
+    out1 = run_sweep(cfgs, store, should_stop=lambda: len(count_trainings) >= started_before_kill,
+                     stack=stack, memory_budget_mb=budget)
     assert out1.stopped and out1.trained == 2 and len(store.configs()) == 2   # the stopped run is not stored
-    out2 = run_sweep(cfgs, store)
-    assert not out2.stopped and out2.trained == 2 and len(count_trainings) == 5
-    # the two finished runs were not trained again; the interrupted one was redone
-    assert sorted(count_trainings[:2] + count_trainings[3:]) == sorted(c.key() for c in cfgs)
-    out3 = run_sweep(cfgs, store)
-    assert out3.trained == 0 and len(count_trainings) == 5
+    out2 = run_sweep(cfgs, store, stack=stack, memory_budget_mb=budget)
+    redo = len(count_trainings)
+    assert not out2.stopped and out2.trained == 2 and redo == started_before_kill + 2
+    # the two finished runs were not trained again; the interrupted ones were redone
+    assert sorted(count_trainings[:2] + count_trainings[started_before_kill:]) == sorted(c.key() for c in cfgs)
+    out3 = run_sweep(cfgs, store, stack=stack)
+    assert out3.trained == 0 and len(count_trainings) == redo
     assert [r.cached for r in out3.runs] == [True] * 4
     assert [r.evaluation.auroc for r in out3.runs] == [r.evaluation.auroc for r in out2.runs]
+
+
+def test_sweeps_stack_by_default_and_stack_false_trains_one_by_one(tmp_path, stack_sizes):
+    cfgs = expand(tiny_spec(**{"train.seed": [0, 1], "train.lamp": [False, True],
+                               "train.batch_size": [8, 4]}))
+    stacked = run_sweep(cfgs, RunStore(tmp_path / "a"))
+    assert sorted(stack_sizes) == [4, 4]                 # one stack per batch size
+    del stack_sizes[:]
+    alone = run_sweep(cfgs, RunStore(tmp_path / "b"), stack=False)
+    assert stack_sizes == [1] * 8
+    assert stacked.trained == alone.trained == 8
+    for a, b in zip(stacked.runs, alone.runs):
+        assert a.config == b.config and a.steps == b.steps
+        assert abs(a.evaluation.auroc - b.evaluation.auroc) < 1e-3
+        assert max(abs(x - y) for x, y in zip(a.evaluation.scores, b.evaluation.scores)) < 1e-3
 
 
 def test_paired_runs_share_initial_weights_and_batches(tmp_path):
@@ -142,7 +183,7 @@ def test_paired_runs_share_initial_weights_and_batches(tmp_path):
     assert out.runs[0].steps == out.runs[1].steps == 2
     # same weights and batches, different loss: the reconstructions (and so scores) differ
     assert b.scores != l.scores
-    again = run_sweep([base], RunStore(tmp_path / "other"))
+    again = run_sweep([base, lamp], RunStore(tmp_path / "other"))
     assert again.runs[0].evaluation.scores == b.scores                   # deterministic per seed
 
 
@@ -214,9 +255,11 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, extra, words):
 def test_a_really_killed_sweep_resumes(tmp_path):
     """SIGKILL a `lamp sweep` process mid-way; the rerun trains only what was not stored."""
     store = tmp_path / "store"
+    # two batch sizes: two stacks of four runs, stored as each stack ends (one run at a time
+    # without stacking)
     args = [sys.executable, "-m", "lamp_core", "sweep", "--store", str(store), "--dataset", "digits",
             "--classes", "0-1", "--lamp", "both", "--epochs", "4", "--max-train", "64", "--max-test", "40",
-            "--batch-sizes", "4", "--out", str(tmp_path / "r"), "--threads", "1"]
+            "--batch-sizes", "4,8", "--out", str(tmp_path / "r"), "--threads", "1"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
@@ -226,9 +269,9 @@ def test_a_really_killed_sweep_resumes(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = len(list(store.glob("*/evaluation.json")))
-    assert 1 <= done < 4, "the sweep finished before it could be killed: make the runs longer"
+    assert 1 <= done < 8, "the sweep finished before it could be killed: make the runs longer"
     res = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout.strip().splitlines()[-1])
-    assert summary["runs"] == 4 and summary["trained"] == 4 - done
+    assert summary["runs"] == 8 and summary["trained"] == 8 - done
     assert f"{done} already in" in res.stderr

@@ -6,7 +6,7 @@ import pytest
 
 from lamp_core.config import ConfigError, DataConfig, RunConfig, TrainConfig
 from lamp_core.store import RunStore
-from lamp_core.sweep import SweepSpec, expand, run_sweep, wants_gpu
+from lamp_core.sweep import SweepSpec, expand, ray_batches, run_sweep, wants_gpu
 
 ray = pytest.importorskip("ray")
 
@@ -31,6 +31,22 @@ def test_ray_gives_the_local_numbers_and_resumes(tmp_path):
     assert all(store.has(c) for c in cfgs)                 # the driver filed every result
     again = run_sweep(cfgs, store, executor="ray", num_cpus=2)
     assert again.trained == 0 and all(r.cached for r in again.runs)
+    # one task per run without stacking: the same runs, equal to float rounding
+    alone = run_sweep(cfgs, RunStore(tmp_path / "alone"), executor="ray", num_cpus=2, threads=1, stack=False)
+    assert alone.trained == 4
+    for a, b in zip(remote.runs, alone.runs):
+        assert abs(a.evaluation.auroc - b.evaluation.auroc) < 1e-3
+
+
+def test_a_ray_task_gets_a_stack_not_a_run():
+    cfgs = expand(SweepSpec(base=TINY, grids=[{"train.seed": [0, 1], "train.lamp": [False, True],
+                                               "train.batch_size": [8, 4]}]))
+    batches = ray_batches(cfgs, stack=True)
+    assert sorted(len(b) for b in batches) == [4, 4]
+    assert all(len({c.train.batch_size for c in b}) == 1 for b in batches)
+    assert ray_batches(cfgs, stack=False) == [[c] for c in cfgs]
+    big = [TINY.with_train(batch_size=512, seed=s) for s in range(3)]   # stacking does not pay there
+    assert ray_batches(big, stack=True) == [[c] for c in big]
 
 
 def test_gpu_requests_follow_the_run_device():

@@ -8,8 +8,8 @@ built-in digits set when MNIST is absent, with fewer images), one 21x21 grid ove
   so that load from other processes on a shared machine hits both alike; wall-clock and process
   CPU time are summed per method; the values must agree to 1e-5 (relative). The loop runs as Li
   et al.'s does, one point after another with torch's intra-op threads; the fast evaluator runs
-  as `lamp landscape` runs it: torch set to one thread per operation (this script owns its
-  process, so it may), grid points spread over `workers` = the usable cores;
+  as compute_surface runs it: grid points spread over `workers` = the usable cores, each pool
+  thread single-threaded (torch's process-wide setting untouched);
 * the time to the first (coarse) picture: `compute_surface(method="fast")` from its call until
   its first `on_progress` (setup, centre and the coarse level included);
 * achieved GFLOP/s of the forward pass (the module's multiply-adds x 2 x images / time, for both
@@ -41,7 +41,6 @@ sys.path.insert(0, str(ROOT))
 from lamp_core import landscape as L  # noqa: E402
 from lamp_core.config import DataConfig, LandscapeConfig, RunConfig, TrainConfig  # noqa: E402
 from lamp_core.data import load  # noqa: E402
-from lamp_core.surfaces import torch_threads  # noqa: E402
 from lamp_core.train import train  # noqa: E402
 from lamp_core.files import atomic_write  # noqa: E402
 
@@ -132,15 +131,13 @@ def main() -> int:
     wall = {"loop": 0.0, "fast": 0.0}
     cpu = {"loop": 0.0, "fast": 0.0}
     vals = {"loop": np.full((len(gy), len(gx)), np.nan), "fast": np.full((len(gy), len(gx)), np.nan)}
-    with torch_threads(1):
-        workers = L.resolve_workers(lcfg, fast)
+    workers = L.resolve_workers(lcfg, fast)
     for j in range(len(gy)):
         coords = [(float(a_), float(gy[j])) for a_ in gx]
         for name, ev in (("loop", loop), ("fast", fast)):
             t, c = time.perf_counter(), time.process_time()
-            with torch_threads(1) if name == "fast" else torch_threads(torch.get_num_threads()):
-                with L.PointPool(ev, workers if name == "fast" else 1) as pool:
-                    vals[name][j] = list(pool.map(theta, d1, d2, coords))
+            with L.PointPool(ev, workers if name == "fast" else 1) as pool:
+                vals[name][j] = list(pool.map(theta, d1, d2, coords))
             wall[name] += time.perf_counter() - t
             cpu[name] += time.process_time() - c
         print(f"row {j + 1}/{len(gy)}: loop {wall['loop']:.1f}s fast {wall['fast']:.1f}s", flush=True)
@@ -156,8 +153,7 @@ def main() -> int:
             first["t"] = time.perf_counter() - t0
             first["fraction"] = s.fraction_done()
 
-    with torch_threads(1):
-        L.compute_surface(result, data, lcfg, on_progress=on_progress, should_stop=lambda: "t" in first)
+    L.compute_surface(result, data, lcfg, on_progress=on_progress, should_stop=lambda: "t" in first)
     mm_after = matmul_gflops()
 
     macs = forward_macs(model, x)

@@ -80,8 +80,7 @@ def run(a: argparse.Namespace) -> int:
             if show:
                 sys.stderr.write(f"\r{name:>5} landscape {s.fraction_done():4.0%}")
                 sys.stderr.flush()
-        # this command owns its process: one thread per operation and one grid point per core
-        surfaces[name] = surface_for_run(c, lcfg, store, on_progress=progress, grid_threads=1)
+        surfaces[name] = surface_for_run(c, lcfg, store, on_progress=progress)
         if show:
             sys.stderr.write("\n")
     files = []

@@ -8,8 +8,6 @@ job queue both call `surface_for_run`; this is the one place that says how.
 """
 from __future__ import annotations
 
-import contextlib
-
 from . import data as data_mod
 from .config import LandscapeConfig, RunConfig
 from .landscape import (ProgressFn, StopFn, Surface, compute_sharpness, compute_surface, empty_surface,
@@ -30,14 +28,11 @@ def cached_surface(run_cfg: RunConfig, lcfg: LandscapeConfig, store: RunStore) -
 
 
 def surface_for_run(run_cfg: RunConfig, lcfg: LandscapeConfig, store: RunStore | None, *,
-                    on_progress: ProgressFn | None = None, should_stop: StopFn | None = None,
-                    grid_threads: int | None = None) -> Surface:
+                    on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> Surface:
     """The surface (with sharpness numbers) of a run: from the store, or trained and computed.
 
     A stop request returns the partial surface (complete=False, or an empty grid when the
-    training was stopped), which is not stored. `grid_threads` sets torch's intra-op thread count
-    while the grid is computed (and restores it): a process-wide setting, so pass it only from a
-    process you own (a command); None leaves torch's setting as it is.
+    training was stopped), which is not stored.
     """
     validate_landscape(lcfg)
     if store is not None:
@@ -50,8 +45,7 @@ def surface_for_run(run_cfg: RunConfig, lcfg: LandscapeConfig, store: RunStore |
     if record.result.stopped:
         return empty_surface(lcfg)
     dataset = data_mod.load(run_cfg.data)
-    with torch_threads(grid_threads) if grid_threads else contextlib.nullcontext():
-        surf = compute_surface(record.result, dataset, lcfg, on_progress=on_progress, should_stop=should_stop)
+    surf = compute_surface(record.result, dataset, lcfg, on_progress=on_progress, should_stop=should_stop)
     if not surf.complete or (should_stop is not None and should_stop()):
         return surf
     surf.sharpness = compute_sharpness(record.result, dataset, lcfg)
@@ -60,20 +54,3 @@ def surface_for_run(run_cfg: RunConfig, lcfg: LandscapeConfig, store: RunStore |
     if store is not None:
         store.save_arrays(run_cfg, landscape_key(lcfg), surf.to_arrays())
     return surf
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run a block with torch's intra-op thread count at `n`, restored afterwards.
-
-    The count is process-wide: only the owner of the process (a command, a benchmark) may change
-    it, never library code behind a caller's back. `lamp landscape` uses one thread per
-    operation and one grid point per core (see `landscape.grid`).
-    """
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -6,17 +6,22 @@ Points are computed coarse-to-fine, so a first picture is ready after ~8% of the
 fast evaluator they may run on several threads at once (`PointPool`), which on small
 convolutions beats splitting each operation over torch's intra-op threads.
 
-Threads. Torch's intra-op thread count is a process-wide setting and belongs to whoever owns the
-process (the `lamp landscape` command, a benchmark, the app): nothing here changes it. The
-default number of parallel points (`LandscapeConfig.workers=0`) is the usable CPU count divided
-by torch's thread count, so a caller that set one thread gets one point per core, and a caller
-that left torch's default gets one point at a time on all threads; never more threads than cores.
+Threads. Torch's intra-op thread count (`torch.set_num_threads`) is process-wide and belongs to
+whoever owns the process: nothing here changes it. The pool's own worker threads instead set the
+per-thread settings beneath it for themselves only (OpenMP's count, read by ATen's and oneDNN's
+parallel regions, and MKL's thread-local count), so each point runs single-threaded while the
+caller's threads, and threads started later, keep torch's setting. On a build where those
+libraries are not found, workers keep torch's count and the default number of parallel points
+is the usable cores divided by it: never more threads than cores, only slower.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import os
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -63,8 +68,39 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+@functools.lru_cache(maxsize=None)
+def _per_thread_setters() -> tuple:
+    """C functions that set the calling thread's OpenMP and MKL thread counts, where found."""
+    found = []
+    lib = Path(torch.__file__).parent / "lib"
+    for pattern, symbol in (("libgomp*.so*", "omp_set_num_threads"), ("libiomp5*.so*", "omp_set_num_threads"),
+                            ("libtorch_cpu.so", "MKL_Set_Num_Threads_Local")):
+        for path in sorted(lib.glob(pattern)):
+            try:
+                fn = getattr(ctypes.CDLL(str(path)), symbol)
+            except (OSError, AttributeError):
+                continue
+            fn.argtypes, fn.restype = [ctypes.c_int], (ctypes.c_int if "MKL" in symbol else None)
+            found.append(fn)
+            break
+    # without OpenMP's setter, ATen would still split each operation: report no control at all
+    return tuple(found) if any(f.__name__ == "omp_set_num_threads" for f in found) else ()
+
+
+def single_threaded_worker() -> None:
+    """Make the calling (pool worker) thread run torch operations on one thread, leaving the
+    process-wide setting and every other thread alone. A no-op where the setters are not found."""
+    setters = _per_thread_setters()
+    if not setters:
+        return
+    torch.get_num_threads()      # torch's lazy per-thread initialisation first: it would undo ours
+    for set_threads in setters:
+        set_threads(1)
+
+
 def resolve_workers(cfg: LandscapeConfig, ev) -> int:
-    """Grid points evaluated at once: `cfg.workers`, or (0) usable cores / torch's thread count.
+    """Grid points evaluated at once: `cfg.workers`, or (0) one per usable core when workers can
+    run single-threaded (see the module docstring), else usable cores / torch's thread count.
 
     Only the fast evaluator runs points in parallel: the loop loads each point into one shared
     module, so its points must run one after another.
@@ -73,6 +109,8 @@ def resolve_workers(cfg: LandscapeConfig, ev) -> int:
         return 1
     if cfg.workers:
         return cfg.workers
+    if _per_thread_setters():
+        return usable_cpus()
     return max(1, usable_cpus() // max(torch.get_num_threads(), 1))
 
 
@@ -80,9 +118,10 @@ class PointPool:
     """Evaluates grid points on `workers` threads (1 = in the calling thread, one after another).
 
     Grid points are independent, so they parallelise without any synchronisation inside a forward
-    pass. Each point runs the same code on its own tensors, so results are identical to
-    sequential evaluation. Torch's intra-op thread count is left as the caller set it: each
-    worker's operations use that many threads (see the module docstring).
+    pass; intra-op threading of these small convolutions scales poorly and, on a machine shared
+    with other processes, every operation waits at a barrier for a descheduled thread. So each
+    worker runs its operations single-threaded (`single_threaded_worker`, this pool's threads
+    only). Each point runs the same code on its own tensors: results equal sequential evaluation.
     """
 
     def __init__(self, ev, workers: int):
@@ -91,7 +130,8 @@ class PointPool:
 
     def __enter__(self) -> "PointPool":
         if self.workers > 1:
-            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="landscape")
+            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="landscape",
+                                                initializer=single_threaded_worker)
         return self
 
     def __exit__(self, *exc) -> None:

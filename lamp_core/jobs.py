@@ -168,6 +168,14 @@ def _phase(job: Job) -> int:
     return 0 if slot is None or not slot.steps_per_epoch else slot.steps % slot.steps_per_epoch
 
 
+def _warm_up() -> None:
+    """Build one optimizer while the queue is idle: the first one in a process imports
+    torch._dynamo (seconds on a loaded CPU, longer while a server renders pages), which would
+    otherwise delay the first Train click."""
+    import torch
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+
 def default_devices() -> list[str]:
     """One worker per CUDA GPU, else one for the CPU."""
     import torch
@@ -496,6 +504,7 @@ class JobQueue:
     # ------------------------------------------------------------------ the workers
 
     def _worker(self, device: str) -> None:
+        _warm_up()
         while True:
             with self._lock:
                 picked = None

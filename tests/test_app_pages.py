@@ -343,3 +343,36 @@ def test_two_browser_sessions_share_one_job_per_config():
     second.button(key="train").click().run()
     assert first.session_state["compare"]["ids"] == second.session_state["compare"]["ids"]
     run_until(second, _done_comparison, "the shared comparison")
+
+
+def test_an_uploads_runs_are_found_after_a_restart(tmp_path):
+    """The upload is kept under its content hash beside the store, so its runs keep their keys."""
+    import streamlit as st
+
+    from lamp_core import jobs
+    example = (APP.parent / "assets" / "example_upload.zip").read_bytes()
+
+    def upload_and_train() -> AppTest:
+        up = page("your_data").run()
+        up.number_input(key="up_size").set_value(16)
+        up.file_uploader[0].set_value(("example_upload.zip", example, "application/zip")).run()
+        up.button(key="use_upload").click().run()
+        cfg = RunConfig.from_dict(up.session_state["config"])
+        at = page("train_compare", RunConfig(data=cfg.data, model=TINY.model, train=TINY.train))
+        at.session_state["upload"] = up.session_state["upload"]
+        at.session_state["seeds"] = 1
+        at.run()
+        at.button(key="train").click()
+        return at
+
+    first = upload_and_train()
+    run_until(first, _done_comparison, "the upload comparison")
+    path = first.session_state["upload"]["path"]
+    assert Path(path).parent.name == "uploads" and Path(path).stem == __import__("hashlib").sha256(example).hexdigest()
+    jobs.close_all(timeout=30)                 # "restart": the queue and its memory are gone
+    st.cache_resource.clear()
+    again = upload_and_train()
+    again.run()
+    assert again.session_state["upload"]["path"] == path
+    assert _done_comparison(again) and "from the run store" in texts(again)
+    assert not server_queue().slices           # nothing trained again

@@ -130,16 +130,16 @@ def test_two_sessions_fair_queue_stale_notice_and_rapid_downloads(app_url):
             a = open_compare_on_digits(browser, app_url, epochs=400, seeds=1)
             b = open_compare_on_digits(browser, app_url, epochs=2, seeds=2)
             a.get_by_role("button", name="Train base and LAMP").click()
-            expect(a.get_by_role("button", name="Stop")).to_be_visible(timeout=60_000)
+            expect(a.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Stop")).to_be_visible(timeout=60_000)
             b.get_by_role("button", name="Train base and LAMP").click()
             # B's comparison finishes, with its spread over seeds, while A's long job still runs
             expect(b.get_by_text("base AUROC")).to_be_visible(timeout=240_000)
             expect(b.get_by_text("± is the standard deviation over the 2 seeds")).to_be_visible()
-            expect(a.get_by_role("button", name="Stop")).to_be_visible()
+            expect(a.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Stop")).to_be_visible()
             expect(a.get_by_text("base AUROC")).to_have_count(0)
             # the live sidebar of A shows its own jobs
             expect(a.get_by_text("Your jobs")).to_be_visible(timeout=30_000)
-            a.get_by_role("button", name="Stop").click()
+            a.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Stop").click()
             expect(a.get_by_text("Stopped or failed")).to_be_visible(timeout=60_000)
 
             # rapid downloads: five clicks without waiting for each other

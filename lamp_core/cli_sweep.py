@@ -72,6 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--gpus-per-run", type=float, help="ray: GPUs each run asks for (default: 1 when the "
                    "run's device wants a GPU and the cluster has one, else 0; fractions share a GPU)")
     e.add_argument("--threads", type=int, default=1, help="torch threads per run (same threads = same numbers)")
+    e.add_argument("--stack", action=argparse.BooleanOptionalAction, default=True,
+                   help="train compatible runs (same architecture, image size, batch size and steps) together "
+                   "as one stack, each equal to its solo run; --no-stack trains them one by one (default: on)")
     e.add_argument("--dry-run", action="store_true", help="list the runs and how many are done; train nothing")
     e.add_argument("--report-only", action="store_true",
                    help="write --out from the runs already in the store (a partial sweep too); train nothing")
@@ -204,7 +207,7 @@ def run(a: argparse.Namespace) -> int:
     progress = SweepProgress(len(configs), enabled=not a.quiet)
     outcome = run_sweep(configs, store, executor=a.executor, address=a.address, num_cpus=a.num_cpus,
                         cpus_per_run=a.cpus_per_run, gpus_per_run=a.gpus_per_run, threads=a.threads,
-                        progress=progress)
+                        progress=progress, stack=a.stack)
     sys.stderr.write(f"sweep {spec.name}: {len(outcome.ok)} runs finished ({outcome.trained} trained now), "
                      f"{outcome.failed} failed\n")
     if a.out:

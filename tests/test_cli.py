@@ -208,3 +208,20 @@ def test_flags_are_generated_from_the_option_specs(lamp, tmp_path):
     assert (spec.min, spec.max, spec.min_open, spec.kind) == (0.0, 1.0, True, float) and "eq. 2" in spec.help
     r = lamp("train", "--eps", "1.5", cwd=tmp_path)        # the spec's bound, in the spec's words
     assert r.returncode == 2 and "eps 1.5 must lie strictly between 0 and 1" in r.stderr
+
+
+@pytest.mark.parametrize("flag, want", [([], True), (["--stack"], True), (["--no-stack"], False)])
+def test_sweep_stack_flag_reaches_run_sweep(lamp, tmp_path, monkeypatch, flag, want):
+    from types import SimpleNamespace
+
+    from lamp_core import cli_sweep
+    seen = {}
+
+    def run_sweep(configs, store, **kw):
+        seen.update(kw, n=len(configs))
+        return SimpleNamespace(ok=[], trained=0, failed=0)
+    monkeypatch.setattr(cli_sweep, "run_sweep", run_sweep)
+    r = lamp("sweep", "--store", str(tmp_path / "s"), "--dataset", "digits", "--seeds", "0-1", "--lamp", "both",
+             "--epochs", "1", "--max-train", "16", "--quiet", *flag, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert seen["stack"] is want and seen["n"] == 4

@@ -15,9 +15,6 @@ from conftest import REPO
 PKG = REPO / "lamp_core"
 SCIENCE = ["losses", "models", "train", "evaluate", "landscape"]
 ORCHESTRATION = {"store", "runner", "jobs", "sweep", "surfaces", "cli", "cli_landscape", "cli_sweep"}
-# Temporary: lamp_core.landscape re-exports the moved cached_surface/surface_for_run lazily (in
-# its __getattr__) until jobs.py and the batch-size page import them from lamp_core.surfaces.
-SHIM = {("landscape", "surfaces")}
 # import name -> distribution name, where they differ
 DIST = {"sklearn": "scikit-learn", "PIL": "pillow", "pytorch_msssim": "pytorch-msssim"}
 
@@ -74,7 +71,7 @@ def test_science_modules_import_no_orchestration():
             if mod in seen:
                 continue
             seen.add(mod)
-            todo += [m for m in _imports(mod)[0] if (mod, m) not in SHIM]
+            todo += list(_imports(mod)[0])
         bad = {m for m in seen if m.split(".")[0] in ORCHESTRATION}
         assert not bad, f"{start} reaches {sorted(bad)}"
 

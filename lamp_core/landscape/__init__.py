@@ -34,14 +34,3 @@ __all__ = [
     "interpolate", "landscape_key", "make_evaluator", "point_params", "radius_increase", "random_direction",
     "raw_loss", "refinement_order", "resolve_workers", "top_eigenvalue", "usable_cpus", "validate_landscape",
 ]
-
-# Moved to lamp_core.surfaces; kept until jobs.py and the batch-size page switch (then delete).
-# Lazy, so that importing the science package never imports the run store or the runner.
-_MOVED = {"cached_surface", "surface_for_run"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        from .. import surfaces
-        return getattr(surfaces, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

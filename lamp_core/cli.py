@@ -1,7 +1,9 @@
 """The `lamp` command: train (and compare), landscape, sweep, app.
 
-Bad input never ends in a traceback: every error a user can fix is a `LampError` (data or
-config) or an argparse error, printed as one line on stderr with exit code 2.
+Bad input never ends in a traceback: every error a user can fix is a `LampError` (data, config,
+or a diverged model's NaN scores) or an argparse error, printed as one line on stderr with exit
+code 2. The flags of config fields are generated from their option specs (`lamp_core.config`):
+name, type, choices, default and help are declared once, next to the field.
 """
 from __future__ import annotations
 

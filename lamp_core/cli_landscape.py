@@ -4,7 +4,8 @@ Takes the same run options as `lamp train`; the run comes from the run store, or
 (and stored) first. `--compare` does the base and the LAMP run of that config side by side, in
 one metric (default l2, the common yardstick) and on one colour/height scale. Writes, into
 --out (default ./landscape-out): <name>.npz (Surface.save), <name>.csv and landscape.html
-(3-D surfaces and contours), and prints each model's sharpness numbers (or one JSON object).
+(3-D surfaces and contours), each written atomically, and prints each model's sharpness numbers
+(or one JSON object). Grid points run in parallel, one per usable core (`landscape.grid`).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """On-disk run store: finished runs (and their landscapes) keyed by the config's hash.
 
-Layout under the root (default $LAMP_STORE, else ~/.cache/lamp-lab/runs):
+Layout under the root ($LAMP_STORE, else runs/ in the user cache: $LAMP_CACHE or ~/.cache/lamp-lab):
 
     <key>/config.json       the RunConfig as JSON (human-readable; the key is its hash)
     <key>/checkpoint.pt     TrainResult.to_checkpoint(), tensors and builtins only

@@ -30,6 +30,7 @@ from plotly.subplots import make_subplots
 
 COLORS = {"base": "#4c72b0", "LAMP": "#dd8452"}
 NORMAL_COLOR, ANOMALOUS_COLOR = "#55a868", "#c44e52"
+TITLE_CHAR_PX = 7.2   # width of a character of an 11-px column title (capitals and "_" run wide)
 
 
 def rgb_scale(colors: Sequence[str]) -> list[list]:
@@ -92,8 +93,12 @@ def _set_log_axis(fig: go.Figure, values: Sequence[float], *, axis: str = "y", *
 
 
 def short_label(text: str, limit: int) -> str:
-    """A file name or title cut to `limit` characters: the folder is dropped, then the middle."""
+    """A file name or title cut to `limit` characters: the folder and an image extension are
+    dropped, then the middle."""
     text = posixpath.basename(str(text)) or str(text)
+    stem, ext = posixpath.splitext(text)
+    if ext.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp") and stem:
+        text = stem
     if len(text) <= limit:
         return text
     keep = max(limit - 1, 2)
@@ -269,8 +274,8 @@ def fig_recon_grid(inputs: np.ndarray, recons: Mapping[str, np.ndarray], *, titl
     if masks is not None:
         rows.append(("mask", None))
     # a column is about 850/k px wide at the app's width (less the gaps); at 11 px a character
-    # takes about 7 px, so longer titles would run into their neighbours
-    limit = max(6, int(850 / max(k, 1) / 7))
+    # takes up to about 7 px, so longer titles would run into their neighbours
+    limit = max(6, int(850 / max(k, 1) / TITLE_CHAR_PX))
     full_titles = [str(t) for t in titles] if titles is not None else None
     fig = make_subplots(rows=len(rows), cols=k, horizontal_spacing=0.01, vertical_spacing=0.02,
                         column_titles=[short_label(t, limit) for t in full_titles] if full_titles else None,

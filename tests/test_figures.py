@@ -155,8 +155,8 @@ def test_reconstruction_titles_are_shortened_with_the_full_name_on_hover():
     col_titles = [a.text for a in fig.layout.annotations if a.textangle != 90 and a.text not in (
         "input", "base recon.", "LAMP recon.", "base error", "LAMP error")]
     assert len(col_titles) == 10 and len(set(col_titles)) == 10
-    assert all(len(t) <= 850 / 10 / 7 for t in col_titles)            # fits its column
-    assert all("uploads/" not in t for t in col_titles)
+    assert all(len(t) <= 850 / 10 / figures.TITLE_CHAR_PX for t in col_titles)   # fits its column
+    assert all("uploads/" not in t and ".png" not in t for t in col_titles)
     inputs = [t for t in fig.data if t.hovertemplate and "very_long" in t.hovertemplate]
     assert len(inputs) == 10 and names[3] in inputs[3].hovertemplate
 

@@ -20,14 +20,27 @@ training images (so every step has the same batch shape) are trained as one wide
   leave the stack at any step and go on alone, and per-parameter step counts may differ (runs
   at different epochs share a stack).
 
-Why this design (measured in bench/results/stacked_training.md): `torch.func.vmap` over
-stacked parameters lowers the convolutions to the same grouped convolutions but adds per-call
-overhead and cannot use per-run optimizers; grouped convolutions with per-run leaves are as fast
-and keep torch.optim's numerics. A one-run stack is the plain module in channels-last memory,
-which is what `train()` runs, so the stack never pays for its generality when it holds one run.
-`plan_stacks` only stacks where stacking was measured to pay (small batch x image size on the
-CPU; always on CUDA) and splits stacks to fit a memory budget. PatchAutoencoder stacks too:
-tiling an (N, K*C, H, W) tensor is per channel.
+Why this design. Measured on the project's 2-core machine (bench/results/stacked_training.md):
+grouped convolutions on channels-last tensors were the fastest way found to batch K small
+networks (against per-run convolutions in a loop, an im2col + batched-matmul formulation, and
+native instead of oneDNN convolutions); channels-last also speeds up one run alone, so
+`train()` is this module's one-run stack. `torch.func.vmap` over stacked parameters was not
+pursued: its batching rule for a convolution with batched weights is this same grouped
+convolution, and stacked leaves would lose per-run optimizers and step counts. Stacking pays
+where a step is dominated by per-op costs (small batch x image): on the CPU `plan_stacks` stacks
+up to CPU_STACK_MAX_VALUES input values per run-step and trains larger batches one run at a
+time (where one channels-last run already keeps the cores busy, a stack was slower); on CUDA
+it always stacks. Stack size is capped by a memory budget from `run_memory_mb`.
+
+Numerics: a stacked run differs from the run alone only by float rounding (different
+convolution kernels sum in a different order); in float64 they agree to ~1e-12 (tested). In
+float32, Adam's first steps map the sign of near-zero gradient entries to +-lr, so a few weights
+can differ by 2*lr, exactly as between two solo runs at different thread counts.
+
+PatchAutoencoder stacks too: tiling an (N, K*C, H, W) tensor is per channel.
+
+One module of a little over 400 lines: the slot, the stacked network and the planner share the
+stack key and the per-step shapes, and callers need exactly this API from one place.
 """
 from __future__ import annotations
 
@@ -45,12 +58,12 @@ from .losses import base_map, normalised, reduce_base, training_loss
 from .models import ConvAutoencoder, PatchAutoencoder
 from .train import PROGRESS_INTERVAL_S, TrainResult, initial_model, make_optimizer, resolve_device
 
-CHANNELS_LAST = torch.channels_last
-PARAM_FORMAT = torch.channels_last
+CHANNELS_LAST = torch.channels_last     # activations
+PARAM_FORMAT = torch.channels_last      # weights (oneDNN reads them without a re-layout)
 # Stacking pays on the CPU while one run's batch is small (measured, bench/stacked_training.py):
 # above this many input values per step (batch x channels x pixels) one channels-last run is as
 # fast per image as a stack.
-CPU_STACK_MAX_VALUES = 64 * 28 * 28
+CPU_STACK_MAX_VALUES = 32 * 28 * 28
 DEFAULT_MAX_STACK = 24
 DEFAULT_CPU_BUDGET_MB = 2048.0
 
@@ -65,6 +78,8 @@ class RunSlot:
                  dtype: torch.dtype = torch.float32):
         validate(cfg)
         t = cfg.train
+        if dtype != torch.float32 and t.eval_every_epoch:
+            raise ConfigError("eval_every_epoch evaluates in float32: train in float32 or turn it off")
         if data.image_size % cfg.model.patches:
             raise ConfigError(f"patches={cfg.model.patches} must divide the image size {data.image_size}")
         self.cfg, self.data = cfg, data
@@ -209,6 +224,22 @@ class _Stack:
                     bn.running_mean = rm[i * cj:(i + 1) * cj]
                     bn.running_var = rv[i * cj:(i + 1) * cj]
                 self.big_buffers.append((rm, rv))
+        # Parameters: one stacked leaf per tensor name, (K*C_out, ...), and each run's parameter
+        # (still its own leaf, in its own optimizer) aliases its slice of that leaf's storage,
+        # its gradient its slice of the leaf's gradient. No per-step concatenation or split, and
+        # the optimizer's in-place update of a run's parameter is the update of the stacked one.
+        self.big: dict[str, torch.Tensor] = {}
+        if self.k > 1:
+            per_run = [dict(inner.named_parameters()) for inner in self.inners]
+            for name in per_run[0]:
+                ps = [d[name] for d in per_run]
+                big = torch.cat([q.detach() for q in ps]).requires_grad_()
+                big.grad = torch.zeros_like(big)
+                rows = ps[0].shape[0]
+                for i, q in enumerate(ps):
+                    q.data = big.data[i * rows:(i + 1) * rows]
+                    q.grad = big.grad[i * rows:(i + 1) * rows]
+                self.big[name] = big
         groups: dict[tuple, list[int]] = {}
         for i, s in enumerate(self.slots):
             groups.setdefault(_loss_recipe(s.cfg.train), []).append(i)
@@ -232,7 +263,13 @@ class _Stack:
         return merged
 
     def release(self) -> None:
-        """Give every run standalone BatchNorm buffers again (the stack is being rebuilt)."""
+        """Give every run standalone parameters and BatchNorm buffers again (the stack is being
+        rebuilt or left)."""
+        if self.k > 1:
+            for inner in self.inners:
+                for q in inner.parameters():
+                    q.data = q.data.clone()
+                    q.grad = None
         for bns in self.bns:
             for bn in bns:
                 bn.running_mean = bn.running_mean.clone()
@@ -255,8 +292,8 @@ class _Stack:
         x = x.contiguous(memory_format=CHANNELS_LAST)
         y = self.forward(x)
         losses = self.losses(x, y)                                       # (K,)
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
+        for big in self.big.values():
+            big.grad.zero_()      # the runs' .grad are views of these: zeroed with them
         losses.sum().backward()
         for opt in self.optimizers:
             opt.step()
@@ -275,30 +312,30 @@ class _Stack:
         first = self.inners[0]
         bn_i = 0
         for j, block in enumerate(first.encoder):
-            h = self._conv_bn_act(h, [inner.encoder[j] for inner in self.inners], 0, bn_i)
+            h = self._conv_bn_act(h, block, f"encoder.{j}.", 0, bn_i)
             bn_i += 1
         for j, block in enumerate(first.decoder):
             h = block[0](h)                                            # nearest upsample, per channel
-            h = self._conv_bn_act(h, [inner.decoder[j] for inner in self.inners], 1, bn_i)
+            h = self._conv_bn_act(h, block, f"decoder.{j}.", 1, bn_i)
             bn_i += 1
-        convs = [inner.head[0] for inner in self.inners]
-        w = torch.cat([c.weight for c in convs])                         # (K*C, width, k, k)
-        b = torch.cat([c.bias for c in convs])
-        c0 = convs[0]
-        h = torch.sigmoid(F.conv2d(h, w, b, c0.stride, c0.padding, groups=self.k))
+        c0, big = first.head[0], self.big
+        # (N, K*width, H, W) -> (N, K*C, H, W) with the stacked (K*C, width, k, k) head
+        h = torch.sigmoid(F.conv2d(h, big["head.0.weight"], big["head.0.bias"], c0.stride, c0.padding,
+                                   groups=self.k))
         if p > 1:
             n, c, h_, w_ = x.shape[0] // (p * p), h.shape[1], x.shape[2] * p, x.shape[3] * p
             h = h.reshape(n, p, p, c, h_ // p, w_ // p).permute(0, 3, 1, 4, 2, 5).reshape(n, c, h_, w_)
         return h
 
-    def _conv_bn_act(self, h: torch.Tensor, blocks: list[nn.Sequential], off: int, bn_i: int) -> torch.Tensor:
-        convs = [b[off] for b in blocks]
-        bns = [b[off + 1] for b in blocks]
-        c0, bn0, act = convs[0], bns[0], blocks[0][off + 2]
-        w = torch.cat([c.weight for c in convs])                         # (K*C_out, C_in, k, k)
-        h = F.conv2d(h, w, None, c0.stride, c0.padding, groups=self.k)
+    def _conv_bn_act(self, h: torch.Tensor, block: nn.Sequential, prefix: str, off: int,
+                     bn_i: int) -> torch.Tensor:
+        """One block of all K runs: grouped conv (stacked (K*C_out, C_in, k, k) weight), per-run
+        BatchNorm over the K*C_out channels, leaky ReLU."""
+        c0, bn0, act = block[off], block[off + 1], block[off + 2]
+        big = self.big
+        h = F.conv2d(h, big[f"{prefix}{off}.weight"], None, c0.stride, c0.padding, groups=self.k)
         rm, rv = self.big_buffers[bn_i]
-        h = F.batch_norm(h, rm, rv, torch.cat([bn.weight for bn in bns]), torch.cat([bn.bias for bn in bns]),
+        h = F.batch_norm(h, rm, rv, big[f"{prefix}{off + 1}.weight"], big[f"{prefix}{off + 1}.bias"],
                          training=True, momentum=bn0.momentum, eps=bn0.eps)
         return F.leaky_relu(h, act.negative_slope, inplace=True)
 

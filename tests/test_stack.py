@@ -31,6 +31,16 @@ MIX = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread while these tests run (restored after): on a shared machine two threads
+    wait on each other, and the float32 comparison is then reproducible."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def datas():
     cache = {}
@@ -64,11 +74,20 @@ def test_stacked_maths_equals_solo_maths_in_float64(datas):
         assert abs(evaluate(a.model(), d).auroc - evaluate(b.model(), d).auroc) < 1e-6
 
 
+# SSIM-LAMP is left out of the float32 comparison: SSIM's variance terms (blur(y*y) - mu^2) cancel
+# catastrophically in float32 and LAMP's -log(1 - B') amplifies the error near the max, so its
+# float32 trajectory depends on the summation order (1e-3 after 4 steps here); its maths is
+# checked in float64 above, where it agrees to 1e-9.
+FLOAT32_MIX = [i for i, c in enumerate(MIX) if not (c.train.base_loss == "ssim" and c.train.lamp)]
+
+
 def test_stack_matches_train_in_float32(datas):
-    cfgs = [c.with_train(epochs=1) for c in MIX]
-    alone = [train(c, d) for c, d in zip(cfgs, datas)]
-    stacked = train_stack(cfgs, datas)
-    for a, b, d in zip(alone, stacked, datas):
+    cfgs = [MIX[i].with_train(epochs=1) for i in FLOAT32_MIX]
+    ds = [datas[i] for i in FLOAT32_MIX]
+    assert {c.train.base_loss for c in cfgs} == {"l1", "l2", "ssim"} and len(cfgs) >= 4
+    alone = [train(c, d) for c, d in zip(cfgs, ds)]
+    stacked = train_stack(cfgs, ds)
+    for a, b, d in zip(alone, stacked, ds):
         assert b.config == a.config and b.steps == a.steps == 4
         assert rel(a.history["loss"], b.history["loss"]) < 1e-4
         assert abs(evaluate(a.model(), d).auroc - evaluate(b.model(), d).auroc) < 1e-3
@@ -146,3 +165,13 @@ def test_plan_respects_compatibility_pay_rule_and_memory(datas):
     big = [(BASE.with_train(batch_size=256, seed=s).with_data(max_train=300), load(BASE.data.__class__(
         dataset="digits", max_train=300, max_test=20))) for s in range(2)]
     assert plan_stacks(big) == [[0], [1]]
+
+
+def test_per_epoch_evaluation_works_in_a_stack(datas):
+    cfgs = [c.with_train(eval_every_epoch=True) for c in MIX[:2]]
+    slots = [RunSlot(c, d) for c, d in zip(cfgs, datas[:2])]
+    train_slots(slots)
+    for c, d, s in zip(cfgs, datas[:2], slots):
+        assert len(s.history["test_auroc"]) == 2
+        ref = train(c, d)
+        assert max(abs(a - b) for a, b in zip(ref.history["test_auroc"], s.history["test_auroc"])) < 1e-3

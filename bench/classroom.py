@@ -16,7 +16,7 @@ like with like on this machine:
 
     nice -n 10 .venv/bin/python bench/classroom.py [--sessions 30] [--quick] [--json]
 
-`--quick` (digits, 8 sessions, 2 epochs) finishes in under a minute on a quiet 2-core machine.
+`--quick` (digits, 6 sessions, 1 epoch) finishes in under a minute on a quiet 2-core machine.
 Results are appended to bench/results/classroom.json and rendered to classroom.md, with the
 machine's load average (the CPUs are shared: a loaded machine slows both sides of each ratio).
 """
@@ -39,7 +39,7 @@ OUT = REPO / "bench" / "results"
 TARGETS = {"throughput_ratio": 2.5, "short_wait_ratio": 3.0}
 
 
-def class_configs(sessions: int, quick: bool):
+def class_configs(sessions: int, quick: bool, epochs: int | None = None):
     """(long job configs, {session: comparison configs}) for the simulated class."""
     from lamp_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from lab_state import DEFAULT_CONFIG, DEFAULT_SEEDS        # the app's default comparison
@@ -48,7 +48,9 @@ def class_configs(sessions: int, quick: bool):
     base = DEFAULT_CONFIG
     if quick:
         base = RunConfig(data=DataConfig(dataset="digits", normal_class=8, image_size=28),
-                         model=ModelConfig(), train=TrainConfig(epochs=2, batch_size=32))
+                         model=ModelConfig(), train=TrainConfig(epochs=1, batch_size=32))
+    if epochs:
+        base = base.with_train(epochs=epochs)
     epses = (0.01, 0.05, 0.1)
     per_session = {}
     for i in range(sessions):
@@ -124,22 +126,26 @@ def serve(long_job, per_session, *, stacking: bool, slice_s: float) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sessions", type=int, default=None, help="sessions in the class (default 30; 8 with --quick)")
-    ap.add_argument("--quick", action="store_true", help="digits, 2 epochs, 8 sessions: under a minute")
+    ap.add_argument("--quick", action="store_true", help="digits, 1 epoch, 6 sessions: under a minute on a quiet machine")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     ap.add_argument("--no-stack", action="store_true", help="serve without stacking (LAMP_STACK=0)")
+    ap.add_argument("--epochs", type=int, default=None, help="epochs of each session's comparison (default: the app's)")
     ap.add_argument("--slice-s", type=float, default=2.0, help="the queue's time slice (s)")
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/results/classroom.*")
     args = ap.parse_args()
-    sessions = args.sessions or (8 if args.quick else 30)
+    sessions = args.sessions or (6 if args.quick else 30)
     load_before = os.getloadavg()
-    long_job, per_session = class_configs(sessions, args.quick)
+    long_job, per_session = class_configs(sessions, args.quick, args.epochs)
     from lamp_core.config import run_key
 
     # warm up (imports, first optimizer, data) so neither side pays it
     one_by_one([long_job[0].with_train(epochs=1, seed=99)])
+    print(f"serving {sessions} sessions x {len(next(iter(per_session.values())))} runs + a long job of "
+          f"{len(long_job)} runs ...", file=sys.stderr, flush=True)
     t = time.perf_counter()
     served = serve(long_job, per_session, stacking=not args.no_stack, slice_s=args.slice_s)
     t_serve = time.perf_counter() - t
+    print(f"served in {served['wall_s']:.0f} s; now one by one ...", file=sys.stderr, flush=True)
     alone = one_by_one(long_job + [c for cs in per_session.values() for c in cs])
     job_alone = {s: sum(alone[run_key(c)] for c in cs) for s, cs in per_session.items()}
     long_alone = sum(alone[run_key(c)] for c in long_job)

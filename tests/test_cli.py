@@ -19,7 +19,8 @@ from lamp_core.cli import main
 def lamp_process(*args: str, cwd: Path, env_extra: dict | None = None, timeout: int = 300
                  ) -> subprocess.CompletedProcess:
     """`python -m lamp_core ARGS` in a fresh process, as the console script runs it."""
-    env = {**os.environ, **(env_extra or {})}
+    # one torch thread: small models train faster so on a loaded machine (the flags are what is tested)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run([sys.executable, "-m", "lamp_core", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -31,7 +32,18 @@ class Result:
 
 
 @pytest.fixture
-def lamp(capsys, monkeypatch):
+def one_thread():
+    """Torch on one thread while a test trains (restored after): these tiny models train faster
+    so, by far, on a machine other processes load (this test process owns its setting)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def lamp(capsys, monkeypatch, one_thread):
     """Run `lamp ARGS` in this process (cwd and environment set as given): exit code, stdout, stderr.
     argparse's errors exit through SystemExit, as in the shell."""
     def run(*args: str, cwd: Path, env_extra: dict | None = None) -> Result:
@@ -58,7 +70,8 @@ def test_compare_on_digits_prints_both_aurocs_and_writes_nothing(tmp_path):
     home.mkdir()
     work = tmp_path / "work"
     work.mkdir()
-    r = lamp_process("train", "--compare", "--dataset", "digits", "--normal-class", "8", "--epochs", "3", "--json",
+    r = lamp_process("train", "--compare", "--dataset", "digits", "--normal-class", "8", "--epochs", "1",
+                     "--max-train", "60", "--max-test", "120", "--json",
              cwd=work, env_extra={"HOME": str(home)})
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -72,7 +85,7 @@ def test_compare_on_digits_prints_both_aurocs_and_writes_nothing(tmp_path):
 
 def test_human_table_and_store_reuse(lamp, tmp_path):
     store = tmp_path / "store"
-    args = ("train", "--compare", "--epochs", "2", "--max-train", "40", "--store", str(store))
+    args = ("train", "--compare", "--epochs", "2", "--max-train", "40", "--max-test", "120", "--store", str(store))
     first = lamp(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "auroc" in first.stdout and "lamp - base" in first.stdout

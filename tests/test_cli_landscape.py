@@ -11,6 +11,16 @@ from lamp_core.cli import main
 from lamp_core.landscape import Surface
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Torch on one thread while a test trains (restored after): far faster for these tiny models
+    on a loaded machine. Grid points still run in parallel on the pool's own threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run_cli(argv: list[str]) -> int:
     """main() as the shell sees it: argparse errors exit via SystemExit."""
     try:

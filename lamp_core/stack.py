@@ -20,17 +20,22 @@ training images (so every step has the same batch shape) are trained as one wide
   leave the stack at any step and go on alone, and per-parameter step counts may differ (runs
   at different epochs share a stack).
 
-Why this design. Measured on the project's 2-core machine (bench/results/stacked_training.md):
-grouped convolutions on channels-last tensors were the fastest way found to batch K small
-networks (against per-run convolutions in a loop, an im2col + batched-matmul formulation, and
-native instead of oneDNN convolutions); channels-last also speeds up one run alone, so
-`train()` is this module's one-run stack. `torch.func.vmap` over stacked parameters was not
-pursued: its batching rule for a convolution with batched weights is this same grouped
-convolution, and stacked leaves would lose per-run optimizers and step counts. Stacking pays
-where a step is dominated by per-op costs (small batch x image): on the CPU `plan_stacks` stacks
-up to CPU_STACK_MAX_VALUES input values per run-step and trains larger batches one run at a
-time (where one channels-last run already keeps the cores busy, a stack was slower); on CUDA
-it always stacks. Stack size is capped by a memory budget from `run_memory_mb`.
+Why this design. Measured on the project's 2-core machine while other jobs shared it
+(bench/results/stacked_training.md; K=16, one torch thread, ratios of alternating rounds):
+stacked / one-by-one images/s = 1.85x at batch 1, 1.90x at 4, 1.06x at 16; at 128 one stack
+was 0.98x, so the planner trains such batches one run at a time. Grouped convolutions on
+channels-last tensors were the fastest way found to batch K small networks (against per-run
+convolutions in a loop, an im2col + batched-matmul formulation, and native instead of oneDNN
+convolutions; oneDNN's grouped weight-gradient kernel is now the largest cost). Giving each run's
+parameters slices of one stacked leaf (instead of concatenating per-run leaves every step) was
+worth ~25% at batch 1. Fused Adam/SGD beat foreach and per-tensor steps (also alone), and
+channels-last weights beat contiguous ones, so `train()` is this module's one-run stack.
+`torch.func.vmap` over stacked parameters was not pursued: its batching rule for a convolution
+with batched weights is this same grouped convolution, and stacked leaves would lose per-run
+optimizers and step counts. On the CPU `plan_stacks` stacks up to CPU_STACK_MAX_VALUES input
+values per run-step (batch 32 at 28x28); on CUDA it always stacks. Stack size is capped by a
+memory budget through `run_memory_mb` (an over-estimate: 1.9 MB/run at batch 1 against 1.8
+measured, 69 MB at 128 against 48).
 
 Numerics: a stacked run differs from the run alone only by float rounding (different
 convolution kernels sum in a different order); in float64 they agree to ~1e-12 (tested). In

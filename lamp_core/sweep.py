@@ -23,6 +23,9 @@ Executors:
   need no access to the store's folder. Relative data paths are resolved against the driver's working folder,
   which must exist on the workers too (a shared file system, or the same layout on every node).
 
+Over 400 lines because spec expansion, the two executors and the list parsers are one command's
+parts and are tested together (tests/test_sweep.py).
+
 Same seeds give the same numbers on both executors when both use the same number of torch
 threads (``threads``, default 1: floating-point reductions depend on the thread count).
 """

@@ -29,6 +29,16 @@ TINY = RunConfig(data=DataConfig(max_train=24, max_test=40),
                  train=TrainConfig(epochs=1, batch_size=8, lamp=True))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Torch on one thread in this module (restored after): these tiny models run far faster so on
+    a machine other processes load. Tests of the thread handling set (and restore) their own count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def trained():
     data = load(TINY.data)
@@ -379,6 +389,8 @@ def test_point_pool_matches_sequential_and_leaves_torch_threads_alone():
     theta = {k: v.detach() for k, v in model.named_parameters()}
     d1, d2 = L.directions(model, 0)
     coords = [(a, b) for a in (-0.5, 0.0, 0.5) for b in (-1.0, 1.0)]
+    outer = torch.get_num_threads()
+    torch.set_num_threads(2)                           # the caller's choice, restored at the end
     before = torch.get_num_threads()
     with L.PointPool(ev, 1) as pool:
         seq = list(pool.map(theta, d1, d2, coords))
@@ -398,6 +410,7 @@ def test_point_pool_matches_sequential_and_leaves_torch_threads_alone():
     assert par == seq and par2 == seq
     stopped = list(L.PointPool(ev, 1).map(theta, d1, d2, coords, should_stop=lambda: True))
     assert stopped == [None]
+    torch.set_num_threads(outer)
 
 
 def test_default_workers_follow_the_callers_thread_setting(monkeypatch):

@@ -121,11 +121,14 @@ def fig_surface_3d(surfaces: dict[str, Surface], *, zmax: float | None = None, l
         x0, x1 = c / cols * (1 - colorbar_room), (c + 1) / cols * (1 - colorbar_room)
         y1 = 1 - r / rows
         y0 = 1 - (r + 1) / rows
-        fig.layout[f"scene{k + 1 if k else ''}"].domain = dict(x=[x0 + 0.005, x1 - 0.005],
+        # a margin on the left, where this camera puts the z axis and its title
+        fig.layout[f"scene{k + 1 if k else ''}"].domain = dict(x=[x0 + 0.04 / cols, x1 - 0.005],
                                                              y=[y0 + 0.01, y1 - 0.08 / rows])
-    fig.update_scenes(xaxis_title="α", yaxis_title="β", zaxis=dict(title=zlabel, range=[lo, hi]),
+    # a short z title ("loss") fits beside the axis; the colour bar names the metric
+    fig.update_scenes(xaxis_title="α", yaxis_title="β",
+                      zaxis=dict(title="log10 loss" if log else "loss", range=[lo, hi]),
                       aspectmode="manual", aspectratio=dict(x=1, y=1, z=0.8),
-                      camera=dict(eye=dict(x=1.35, y=-1.35, z=0.9)))
+                      camera=dict(eye=dict(x=1.45, y=-1.45, z=0.9), center=dict(x=-0.1, y=-0.1, z=-0.05)))
     fig.update_layout(height=460 * rows + 40, margin=dict(l=10, r=10, t=70, b=10),
                       title=f"Loss surfaces, one scale ({zlabel})")
     return fig
@@ -155,8 +158,9 @@ def _label_contour_axes(fig: go.Figure, rows: int, cols: int) -> None:
     for r in range(1, rows + 1):
         for c in range(1, cols + 1):
             fig.update_xaxes(title_text="α" if r == rows else None, constrain="domain", row=r, col=c)
-            fig.update_yaxes(title_text="β" if c == 1 else None, scaleanchor=f"x{'' if (r, c) == (1, 1) else (r - 1) * cols + c}",
-                             scaleratio=1, constrain="domain", row=r, col=c)
+            anchor = "x" if (r, c) == (1, 1) else f"x{(r - 1) * cols + c}"
+            fig.update_yaxes(title_text="β" if c == 1 else None, scaleanchor=anchor, scaleratio=1,
+                             constrain="domain", row=r, col=c)
 
 
 def fig_contour(surfaces: dict[str, Surface], *, levels=None, zmax: float | None = None,

@@ -148,6 +148,12 @@ class RunSlot:
                     m.num_batches_tracked.add_(self._bn_pending)
             self._bn_pending = 0
 
+    def _next_size(self) -> int:
+        """Images in this slot's next batch (the last batch of an epoch may be smaller)."""
+        if self.step_in_epoch < self.steps_per_epoch - 1:
+            return self.batch_size
+        return self.n - self.batch_size * (self.steps_per_epoch - 1)
+
     def _next_batch(self) -> torch.Tensor:
         """This step's images (N, C, H, W), the same draw as train() makes."""
         if self.step_in_epoch == 0:
@@ -402,22 +408,41 @@ def train_slots(slots: list[RunSlot], *, max_steps: int | None = None, deadline:
             active = [s for s in active if s.active]
             if not active:
                 break
-            if stack is None:
-                stack = _Stack(active)
-            t0 = time.perf_counter()
-            losses = stack.step()
-            dt = time.perf_counter() - t0
+            sizes = {s._next_size() for s in active}
+            if len(sizes) > 1:
+                # slots at different points of their epochs, and one is at its epoch's shorter last
+                # batch: this step runs one stack per batch size, built for this step only
+                if stack is not None:
+                    stack.release()
+                    stack = None
+                parts = [[s for s in active if s._next_size() == size] for size in sorted(sizes)]
+                for members in parts:        # partitioned before any steps: one step per slot
+                    part = _Stack(members)
+                    try:
+                        _step_and_report(part, on_progress)
+                    finally:
+                        part.release()
+            else:
+                if stack is None:
+                    stack = _Stack(active)
+                _step_and_report(stack, on_progress)
             done += 1
-            for i, s in enumerate(stack.slots):
-                s.seconds += dt
-                ended = s._after_step(losses[i])
-                now = time.perf_counter()
-                if on_progress is not None and (ended or now - s.last_report > PROGRESS_INTERVAL_S):
-                    s.last_report = now
-                    on_progress(s, s.progress())
     finally:
         if stack is not None:
             stack.release()
+
+
+def _step_and_report(stack: _Stack, on_progress) -> None:
+    t0 = time.perf_counter()
+    losses = stack.step()
+    dt = time.perf_counter() - t0
+    for i, s in enumerate(stack.slots):
+        s.seconds += dt
+        ended = s._after_step(losses[i])
+        now = time.perf_counter()
+        if on_progress is not None and (ended or now - s.last_report > PROGRESS_INTERVAL_S):
+            s.last_report = now
+            on_progress(s, s.progress())
 
 
 def train_stack(cfgs: Sequence[RunConfig], datas: Sequence[ADDataset], *, on_progress=None,

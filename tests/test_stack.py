@@ -175,3 +175,16 @@ def test_per_epoch_evaluation_works_in_a_stack(datas):
         assert len(s.history["test_auroc"]) == 2
         ref = train(c, d)
         assert max(abs(a - b) for a, b in zip(ref.history["test_auroc"], s.history["test_auroc"])) < 1e-3
+
+
+def test_slots_out_of_phase_with_a_short_last_batch(datas):
+    # 30 images at batch 8: steps of 8, 8, 8, 6; a slot one step ahead meets its short batch first
+    data = load(BASE.data.__class__(dataset="digits", max_train=30, max_test=40, image_size=16))
+    c0, c1 = MIX[0].with_data(max_train=30), MIX[1].with_data(max_train=30)
+    ahead = RunSlot(c0, data, dtype=torch.float64)
+    train_slots([ahead], max_steps=1)
+    behind = RunSlot(c1, data, dtype=torch.float64)
+    train_slots([ahead, behind])
+    assert ahead.finished and behind.finished and ahead.steps == behind.steps == 8
+    assert rel(solo_slot(c0, data).history["loss"], ahead.history["loss"]) < 1e-9
+    assert rel(solo_slot(c1, data).history["loss"], behind.history["loss"]) < 1e-9

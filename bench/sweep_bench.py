@@ -1,7 +1,7 @@
 """What the table benchmarks share: their execution options and running (or reading) the runs.
 
 Each benchmark expands its own spec and writes its own report; this module only turns
-`--store/--executor/--address/--num-cpus/--gpus-per-run/--report-only` into result rows.
+`--store/--executor/--address/--num-cpus/--gpus-per-run/--no-stack/--report-only` into result rows.
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def add_execution_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--gpus-per-run", type=float,
                     help="ray: GPUs per run (e.g. 0.125 packs 8 small runs on one GPU; default 1 on GPU clusters)")
     ap.add_argument("--num-cpus", type=int, help="ray: CPUs of the local instance")
+    ap.add_argument("--no-stack", action="store_true",
+                    help="train one run at a time (default: compatible runs train together as stacks)")
 
 
 def rows_for(configs, a: argparse.Namespace) -> tuple[list[dict], int]:
@@ -35,5 +37,6 @@ def rows_for(configs, a: argparse.Namespace) -> tuple[list[dict], int]:
     if a.report_only:
         return rep.rows_from_store(configs, store), 0
     outcome = run_sweep(configs, store, executor=a.executor, address=a.address, num_cpus=a.num_cpus,
-                        gpus_per_run=a.gpus_per_run, progress=SweepProgress(len(configs)))
+                        gpus_per_run=a.gpus_per_run, progress=SweepProgress(len(configs)),
+                        stack=not getattr(a, "no_stack", False))
     return rep.rows_from_outcome(outcome), outcome.failed

@@ -59,7 +59,7 @@ from torch import nn
 
 from .config import ConfigError, RunConfig, resolved_depth, validate
 from .data import ADDataset
-from .losses import base_map, normalised, reduce_base, training_loss
+from .losses import base_map, normalised, training_loss
 from .models import ConvAutoencoder, PatchAutoencoder
 from .train import PROGRESS_INTERVAL_S, TrainResult, initial_model, make_optimizer, resolve_device
 

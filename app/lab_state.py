@@ -105,7 +105,10 @@ def setup(title: str | None = None) -> JobQueue:
     session_id()
     q = queue()
     with st.sidebar:
-        _sidebar()
+        # poll often while this session has work, rarely when idle (30 idle sessions polling every
+        # second would take CPU time from the training worker)
+        busy = bool(q.jobs(session=session_id()))
+        st.fragment(run_every=POLL_S if busy else 5 * POLL_S)(_sidebar)()
         st.caption(f"Run store: `{_short(q.store.root)}`", help="Finished runs and landscapes are kept here "
                    "and never trained twice. Set LAMP_STORE to move it.")
     if title:
@@ -113,9 +116,8 @@ def setup(title: str | None = None) -> JobQueue:
     return q
 
 
-@st.fragment(run_every=POLL_S)
 def _sidebar() -> None:
-    """The server's queue and this session's jobs, redrawn every POLL_S seconds."""
+    """The server's queue and this session's jobs (drawn in a polling fragment by setup())."""
     q = queue()
     c = q.counts()
     st.caption(f"Worker{'s' if len(q.devices) > 1 else ''}: {', '.join(q.devices)} · "

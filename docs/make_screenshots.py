@@ -83,13 +83,17 @@ def main() -> int:
             page.get_by_role("heading", name="Results").evaluate("e => e.scrollIntoView({block: 'start'})")
             save(page, "train_compare_table")
             # another normal class: the results shown are flagged as the old settings'
-            page.get_by_role("combobox", name="Normal class", exact=True).click()
-            page.get_by_role("option", name="3", exact=True).click()
+            box = page.get_by_role("combobox", name="Normal class", exact=True)
+            box.click()
+            box.fill("3")                      # the combobox filters its options as one types
+            page.get_by_role("option", name="3", exact=True).first.click()
             expect(page.get_by_text("The results below are for")).to_be_visible(timeout=LONG)
             page.get_by_text("The results below are for").evaluate("e => e.scrollIntoView({block: 'center'})")
             save(page, "stale_notice")
-            page.get_by_role("combobox", name="Normal class", exact=True).click()
-            page.get_by_role("option", name="8", exact=True).click()
+            box = page.get_by_role("combobox", name="Normal class", exact=True)
+            box.click()
+            box.fill("8")                      # the combobox filters its options as one types
+            page.get_by_role("option", name="8", exact=True).first.click()
             expect(page.get_by_text("The results below are for")).to_have_count(0, timeout=LONG)
 
             goto(page, "Loss landscape")

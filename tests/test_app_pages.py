@@ -95,6 +95,9 @@ def test_entry_script_opens_on_loss_curves_and_switches_pages():
     assert at.title[0].value == "Loss curves"
     at.switch_page(str(APP / "app_pages" / "guide.py")).run()
     assert not at.exception and at.title[0].value == "Lab guide"
+    # the teacher notes are a separate download, not shown to students on the page
+    labels = [b.label for b in at.get("download_button")]
+    assert "Download the teacher notes (Markdown)" in labels
 
 
 def test_loss_curves_controls_change_the_figure():

@@ -92,10 +92,10 @@ def view() -> bool:
         if s is not None and s.displayable().values.size:
             surfaces[n] = s
     if len(surfaces) == len(vs):
-        left, right = st.columns(2)
         f3d, fc = landscape_figures.fig_surface_3d(surfaces), landscape_figures.fig_contour(surfaces)
-        left.plotly_chart(f3d, key="surf3d")
-        right.plotly_chart(fc, key="contour")
+        # the 3-D panels get the page's full width: in a half column their axis titles are cut off
+        st.plotly_chart(f3d, key="surf3d")
+        st.plotly_chart(fc, key="contour")
         if not busy:
             c1, c2 = st.columns(2)
             with c1:

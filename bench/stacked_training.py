@@ -40,11 +40,13 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from lamp_core.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from lamp_core.data import load  # noqa: E402
 from lamp_core.stack import plan_stacks, train_stack  # noqa: E402
 from lamp_core.train import initial_model, train  # noqa: E402
+from landscape_speed import matmul_gflops  # noqa: E402  (the one 2048^2 matmul yardstick)
 
 BATCHES = (1, 4, 16, 128)
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
@@ -74,17 +76,6 @@ def forward_macs(cfg: RunConfig, channels: int, size: int) -> int:
     for h in hooks:
         h.remove()
     return total
-
-
-def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
 
 
 class PeakMemory:

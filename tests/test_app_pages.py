@@ -117,8 +117,11 @@ def test_loss_curves_statements_match_the_losses():
     """The page's claims are computed from lamp_core.losses; check them against the curves."""
     import numpy as np
 
+    from lamp_core.config import DEFAULT_EPS
     from lamp_core.losses import loss_curves
-    at = page("loss_curves").run()                       # eps 0.01, range ±1
+    at = page("loss_curves").run()                       # opens at the training default eps
+    assert at.select_slider[0].value == DEFAULT_EPS
+    at.select_slider[0].set_value(0.01).run()           # range ±1
     c = loss_curves("l2", eps=0.01, max_over="fixed")
     b, lamp = np.asarray(c["base"]), np.asarray(c["lamp"])
     cross = b[(b > 0) & (lamp < b)].max()

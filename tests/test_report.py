@@ -6,6 +6,7 @@ import csv
 import io
 import math
 
+import numpy as np
 import pytest
 
 from lamp_core import report as rep
@@ -33,6 +34,20 @@ def test_paired_interval_matches_the_t_formula():
     assert q.lo < 0 < q.hi                      # a mixed result: the interval covers zero
     one = rep.paired([0.5])
     assert one.n == 1 and math.isnan(one.lo) and one.text() == "+0.500"
+
+
+def test_minimum_detectable_effect_has_the_power_it_claims():
+    # sd 0.04 over 30 pairs (the old ablation's spread): (t_.975,29 + t_.80,29) * 0.04 / sqrt(30)
+    p = rep.paired([0.04 * x for x in (-1.0, 1.0)] * 15)
+    assert p.sd == pytest.approx(0.04 * math.sqrt(30 / 29))
+    mde = stats.minimum_detectable_effect(0.04, 30)
+    assert mde == pytest.approx((2.045229642132703 + 0.8541920) * 0.04 / math.sqrt(30), rel=1e-5)
+    # simulate the paired t-test at a true effect of mde: it must reject about 80% of the time
+    rng = np.random.default_rng(0)
+    d = rng.normal(mde, 0.04, size=(4000, 30))
+    t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(30))
+    assert abs(float((np.abs(t) > stats.t_quantile(29)).mean()) - 0.80) < 0.03
+    assert math.isnan(stats.minimum_detectable_effect(0.04, 1)) and math.isnan(rep.paired([0.1]).mde)
 
 
 @pytest.mark.parametrize("df, q, want", [   # reference values: scipy.stats.t.ppf

@@ -118,12 +118,14 @@ def test_spec_files_json_and_toml(tmp_path):
 
 
 def test_bench_specs_expand_to_the_documented_grids():
-    t1 = expand(SweepSpec.load(REPO / "bench/specs/table1_reduced.json"))
-    assert len(t1) == 10 * 6 * 2 * 3
-    ab = expand(SweepSpec.load(REPO / "bench/specs/ablation.json"))
-    shared = {c.key() for c in t1} & {c.key() for c in ab}
-    assert len(shared) == 2 * 10 * 3      # L2 and default LAMP at batch 128 are reused, not retrained
-    assert len(expand(SweepSpec.load(REPO / "bench/specs/table2_reduced.json"))) == 3 * 2 * 9 * 2 * 2
+    from lamp_core.config import run_key
+    t1 = expand(SweepSpec.load(REPO / "bench/specs/table1_converged.json"))
+    assert len(t1) == 10 * 6 * 3 * 3           # classes x batch sizes x (L2 + two LAMP readings) x seeds
+    ab = expand(SweepSpec.load(REPO / "bench/specs/ablation_converged.json"))
+    assert len(ab) == 30 * (1 + 2 * 2 * 4 + 4)  # base, sample/batch x detach x 4 eps, fixed x 4 eps
+    shared = {run_key(c) for c in t1} & {run_key(c) for c in ab}
+    assert len(shared) == 3 * 10 * 3      # L2 and both LAMP readings at batch 128 are reused, not retrained
+    assert len(expand(SweepSpec.load(REPO / "bench/specs/table2_trained.json"))) == 3 * 2 * 9 * 2 * 2
 
 
 def test_parse_int_list():
@@ -134,7 +136,7 @@ def test_parse_int_list():
 
 
 def test_describe_is_short_and_specific():
-    c = TINY.with_train(lamp=True, max_over="batch", detach_max=True, seed=2)
+    c = TINY.with_train(lamp=True, max_over="batch", detach_max=True, eps=0.01, seed=2)
     assert describe(c) == "digits c8 l2-lamp[batch,eps0.01,detach] adam lr0.001 bs8 s2"
 
 

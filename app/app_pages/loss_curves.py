@@ -8,6 +8,7 @@ import streamlit as st
 import lab_state
 import results
 from lamp_core import figures
+from lamp_core.config import DEFAULT_EPS
 from lamp_core.losses import loss_curves
 
 lab_state.setup("Loss curves")
@@ -19,10 +20,10 @@ st.latex(r"\mathcal{L}^{LAMP}_{base}(y,\hat y) = \sum_{h,w,c} -\log\bigl(1-\math
          r"\qquad \text{(eq. 1)}")
 
 c1, c2, c3 = st.columns(3)
-eps = c1.select_slider("ε (eq. 2)", options=[1e-4, 1e-3, 1e-2, 0.05, 0.1, 0.3, 0.5], value=1e-2,
+eps = c1.select_slider("ε (eq. 2)", options=[1e-4, 1e-3, 1e-2, 0.05, 0.1, 0.3, 0.5], value=DEFAULT_EPS,
                        format_func=lambda v: f"{v:g}",
                        help="Scales the normalised loss to at most 1 − ε, so −log(1 − B') stays finite. "
-                            "Smaller ε: a steeper wall at the largest residual. The app's default is 0.01.")
+                            f"Smaller ε: a steeper wall at the largest residual. The training default is {DEFAULT_EPS:g}.")
 max_over = c2.radio("Max taken over", ["fixed", "sample"], horizontal=True,
                     help="'fixed': divide by the bound 1 (every base loss map lies in [0, 1]), so the curve "
                          "does not depend on the plotted range. 'sample': divide by the largest value on "

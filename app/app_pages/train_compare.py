@@ -1,4 +1,5 @@
 """Train & compare (paper Fig. 4 and the ROC): base and LAMP from the same initial weights."""
+import math
 import sys
 from pathlib import Path
 
@@ -107,10 +108,13 @@ seed0 = c3.number_input("First seed", 0, 10_000, t.seed, help="Seeds run from th
 with st.expander("LAMP's open choices (paper eq. 2): defaults shown", expanded=True):
     c1, c2, c3 = st.columns(3)
     eps = c1.number_input("ε", 1e-6, 0.5, t.eps, format="%g", step=1e-3,
-                          help=f"B' = B / max(B) · (1 − ε). Default {DEFAULT_EPS}: the largest element "
-                               "contributes −log ε ≈ 4.6. Smaller ε lets that one element dominate.")
+                          help=f"B' = B / max(B) · (1 − ε). Default {DEFAULT_EPS:g}: the largest element "
+                               f"contributes −log ε ≈ {-math.log(DEFAULT_EPS):.1f}. Smaller ε lets that one "
+                               "element dominate. The defaults come from the converged ablation "
+                               "(bench/results/ablation.md in the repository).")
     max_over = c2.selectbox("max(B) taken over", MAX_OVER, index=MAX_OVER.index(t.max_over),
-                            help=f"Default '{DEFAULT_MAX_OVER}'. 'sample': per image over C, H, W. 'batch': over "
+                            help=f"Default '{DEFAULT_MAX_OVER}'. 'sample': per image over C, H, W (LAMP then does not "
+                                 "depend on the batch size). 'batch': over "
                                  "the whole batch's loss map (what a max over the batch's tensor gives when eq. 2 "
                                  "is coded as written; LAMP then depends on the batch size). 'fixed': the bound 1, "
                                  "which leaves small residuals almost un-amplified.")

@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lamp_core import data as data_mod  # noqa: E402
-from lamp_core.config import LandscapeConfig, run_key  # noqa: E402
+from lamp_core.config import (DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER, LandscapeConfig,  # noqa: E402
+                              run_key)
 from lamp_core.files import atomic_write  # noqa: E402
 from lamp_core.landscape import compute_sharpness  # noqa: E402
 from lamp_core.stats import paired  # noqa: E402
@@ -153,9 +154,10 @@ def main(argv=None) -> int:
     ap.add_argument("--classes", default="0,1,2")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--batch-sizes", default="128,16,4")
-    ap.add_argument("--max-over", default="batch", help="LAMP reading: where the max of eq. 2 is taken")
-    ap.add_argument("--detach-max", choices=("on", "off"), default="on")
-    ap.add_argument("--eps", type=float, default=0.01)
+    ap.add_argument("--max-over", default=DEFAULT_MAX_OVER, help="LAMP reading: where the max of eq. 2 is "
+                    "taken (default: the engine's)")
+    ap.add_argument("--detach-max", choices=("on", "off"), default="on" if DEFAULT_DETACH_MAX else "off")
+    ap.add_argument("--eps", type=float, default=DEFAULT_EPS)
     ap.add_argument("--n-images", type=int, default=256, help="normal training images the numbers are taken on")
     ap.add_argument("--report-only", action="store_true", help="rebuild the markdown from the CSV")
     ap.add_argument("--out", default="bench/results/landscape_study")

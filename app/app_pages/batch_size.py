@@ -153,6 +153,9 @@ lab_state.poll(view, key="batch")
 if st.toggle("Show every finished size (paper Fig. 3)", False, key="bs_grid",
              help="Contours of base and LAMP at every batch size whose landscapes are finished, on one "
                   "colour scale: rows are the losses, columns the batch sizes."):
+    st.caption("The paper's Fig. 3 shows the landscape of the encoder trained to predict class labels. A "
+               "one-class autoencoder has no labels to predict, so the lab draws what LAMP changes: the "
+               "reconstruction loss of the whole autoencoder around its trained weights.")
     grid = {}
     for b in SIZES:
         for n, c in configs(b).items():

@@ -1,0 +1,80 @@
+"""The science reports in bench/: the ablation's choose-on-half, report-on-the-other rule, Table 1's
+split by LAMP reading and its power column, on hand-made rows whose answers are known."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from lamp_core import report as rep
+from lamp_core import stats
+from lamp_core.config import RunConfig
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+
+import ablation  # noqa: E402
+import reproduce_table1  # noqa: E402
+
+
+def row(unit, seed, lamp, auroc, *, max_over="batch", detach=True, eps=0.01, bs=128):
+    r = rep.row_of(RunConfig())
+    r.update(unit=str(unit), seed=seed, lamp=lamp, auroc=auroc, batch_size=bs, max_over=max_over,
+             detach_max=detach, eps=eps, key=f"{unit}-{seed}-{lamp}-{max_over}-{detach}-{eps}-{bs}")
+    return r
+
+
+def ablation_rows():
+    """Two readings: 'sample' is clearly better on classes 0-4 and worse on 5-9; 'batch' the
+    opposite. A rule that peeks at 5-9 would pick 'batch'."""
+    rows = []
+    for unit in range(10):
+        for seed in range(3):
+            jitter = 0.001 * ((unit * 3 + seed) % 5)
+            rows.append(row(unit, seed, False, 0.90 + jitter))
+            chooser = unit < 5
+            rows.append(row(unit, seed, True, 0.90 + jitter + (0.02 if chooser else -0.01) + 0.0005 * seed,
+                            max_over="sample", eps=0.1))
+            rows.append(row(unit, seed, True, 0.90 + jitter + (0.005 if chooser else 0.03) - 0.0005 * seed,
+                            max_over="batch", eps=0.01))
+    return rows
+
+
+def test_ablation_chooses_on_the_choosing_classes_and_reports_the_others():
+    variants = rep.lamp_variants(ablation_rows())
+    text = "\n".join(ablation.selection_section(variants, ["max_over", "detach_max", "eps"],
+                                                ["0", "1", "2", "3", "4"], ("sample", True, 0.1)))
+    assert "**Chosen: max over sample, detach True, eps 0.1.**" in text
+    held = [ln for ln in text.splitlines() if ln.startswith("- Held out, chosen reading")]
+    assert len(held) == 1
+    assert "Δ -0.0" in held[0] and "wins 0/15" in held[0]      # reported where it loses, not hidden
+    # the previous default (batch, detached, 0.01) is shown beside it on the same held-out classes
+    assert any(ln.startswith("- Held out, engine's default before") and "Δ +0.0295" in ln
+               for ln in text.splitlines())
+
+
+def test_ranked_lines_carry_spread_and_detectable_effect():
+    variants = rep.lamp_variants(ablation_rows())
+    cs = rep.cells(variants, cell_fields=["max_over", "detach_max", "eps"], protocol="test")
+    lines = ablation.ranked_lines(cs, ("batch", True, 0.01))
+    assert lines[0].startswith("- max over batch") and "(the engine's default)" in lines[0]
+    p = cs[("batch", True, 0.01)].paired
+    assert f"sd {p.sd:.4f}, MDE {p.mde:.4f}" in lines[0]
+
+
+def test_table1_splits_rows_by_reading_with_the_same_base_runs():
+    rows = ablation_rows()
+    parts = reproduce_table1.by_reading(rows)
+    assert [k for k, _ in parts] == [("sample", True, 0.1), ("batch", True, 0.01)]
+    for k, rs in parts:
+        assert sum(1 for r in rs if not r["lamp"]) == 30
+        assert {reproduce_table1.reading_of(r) for r in rs if r["lamp"]} == {k}
+    assert reproduce_table1.reading_text(("fixed", False, 0.3)) == "max over fixed, eps 0.3"
+
+
+@pytest.mark.parametrize("sd, effect, units", [(0.012, 0.006, 10), (0.012, 0.003, 10), (0.02, 0.01, 5)])
+def test_seeds_needed_is_the_first_seed_count_whose_mde_reaches_the_effect(sd, effect, units):
+    n = reproduce_table1.seeds_needed(sd, effect, units=units)
+    assert stats.minimum_detectable_effect(sd, n * units) <= effect
+    assert n == 2 or stats.minimum_detectable_effect(sd, (n - 1) * units) > effect

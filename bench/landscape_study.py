@@ -90,11 +90,19 @@ def measure(cfgs, store: RunStore, csv_path: Path, lcfg: LandscapeConfig) -> lis
             print(f"missing from the store (train it first): {describe(cfg)}", file=sys.stderr)
             continue
         dataset = None
+        measured: dict[str, dict] = {}
         for metric in METRICS:
             if (run_key(cfg), metric) in done:
                 continue
-            dataset = dataset or data_mod.load(cfg.data)
-            s = compute_sharpness(stored.result, dataset, LandscapeConfig(**{**lcfg.__dict__, "metric": metric}))
+            # a plain L2 model's own loss is L2: the two metrics are one computation
+            same = "l2" if metric == "own" else "own"
+            if not cfg.train.lamp and cfg.train.base_loss == "l2" and same in measured:
+                s = measured[same]
+            else:
+                dataset = dataset or data_mod.load(cfg.data)
+                s = compute_sharpness(stored.result, dataset,
+                                      LandscapeConfig(**{**lcfg.__dict__, "metric": metric}))
+            measured[metric] = s
             t = cfg.train
             rows.append({"normal_class": cfg.data.normal_class, "seed": t.seed, "batch_size": t.batch_size,
                          "lamp": t.lamp, "max_over": t.max_over if t.lamp else "", "eps": t.eps if t.lamp else "",
@@ -160,6 +168,8 @@ def main(argv=None) -> int:
     ap.add_argument("--eps", type=float, default=DEFAULT_EPS)
     ap.add_argument("--n-images", type=int, default=256, help="normal training images the numbers are taken on")
     ap.add_argument("--report-only", action="store_true", help="rebuild the markdown from the CSV")
+    ap.add_argument("--merge", nargs="*", default=[], help="CSV files of parallel workers (their own --out) "
+                    "whose rows join this study's CSV before the report")
     ap.add_argument("--out", default="bench/results/landscape_study")
     a = ap.parse_args(argv)
     ints = lambda s: [int(v) for v in s.split(",") if v.strip()]  # noqa: E731
@@ -171,6 +181,15 @@ def main(argv=None) -> int:
         store = RunStore(Path(a.store))
         run_sweep(cfgs, store)              # trains what the store lacks (stacked), resumable
         measure(cfgs, store, csv_path, LandscapeConfig(n_images=a.n_images))
+    if a.merge:
+        rows = read_rows(csv_path)
+        have = {(r["run_key"], r["metric"]) for r in rows}
+        for extra in a.merge:
+            for r in read_rows(Path(extra)):
+                if (r["run_key"], r["metric"]) not in have:
+                    rows.append(r)
+                    have.add((r["run_key"], r["metric"]))
+        write_rows(csv_path, rows)
     rows = read_rows(csv_path)
     reading = {(r["max_over"], r["detach_max"], r["eps"]) for r in rows if r["lamp"] == "True"}
     md = ["# Landscape study: is LAMP's minimum steeper?", "",
@@ -182,6 +201,9 @@ def main(argv=None) -> int:
           "Ratios are geometric means of LAMP/base over pairs (same class, seed, batch size) with a t-interval "
           "of the log-ratio; the last column counts pairs where LAMP's number is larger.", "",
           summary(rows), ""]
+    notes = ROOT / "bench" / "specs" / "landscape_study_notes.md"     # written after reading the table
+    if notes.is_file():
+        md += ["## Notes", "", notes.read_text()]
     atomic_write(out.with_suffix(".md"), "\n".join(md).encode())
     print("\n".join(md))
     return 0

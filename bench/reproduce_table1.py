@@ -155,7 +155,7 @@ def main(argv=None) -> int:
                "Could these pairs have seen the paper's effect? sd is the standard deviation of the paired "
                "differences, MDE the smallest true difference they detect with 80% power (two-sided paired "
                "t-test at 5%):", "", power_lines(rs)]
-    notes = spec_path.with_name(spec_path.stem + "_notes.md")   # e.g. bench/specs/table2_reduced_notes.md
+    notes = spec_path.with_name(spec_path.stem + "_notes.md")   # e.g. bench/specs/table1_converged_notes.md
     if notes.is_file():
         md += ["## Notes", "", notes.read_text()]
     atomic_write(out.with_suffix(".md"), "\n".join(md) + "\n")

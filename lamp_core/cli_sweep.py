@@ -4,7 +4,7 @@ on Ray, and write a CSV of every run plus markdown tables in the paper's layouts
     lamp sweep --store runs/ --dataset mnist --data-root ../shared/data/mnist --no-download \\
         --classes 0-9 --batch-sizes 1024,128,32,16,4,1 --lamp both --seeds 0-2 --epochs 5 \\
         --max-train 1024 --max-test 500 --out results/table1 --layout table1
-    lamp sweep --spec bench/specs/table2_reduced.json --store runs/ --executor ray --num-cpus 2
+    lamp sweep --spec bench/specs/table2_trained.json --store runs/ --executor ray --num-cpus 2
 
 Options given with --spec replace that axis of the spec's grid(s) (or the base value).
 """

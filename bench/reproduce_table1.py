@@ -98,9 +98,9 @@ def comparison(rows) -> str:
     for (bs,), c in sorted(cs.items(), key=lambda kv: -kv[0][0]):
         p = c.paired
         sure = (not math.isnan(p.lo)) and (p.lo > 0 or p.hi < 0)
-        ours = "higher" if p.mean > 0 else ("equal" if p.mean == 0 else "LOWER")
+        ours = "level with L2" if abs(p.mean) < 0.0005 else ("higher" if p.mean > 0 else "LOWER")
         paper_d = PAPER["L2-LAMP"].get(bs, math.nan) - PAPER["L2"].get(bs, math.nan)
-        out.append(f"- batch {bs}: LAMP is {ours} by {p.mean:+.3f} (95% CI {p.lo:+.3f} to {p.hi:+.3f}, "
+        out.append(f"- batch {bs}: LAMP is {ours}{'' if ours.startswith('level') else ' by'} {p.mean:+.3f} (95% CI {p.lo:+.3f} to {p.hi:+.3f}, "
                    f"{'excludes' if sure else 'includes'} 0; wins {p.wins}/{p.n}); paper: {paper_d:+.3f}. "
                    f"Our L2 {c.base[0]:.3f} vs paper {PAPER['L2'].get(bs, math.nan):.3f}.")
     return "\n".join(out) + "\n"

@@ -206,8 +206,13 @@ def table1_markdown(rows: Sequence[dict[str, Any]], *, protocol: str = "test",
     bss = sorted({r["batch_size"] for r in rows}, reverse=True)
     cs = cells(rows, cell_fields=["batch_size"], protocol=protocol)
     n_seeds, n_units = _seeds_units(rows)
+    seeds_text = f"{n_seeds} seeds"
+    per_bs = {b: len({r["seed"] for r in rows if r["batch_size"] == b}) for b in bss}
+    if len(set(per_bs.values())) > 1:      # extra seeds where the pairs needed more power
+        seeds_text = f"{min(per_bs.values())}-{max(per_bs.values())} seeds (" + ", ".join(
+            f"batch {b}: {n}" for b, n in per_bs.items()) + ")"
     name = LOSS_NAME.get(loss, loss)
-    lines = [f"*Selection: {PROTOCOLS[protocol]}.* Mean ± std over {n_seeds} seeds of the AUROC "
+    lines = [f"*Selection: {PROTOCOLS[protocol]}.* Mean ± std over {seeds_text} of the AUROC "
              f"averaged over {n_units} classes; Δ = paired LAMP − {name} over seeds × classes with a "
              "95% t-interval; wins = pairs where LAMP is higher (of all pairs).", "",
              "| Loss | " + " | ".join(str(b) for b in bss) + " |",

@@ -103,6 +103,11 @@ def test_table1_layout_matches_the_paper():
     assert "| LAMP wins / pairs | 6/6 | 6/6 | 6/6 |" in lines
     assert "| paper: L2 | 0.658 | 0.926 | 0.919 |" in lines
     assert "paper's protocol" in md and "3 seeds" in md and "2 classes" in md
+    # extra seeds at one batch size (more power there): the header says how many where
+    more = rows + [row(u, s, l, 0.5, bs=16) for u in (0, 1) for s in (3, 4) for l in (False, True)]
+    md = rep.table1_markdown(more)
+    assert "over 3-5 seeds (batch 1024: 3, batch 16: 5, batch 1: 3)" in md
+    assert "| LAMP wins / pairs | 6/6 | 6/10 | 6/6 |" in md.splitlines()
 
 
 def test_table2_layout_has_arrows_average_and_both_metrics():

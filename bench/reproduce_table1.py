@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_execution_arguments(ap)
     ap.add_argument("--protocol", choices=tuple(SPECS), default="converged")
-    ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (at least 3 for the table)")
+    ap.add_argument("--seeds", type=int, help="seeds 0..N-1 for every cell (default: the spec's seeds)")
     ap.add_argument("--reverse", action="store_true", help="run the grid backwards: a second worker on the "
                     "same store shares the work (each run is skipped once the other has stored it)")
     ap.add_argument("--rotate", type=int, default=0, help="start the grid at this run (a third worker)")
@@ -119,8 +119,9 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     spec_path = Path(a.spec) if a.spec else ROOT / SPECS[a.protocol]
     spec = SweepSpec.load(spec_path)
-    for g in spec.grids:
-        g["train.seed"] = list(range(a.seeds))
+    if a.seeds:
+        for g in spec.grids:
+            g["train.seed"] = list(range(a.seeds))
     configs = expand(spec)
     if a.reverse:
         configs = configs[::-1]
@@ -135,7 +136,7 @@ def main(argv=None) -> int:
     for r in ok:
         secs.setdefault(r["batch_size"], []).append(r["seconds"] or 0.0)
     cmd = (f"nice -n 10 python bench/reproduce_table1.py --protocol {a.protocol} --store <store folder>"
-           + (f" --seeds {a.seeds}" if a.seeds != 3 else ""))
+           + (f" --seeds {a.seeds}" if a.seeds else ""))
     readings = by_reading(ok)
     md = [f"# Table 1 reproduction ({a.protocol} protocol)", "",
           f"Command: `{cmd}` (equivalently `lamp sweep --spec {SPECS[a.protocol]} --store <store folder> "
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
           f"Protocol: {_describe_spec(spec_path)}", "",
           f"Runs: {len(ok)} finished of {len(configs)}; failed: {failed}. Optimiser steps per run by batch "
           "size: " + ", ".join(f"{b}: {steps[b]}" for b in sorted(steps, reverse=True)) + ". Mean training "
-          "seconds per run (a run's share of its stack): " + ", ".join(
+          "seconds per run (a stacked run reports its stack's wall time; the machine was shared with other jobs): " + ", ".join(
               f"{b}: {sum(v) / len(v):.1f}" for b, v in sorted(secs.items(), reverse=True)) + ".", "",
           "No hyperparameter is tuned here (one learning rate, one kernel size, no patches), so the paper's "
           "selection (best on test) and the honest one (best on a validation split) coincide: one table "

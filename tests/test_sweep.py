@@ -120,11 +120,13 @@ def test_spec_files_json_and_toml(tmp_path):
 def test_bench_specs_expand_to_the_documented_grids():
     from lamp_core.config import run_key
     t1 = expand(SweepSpec.load(REPO / "bench/specs/table1_converged.json"))
-    assert len(t1) == 10 * 6 * 3 * 3           # classes x batch sizes x (L2 + two LAMP readings) x seeds
+    # classes x batch sizes x (L2 + two LAMP readings) x 3 seeds, plus a 4th seed at batch 128 and
+    # a 4th and 5th at batch 32 (where the pairs needed the power)
+    assert len(t1) == 10 * 6 * 3 * 3 + 10 * 3 * (1 + 2)
     ab = expand(SweepSpec.load(REPO / "bench/specs/ablation_converged.json"))
     assert len(ab) == 30 * (1 + 2 * 2 * 4 + 4)  # base, sample/batch x detach x 4 eps, fixed x 4 eps
     shared = {run_key(c) for c in t1} & {run_key(c) for c in ab}
-    assert len(shared) == 3 * 10 * 3      # L2 and both LAMP readings at batch 128 are reused, not retrained
+    assert len(shared) == 3 * 10 * 3      # L2 and both LAMP readings at batch 128 (seeds 0-2) are reused
     assert len(expand(SweepSpec.load(REPO / "bench/specs/table2_trained.json"))) == 3 * 2 * 9 * 2 * 2
 
 

@@ -33,6 +33,11 @@ PAPER_128 = {"L2": 0.919, "L2-LAMP": 0.925}   # paper Table 1, batch 128
 PREVIOUS_DEFAULT = ("batch", True, 0.01)       # the engine's reading before the converged ablation
 
 
+def reading_label(k) -> str:
+    """A (max_over, detach_max, eps) reading as the report names it."""
+    return f"max over {k[0]}, detach {k[1]}, eps {k[2]:g}"
+
+
 def ranked_lines(cs, default) -> list[str]:
     """One line per LAMP variant, best mean paired difference first."""
     lines = []
@@ -41,7 +46,7 @@ def ranked_lines(cs, default) -> list[str]:
         sure = not math.isnan(p.lo) and (p.lo > 0 or p.hi < 0)
         tag = " (the engine's default)" if k == default else ""
         verdict = ("LAMP higher" if p.mean > 0 else "LAMP LOWER") + (", CI excludes 0" if sure else ", CI includes 0")
-        lines.append(f"- max over {k[0]}, detach {k[1]}, eps {k[2]:g}{tag}: Δ {p.mean:+.4f} [{p.lo:+.4f}, "
+        lines.append(f"- {reading_label(k)}{tag}: Δ {p.mean:+.4f} [{p.lo:+.4f}, "
                      f"{p.hi:+.4f}], {verdict}; wins {p.wins}/{p.n}; sd {p.sd:.4f}, MDE {p.mde:.4f}")
     return lines
 
@@ -58,15 +63,12 @@ def selection_section(variants, fields, choose_on: list[str], default) -> list[s
     chosen = max(cs_pick, key=lambda k: cs_pick[k].paired.mean)
     held_units = sorted({r["unit"] for r in held}, key=str)
 
-    def describe(k):
-        return f"max over {k[0]}, detach {k[1]}, eps {k[2]:g}"
-
     out = ["## The default reading, chosen on classes " + ", ".join(choose_on) + " (computed)", "",
            f"Rule (fixed before the runs): the reading with the largest mean paired difference on classes "
            f"{', '.join(choose_on)}; its numbers below are on classes {', '.join(held_units)}, which the "
            f"choice did not see.", "",
            "Ranking on the choosing classes:", "", *ranked_lines(cs_pick, default), "",
-           f"**Chosen: {describe(chosen)}.**", "",
+           f"**Chosen: {reading_label(chosen)}.**", "",
            "All readings on the held-out classes (the chosen one is the only one read as a result; the "
            "others are context, not a second selection):", "", *ranked_lines(cs_held, default), ""]
     for k, name in ((chosen, "chosen reading"), (default, "engine's default now"),
@@ -74,7 +76,7 @@ def selection_section(variants, fields, choose_on: list[str], default) -> list[s
         if k in cs_held:
             c = cs_held[k]
             p = c.paired
-            out.append(f"- Held out, {name} ({describe(k)}): L2 {c.base[0]:.4f}, LAMP {c.lamp[0]:.4f}, "
+            out.append(f"- Held out, {name} ({reading_label(k)}): L2 {c.base[0]:.4f}, LAMP {c.lamp[0]:.4f}, "
                        f"Δ {p.text(4)}, wins {p.wins}/{p.n}, sd {p.sd:.4f}, MDE {p.mde:.4f}.")
     return out + [""]
 

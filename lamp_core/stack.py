@@ -71,6 +71,7 @@ PARAM_FORMAT = torch.channels_last      # weights (oneDNN reads them without a r
 CPU_STACK_MAX_VALUES = 32 * 28 * 28
 DEFAULT_MAX_STACK = 24
 DEFAULT_CPU_BUDGET_MB = 2048.0
+VAL_POINTS = 50          # validation scores recorded per run (where the data holds validation images)
 
 
 # ----------------------------------------------------------------------------- one run's state
@@ -103,6 +104,14 @@ class RunSlot:
         self.history: dict[str, list[float]] = {"loss": []}
         if t.eval_every_epoch:
             self.history["test_auroc"] = []
+        # held-out normal images, when the data has them: their mean anomaly score at about
+        # VAL_POINTS evenly spaced epochs (and the last), so a report can tell a model that has
+        # stopped improving on unseen normal images from one still learning (a training loss on
+        # 20 images keeps falling long after, by memorising them)
+        self.val_every = 0
+        if data.val is not None and len(data.val) and t.epochs:
+            self.val_every = max(1, t.epochs // VAL_POINTS)
+            self.history["val_epoch"], self.history["val_score"] = [], []
         self.epochs_done = self.steps = self.step_in_epoch = 0
         self.epoch_total = torch.zeros((), device=self.device, dtype=dtype)   # running sum of this epoch's losses
         self.stopped = self.diverged = False
@@ -182,6 +191,14 @@ class RunSlot:
             self._flush_bn()
             self.history["test_auroc"].append(image_auroc(self.model.eval(), self.data, device=self.device))
             self.model.train()
+        if self.val_every and (self.epochs_done % self.val_every == 0 or self.epochs_done >= self.cfg.train.epochs):
+            from .evaluate import anomaly_scores  # local: evaluate imports train's types
+            self._flush_bn()
+            val = self.data.val.to(self.x_all.dtype)    # float64 in the maths tests
+            score = float(anomaly_scores(self.model.eval(), val, device=self.device).mean())
+            self.model.train()
+            self.history["val_epoch"].append(float(self.epochs_done))
+            self.history["val_score"].append(score)
         if self.epochs_done >= self.cfg.train.epochs:
             self.finished = True
         return True

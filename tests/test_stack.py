@@ -188,3 +188,44 @@ def test_slots_out_of_phase_with_a_short_last_batch(datas):
     assert ahead.finished and behind.finished and ahead.steps == behind.steps == 8
     assert rel(solo_slot(c0, data).history["loss"], ahead.history["loss"]) < 1e-9
     assert rel(solo_slot(c1, data).history["loss"], behind.history["loss"]) < 1e-9
+
+
+def test_validation_curve_is_recorded_alike_alone_and_stacked():
+    """With held-out normal images a run records their mean score at about VAL_POINTS epochs and
+    at the last; a run in a stack records the same curve as alone (the report judges training
+    on it)."""
+    from lamp_core.stack import VAL_POINTS
+    cfg = RunConfig(data=DataConfig(dataset="digits", max_train=40, max_test=60, image_size=16, val_fraction=0.25),
+                    train=TrainConfig(epochs=7, batch_size=8, device="cpu"))
+    data = load(cfg.data)
+    assert data.val is not None and len(data.val)
+    alone = solo_slot(cfg, data).history
+    assert alone["val_epoch"] == [float(e) for e in range(1, 8)]   # 7 epochs < VAL_POINTS: each
+    mates = [RunSlot(c, data, dtype=torch.float64) for c in (cfg, cfg.with_train(lamp=True))]
+    train_slots(mates)
+    assert rel(alone["val_score"], mates[0].history["val_score"]) < 1e-9
+    assert alone["val_score"][-1] < alone["val_score"][0]          # it learnt to reconstruct unseen normals
+    long = cfg.with_train(epochs=2 * VAL_POINTS + 1)
+    slot = RunSlot(long, data)
+    train_slots([slot], max_steps=0)
+    assert slot.val_every == 2
+    plain = cfg.with_data(val_fraction=0.0)
+    assert "val_score" not in train(plain, load(plain.data)).history
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_stack_matches_solo_on_cuda(datas):
+    """The same maths on a GPU: float64 stacked against solo (cuDNN's kernels, grouped and not)."""
+    solo = []
+    for c, d in zip(MIX, datas):
+        s = RunSlot(c, d, "cuda", dtype=torch.float64)
+        train_slots([s])
+        solo.append(s.result())
+    slots = [RunSlot(c, d, "cuda", dtype=torch.float64) for c, d in zip(MIX, datas)]
+    train_slots(slots)
+    for a, s, d in zip(solo, slots, datas):
+        b = s.result()
+        assert b.steps == a.steps == 8 and b.device.startswith("cuda")
+        assert rel(a.history["loss"], b.history["loss"]) < 1e-9
+        assert state_diff(a.state_dict, b.state_dict) < 1e-7
+        assert abs(evaluate(a.model(), d).auroc - evaluate(b.model(), d).auroc) < 1e-6

@@ -162,7 +162,10 @@ def write_report(rows, out: str, layout: str, *, title: str, command: str | None
             if any(r.get("pixel_auroc") is not None for r in ok):
                 parts.append(rep.table2_markdown(ok, protocol=protocol, metric="pixel_auroc"))
         else:
-            fields = [f for f in ("unit", "base_loss", "optimizer", "batch_size", "max_over", "detach_max", "eps")
+            # every setting axis that varies gets its own line (pooling, say, two image sizes would
+            # hide the difference between them); learning rates are selected over, not split
+            fields = [f for f in ("unit", "base_loss", "optimizer", "batch_size", "image_size", "max_over",
+                                  "detach_max", "eps")
                       if len({r[f] for r in ok}) > 1 and f != "unit"]
             parts.append(rep.settings_markdown(rep.lamp_variants(ok), setting_fields=fields or ["base_loss"],
                                                protocol=protocol))

@@ -279,3 +279,26 @@ def test_a_really_killed_sweep_resumes(tmp_path):
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["runs"] == 8 and summary["trained"] == 8 - done
     assert f"{done} already in" in res.stderr
+
+
+def test_settings_report_splits_by_image_size(tmp_path):
+    """A sweep over image sizes gets one line per size (pooled, the sizes' difference would hide)."""
+    from lamp_core import report as rep
+    from lamp_core.cli_sweep import write_report
+    rows = []
+    for size, gain in ((128, 0.02), (256, -0.03)):
+        for seed in range(3):
+            for lamp in (False, True):
+                r = rep.row_of(RunConfig().with_data(image_size=size).with_train(seed=seed, lamp=lamp))
+                r.update(auroc=0.6 + 0.01 * seed + (gain if lamp else 0.0), unit="grid")
+                rows.append(r)
+    write_report(rows, str(tmp_path / "out"), "settings", title="sizes")
+    md = (tmp_path / "out.md").read_text()
+    lines = [ln for ln in md.splitlines() if ln.startswith("| 128 ") or ln.startswith("| 256 ")]
+    assert "| image_size |" in md and len(lines) == 2
+    assert "+0.020" in lines[0] and "-0.030" in lines[1]
+
+
+def test_table2_resolution_spec_expands_to_its_grid():
+    cfgs = expand(SweepSpec.load(REPO / "bench/specs/table2_resolution.json"))
+    assert len(cfgs) == 3 * 2 * 2 and {c.data.image_size for c in cfgs} == {128, 256}

@@ -78,3 +78,38 @@ def test_seeds_needed_is_the_first_seed_count_whose_mde_reaches_the_effect(sd, e
     n = reproduce_table1.seeds_needed(sd, effect, units=units)
     assert stats.minimum_detectable_effect(sd, n * units) <= effect
     assert n == 2 or stats.minimum_detectable_effect(sd, (n - 1) * units) > effect
+
+
+def test_table2_training_check_judges_on_the_validation_curve(tmp_path):
+    """Three base settings with known histories: one whose validation score has settled (trained,
+    although its training loss still falls: memorisation), one whose validation score still falls,
+    one stuck far above the best fit. Runs without a validation curve fall back to the loss."""
+    import reproduce_table2
+    from lamp_core.evaluate import Evaluation
+    from lamp_core.store import RunStore
+    from lamp_core.train import TrainResult
+
+    store = RunStore(tmp_path)
+    ev = Evaluation(labels=[0, 1], scores=[0.1, 0.2], auroc=1.0, average_precision=1.0, fpr=[0, 1],
+                    tpr=[0, 1], thresholds=[0.2, 0.1], f1_max=1.0, f1_threshold=0.2)
+    epochs = [float(e) for e in range(10, 101, 10)]
+    falling_loss = [100.0 / e for e in range(1, 101)]                   # falls 25% over the last quarter
+    settings = {
+        ("adam", 1e-3): {"loss": falling_loss, "val_epoch": epochs, "val_score": [0.5] + [0.2] * 9},
+        ("adam", 1e-4): {"loss": falling_loss, "val_epoch": epochs,
+                         "val_score": [1.0 - 0.05 * i for i in range(10)]},   # 0.70 -> 0.55: still improving
+        ("sgd", 1e-3): {"loss": [50.0] * 100, "val_epoch": epochs, "val_score": [0.9] * 10},
+        ("sgd", 1e-4): {"loss": falling_loss},                                 # no validation curve
+    }
+    configs = []
+    for (opt, lr), history in settings.items():
+        cfg = RunConfig().with_data(dataset="mvtec", category="grid").with_train(optimizer=opt, lr=lr, epochs=100)
+        configs.append(cfg)
+        store.put(TrainResult(config=cfg, state_dict={}, in_channels=1, image_size=28, history=history,
+                              epochs_done=100, steps=100), ev)
+    text = reproduce_table2.training_check(configs, str(tmp_path))
+    verdict = {ln.split("|")[3].strip() + " " + ln.split("|")[4].strip(): ln.rsplit("|", 2)[1].strip()
+               for ln in text.splitlines() if ln.startswith("| grid")}
+    assert verdict == {"Adam 0.001": "yes", "Adam 0.0001": "no: still improving", "SGD 0.001": "no: stuck high",
+                       "SGD 0.0001": "no: still improving"}
+    assert "**1 of 4**" in text and "3 of 4 settings recorded that validation curve" in text

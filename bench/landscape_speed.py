@@ -86,13 +86,18 @@ def fast_macs(ev: L.FastEvaluator, params: dict) -> int:
     return total
 
 
-def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n: int = 2048, reps: int = 5, device: str = "cpu") -> float:
+    """Best-of-`reps` float32 n x n matmul rate: the yardstick every benchmark's fraction is of.
+    On CUDA with TF32 off (float32 proper, as training runs) and synchronised around each product."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     a @ b
+    sync()
     best = float("inf")
     for _ in range(reps):
         t = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
 

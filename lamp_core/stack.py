@@ -32,10 +32,11 @@ worth ~25% at batch 1. Fused Adam/SGD beat foreach and per-tensor steps (also al
 channels-last weights beat contiguous ones, so `train()` is this module's one-run stack.
 `torch.func.vmap` over stacked parameters was not pursued: its batching rule for a convolution
 with batched weights is this same grouped convolution, and stacked leaves would lose per-run
-optimizers and step counts. On the CPU `plan_stacks` stacks up to CPU_STACK_MAX_VALUES input
-values per run-step (batch 32 at 28x28); on CUDA it always stacks. Stack size is capped by a
-memory budget through `run_memory_mb` (an over-estimate: 1.9 MB/run at batch 1 against 1.8
-measured, 69 MB at 128 against 48).
+optimizers and step counts. On the CPU `plan_stacks` stacks runs of up to CPU_STACK_MAX_VALUES
+input values per step (batch 16 at 28x28), at most as many as keep one stacked step within the
+thread count's budget (`cpu_stack_cap`: 24 runs at batch 1, 8 at batch 4 on one thread); on CUDA it
+always stacks. Stack size is also capped by a memory budget through `run_memory_mb` (an
+over-estimate: 1.9 MB/run at batch 1 against 1.8 measured, 69 MB at 128 against 48).
 
 Numerics: a stacked run differs from the run alone only by float rounding (different
 convolution kernels sum in a different order); in float64 they agree to ~1e-12 (tested). In
@@ -65,10 +66,17 @@ from .train import PROGRESS_INTERVAL_S, TrainResult, initial_model, make_optimiz
 
 CHANNELS_LAST = torch.channels_last     # activations
 PARAM_FORMAT = torch.channels_last      # weights (oneDNN reads them without a re-layout)
-# Stacking pays on the CPU while one run's batch is small (measured, bench/stacked_training.py):
-# above this many input values per step (batch x channels x pixels) one channels-last run is as
-# fast per image as a stack.
-CPU_STACK_MAX_VALUES = 32 * 28 * 28
+# Stacking pays on the CPU while one run's batch is small. Measured on 2 cores (MNIST, 28x28,
+# stacked / one-by-one time per run): batch 32 0.82-0.93x at one and two threads; batch 16
+# 0.94-1.05x at one thread, 1.19-1.38x at two; batch 4 and 1 1.5-3.3x. Above this many input
+# values per step of one run (batch x channels x pixels) a run trains alone.
+CPU_STACK_MAX_VALUES = 16 * 28 * 28
+# ... and a CPU stack pays most while all its runs' inputs of one step stay small (the stack's
+# activations then stay in the caches): at one thread batch 4 gives 2.18x with 8 runs and 1.54x
+# with 16; at two threads 16 runs (2.57x) beat 8 (2.53x) and batch 16 x 16 runs still pays 1.38x.
+# Input values per stacked step, at one thread and at more.
+CPU_STEP_VALUES_ONE_THREAD = 32 * 28 * 28
+CPU_STEP_VALUES = 256 * 28 * 28
 DEFAULT_MAX_STACK = 24
 DEFAULT_CPU_BUDGET_MB = 2048.0
 VAL_POINTS = 50          # validation scores recorded per run (where the data holds validation images)
@@ -494,11 +502,22 @@ def run_memory_mb(cfg: RunConfig, data: ADDataset) -> float:
 
 def stacking_pays(cfg: RunConfig, data: ADDataset) -> bool:
     """Measured rule: on CUDA always; on the CPU while a step's input is small."""
-    dev = resolve_device(cfg.train.device)
-    if dev.type != "cpu":
-        return True
-    bs = min(cfg.train.batch_size, max(len(data.train), 1))
-    return bs * data.channels * data.image_size ** 2 <= CPU_STACK_MAX_VALUES
+    return cpu_stack_cap(cfg, data) > 1 if resolve_device(cfg.train.device).type == "cpu" else True
+
+
+def cpu_stack_cap(cfg: RunConfig, data: ADDataset | None = None, threads: int | None = None) -> int:
+    """Most runs per CPU stack that still pay (measured, see CPU_STACK_MAX_VALUES): 1 where one
+    run's step is too large, else as many as fit the per-step budget of the thread count (torch's
+    current one by default). `data` None: the config's own batch size and image size."""
+    bs = cfg.train.batch_size if data is None else min(cfg.train.batch_size, max(len(data.train), 1))
+    channels = data.channels if data is not None else max(cfg.data.channels, 1)
+    size = data.image_size if data is not None else cfg.data.image_size
+    values = bs * channels * size ** 2
+    if values > CPU_STACK_MAX_VALUES:
+        return 1
+    threads = threads if threads is not None else torch.get_num_threads()
+    budget = CPU_STEP_VALUES_ONE_THREAD if threads <= 1 else CPU_STEP_VALUES
+    return max(1, min(DEFAULT_MAX_STACK, budget // values))
 
 
 def default_memory_budget_mb(device: torch.device | str = "cpu") -> float:
@@ -522,10 +541,12 @@ def plan_stacks(items: Sequence[tuple[RunConfig, ADDataset]], *, max_stack: int 
         if not stacking_pays(cfg, data):
             plan.extend([i] for i in idx)
             continue
-        dev = device if device is not None else resolve_device(cfg.train.device)
+        dev = torch.device(device) if device is not None else resolve_device(cfg.train.device)
         budget = memory_budget_mb if memory_budget_mb is not None else default_memory_budget_mb(dev)
         cap = max(1, int(budget // max(run_memory_mb(cfg, data), 1e-6)))
         cap = min(cap, max_stack or DEFAULT_MAX_STACK)
+        if dev.type == "cpu":
+            cap = min(cap, cpu_stack_cap(cfg, data))
         n_stacks = -(-len(idx) // cap)
         base, extra = divmod(len(idx), n_stacks)   # balanced: 25 runs at cap 24 -> 13 + 12
         start = 0

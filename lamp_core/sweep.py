@@ -402,7 +402,7 @@ def ray_batches(todo: Sequence[RunConfig], stack: bool) -> list[list[RunConfig]]
     """What each Ray task trains: runs that may share a stack (judged from the configs; the task
     plans its stacks again on the loaded data), at most a default stack's size; one run each
     without stacking or where stacking was measured not to pay."""
-    from .stack import DEFAULT_MAX_STACK, CPU_STACK_MAX_VALUES
+    from .stack import DEFAULT_MAX_STACK, cpu_stack_cap
     if not stack:
         return [[c] for c in todo]
     groups: dict[tuple, list[RunConfig]] = {}
@@ -415,8 +415,8 @@ def ray_batches(todo: Sequence[RunConfig], stack: bool) -> list[list[RunConfig]]
     batches: list[list[RunConfig]] = []
     for group in groups.values():
         c = group[0]
-        values = c.train.batch_size * max(c.data.channels, 1) * c.data.image_size ** 2
-        size = DEFAULT_MAX_STACK if (values <= CPU_STACK_MAX_VALUES or c.train.device == "cuda") else 1
+        # a Ray task trains with one thread by default (--threads), so the one-thread CPU cap
+        size = DEFAULT_MAX_STACK if c.train.device == "cuda" else cpu_stack_cap(c, threads=1)
         batches.extend(group[i:i + size] for i in range(0, len(group), size))
     return batches
 

@@ -18,24 +18,18 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from lamp_core.config import DataConfig, LandscapeConfig, ModelConfig, RunConfig, TrainConfig
+from lamp_core.config import LandscapeConfig, RunConfig
 from lamp_core.data import MNIST_SUBSET_DIR
 from lamp_core.jobs import DONE, FINAL, QUEUED, JobQueue, JobView
 from lamp_core.store import RunStore, default_root
+
+from lab_defaults import DEFAULT_CONFIG, DEFAULT_SEEDS
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"
 BATCH_SIZES = (1, 4, 16, 32, 128, 1024)   # the paper's Table 1
 POLL_S = float(os.environ.get("LAMP_POLL_S", "1.0"))  # how often a running page looks at its jobs (s)
 
-# The app's default comparison: real MNIST offline (the subset shipped in assets/mnist_subset),
-# digit 8 normal, a seeded 500 of its training images, the subset's 2,000 stratified test images,
-# 28 px, 5 epochs, 3 seeds (so the spread over seeds is on screen from the first click). The six
-# runs train as one stack in the job queue (bench/results/app_latency.md).
-DEFAULT_CONFIG = RunConfig(data=DataConfig(dataset="mnist", data_root=str(MNIST_SUBSET_DIR), normal_class=8,
-                                           image_size=28, max_train=500),
-                           model=ModelConfig(), train=TrainConfig(epochs=5, batch_size=32))
-DEFAULT_SEEDS = 3
 # Landscapes in the app: a 13x13 grid over 64 normal images (coarse pass first, then refined), and
 # cheaper sharpness estimates than the command line's defaults, so a surface takes tens of seconds.
 # Metric l2 by default: base and LAMP side by side must be measured with one yardstick (LAMP's own

@@ -9,6 +9,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import streamlit as st
 
+from lamp_core.jobs import single_threaded_caller
+
+# Pages compute little (figures, previews); training runs in the job queue's workers, which must
+# not share the cores with OpenMP teams of these script threads (lamp_core.jobs.JobQueue._worker).
+single_threaded_caller()
 st.set_page_config(page_title="LAMP Lab", page_icon=":material/biotech:", layout="wide")
 PAGES = Path(__file__).resolve().parent / "app_pages"
 nav = st.navigation([

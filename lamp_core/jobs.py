@@ -176,6 +176,22 @@ def _warm_up() -> None:
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):      # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def single_threaded_caller() -> None:
+    """Make torch compute on one thread in the calling thread (the app's page threads): the
+    queue's workers then own the cores without competing OpenMP teams (see JobQueue._worker).
+    With OpenMP the setting is per thread, so the workers keep theirs."""
+    import torch
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 def default_devices() -> list[str]:
     """One worker per CUDA GPU, else one for the CPU."""
     import torch
@@ -194,8 +210,10 @@ class JobQueue:
 
     def __init__(self, store: RunStore | None = None, devices: list[str] | None = None, *,
                  slice_s: float | None = None, max_per_session: int | None = None,
-                 stacking: bool | None = None, max_stack: int | None = None):
+                 stacking: bool | None = None, max_stack: int | None = None, threads: int | None = None):
         self.store = store if store is not None else RunStore()
+        # torch threads of each worker (LAMP_THREADS, else the usable cores); see _worker
+        self.threads = threads or int(_env_float("LAMP_THREADS", 0)) or usable_cores()
         self.devices = list(devices) if devices else default_devices()
         self.slice_s = slice_s if slice_s is not None else _env_float("LAMP_SLICE_S", 2.0)
         self.max_per_session = max_per_session or int(_env_float("LAMP_MAX_QUEUED", 40))
@@ -504,6 +522,14 @@ class JobQueue:
     # ------------------------------------------------------------------ the workers
 
     def _worker(self, device: str) -> None:
+        # Set here, in the worker thread: with OpenMP the thread count is per thread. The threads
+        # that render pages should compute on one thread (see `single_threaded_caller`): once
+        # another thread holds an OpenMP team of several threads, a worker's training step runs
+        # about 2.2x slower (bench/results/thread_contention.md: 0.31 s per run alone or beside a
+        # one-thread caller, 0.68 s beside a caller that used all cores; likely libgomp's short
+        # spinning when its threads outnumber the cores).
+        import torch
+        torch.set_num_threads(self.threads)
         _warm_up()
         while True:
             with self._lock:

@@ -281,3 +281,28 @@ def test_replaced_stopped_jobs_are_forgotten_beyond_a_cap(queue, monkeypatch):
     queue.wait(blocker.id, timeout=10)
     kept = [i for i in ids if queue.get(i) is not None]
     assert kept == ids[-3:]        # the current one (last) and the two most recent replaced ones
+
+
+def test_workers_train_at_the_queues_thread_count_and_callers_on_one(tmp_path):
+    """The worker sets its own torch thread count (per thread with OpenMP); the app's page threads
+    compute on one thread, so no second multi-thread OpenMP team slows the worker down
+    (bench/results/thread_contention.md)."""
+    import torch
+
+    from lamp_core.jobs import single_threaded_caller
+    for threads in (1, 3):
+        q = JobQueue(RunStore(tmp_path / f"runs{threads}"), devices=["cpu"], threads=threads)
+        try:
+            v = q.submit("count", lambda report, should_stop: torch.get_num_threads(), session="s")
+            assert q.wait(v.id, timeout=30).result == threads
+        finally:
+            q.close()
+    before, seen = torch.get_num_threads(), []
+
+    def page():
+        single_threaded_caller()
+        seen.append(torch.get_num_threads())
+    t = threading.Thread(target=page)
+    t.start()
+    t.join()
+    assert seen == [1] and torch.get_num_threads() == before     # only the calling thread changed

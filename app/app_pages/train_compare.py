@@ -102,8 +102,9 @@ c1, c2, c3 = st.columns(3)
 epochs = c1.number_input("Epochs", 1, 500, t.epochs, help="Passes over the normal training images.")
 seeds = c2.number_input("Seeds", 1, 10, int(ss.get("seeds", lab_state.DEFAULT_SEEDS)),
                         help="Train each loss with this many seeds (initial weights and batch order). Several "
-                             "seeds show the spread: AUROC is reported as mean ± std over seeds. All runs of "
-                             "a comparison train together as one stack.")
+                             "seeds show the spread: AUROC is reported as mean ± std over seeds. The runs of a "
+                             "comparison train together as one stack where that pays (on a GPU; on a CPU at "
+                             "batch sizes up to 16).")
 seed0 = c3.number_input("First seed", 0, 10_000, t.seed, help="Seeds run from this value upward.")
 with st.expander("LAMP's open choices (paper eq. 2): defaults shown", expanded=True):
     c1, c2, c3 = st.columns(3)
@@ -161,7 +162,8 @@ def train(cfg: RunConfig, seeds: int) -> None:
 
 if st.button("Train base and LAMP", type="primary", key="train",
              help="Queue every run (both losses, each seed) in the background; they train together as one "
-                  "stack. Runs trained before by anyone on this server load from the run store at once."):
+                  "stack where that pays (a GPU, or a CPU at batch sizes up to 16). Runs trained before by "
+                  "anyone on this server load from the run store at once."):
     train(cfg, int(seeds))
 
 cmp = ss.get("compare")

@@ -146,4 +146,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lamp_core.cli import run_script
+    sys.exit(run_script(main, "ablation"))

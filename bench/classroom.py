@@ -75,10 +75,15 @@ def in_own_thread(fn, *args):
 
     def run():
         torch.set_num_threads(usable_cores())
-        out["value"] = fn(*args)
+        try:
+            out["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            out["error"] = exc
     t = threading.Thread(target=run)
     t.start()
     t.join()
+    if "error" in out:
+        raise out["error"]
     return out["value"]
 
 
@@ -159,6 +164,8 @@ def main() -> int:
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/results/classroom.*")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="the server's one worker device")
     args = ap.parse_args()
+    from lamp_core.train import resolve_device
+    resolve_device(args.device)       # a GPU asked for and absent: one line (ConfigError), no work
     sessions = args.sessions or (6 if args.quick else 30)
     if args.sample is None and not args.quick:
         args.sample = 20
@@ -286,4 +293,5 @@ def render_md(runs: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lamp_core.cli import run_script
+    sys.exit(run_script(main, "classroom"))

@@ -177,4 +177,5 @@ def _describe_spec(path: Path) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lamp_core.cli import run_script
+    sys.exit(run_script(main, "reproduce_table1"))

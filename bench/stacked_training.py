@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from lamp_core.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from lamp_core.data import load  # noqa: E402
 from lamp_core.stack import plan_stacks, train_stack  # noqa: E402
-from lamp_core.train import initial_model, train  # noqa: E402
+from lamp_core.train import initial_model, resolve_device, train  # noqa: E402
 from landscape_speed import matmul_gflops  # noqa: E402  (the one 2048^2 matmul yardstick)
 
 BATCHES = (1, 4, 16, 128)
@@ -225,6 +225,7 @@ def main() -> int:
     p.add_argument("--out", help="write <out>.json and <out>.md (default: bench/results/stacked_training, "
                                  "not with --quick)")
     a = p.parse_args()
+    resolve_device(a.device)          # a GPU asked for and absent: one line (ConfigError), no work
     if a.threads:
         torch.set_num_threads(a.threads)
     k = a.runs or (10 if a.quick else 16)
@@ -327,4 +328,5 @@ def write_reports(out: Path, result: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lamp_core.cli import run_script
+    sys.exit(run_script(main, "stacked_training"))

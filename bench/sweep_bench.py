@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lamp_core import report as rep  # noqa: E402
+from lamp_core.config import ConfigError  # noqa: E402
 from lamp_core.store import RunStore  # noqa: E402
 from lamp_core.sweep import SweepProgress, run_sweep  # noqa: E402
 
@@ -35,7 +36,12 @@ def rows_for(configs, a: argparse.Namespace) -> tuple[list[dict], int]:
     number of failed runs."""
     store = RunStore(a.store)
     if a.report_only:
-        return rep.rows_from_store(configs, store), 0
+        rows = rep.rows_from_store(configs, store)
+        if not any(r["auroc"] is not None for r in rows):
+            # before any report is written: an empty table must not replace a recorded one
+            raise ConfigError(f"no finished run of this spec in {a.store}: name the store that holds them, "
+                              "or train them (leave out --report-only)")
+        return rows, 0
     outcome = run_sweep(configs, store, executor=a.executor, address=a.address, num_cpus=a.num_cpus,
                         gpus_per_run=a.gpus_per_run, progress=SweepProgress(len(configs)),
                         stack=not getattr(a, "no_stack", False))

@@ -35,9 +35,18 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def fail(message: str) -> int:
-    sys.stderr.write(f"lamp: error: {message}\n")
+def fail(message: str, prog: str = "lamp") -> int:
+    sys.stderr.write(f"{prog}: error: {message}\n")
     return 2
+
+
+def run_script(main, prog: str) -> int:
+    """A script's `main()` (the benchmarks in bench/) under the `lamp` command's contract: a
+    LampError, e.g. a config asking for a GPU the machine lacks, is one line and exit code 2."""
+    try:
+        return int(main() or 0)
+    except LampError as exc:
+        return fail(str(exc), prog)
 
 
 # ----------------------------------------------------------------------------- shared options

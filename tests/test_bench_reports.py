@@ -113,3 +113,26 @@ def test_table2_training_check_judges_on_the_validation_curve(tmp_path):
     assert verdict == {"Adam 0.001": "yes", "Adam 0.0001": "no: still improving", "SGD 0.001": "no: stuck high",
                        "SGD 0.0001": "no: still improving"}
     assert "**1 of 4**" in text and "3 of 4 settings recorded that validation curve" in text
+
+
+def test_a_report_from_an_empty_store_is_one_line_and_writes_nothing(tmp_path):
+    """--report-only on a store without the spec's runs: exit 2, one line, no table replaced."""
+    import subprocess
+    out = tmp_path / "table2"
+    r = subprocess.run([sys.executable, str(BENCH / "reproduce_table2.py"), "--store", str(tmp_path / "empty"),
+                        "--report-only", "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "no finished run of this spec" in r.stderr
+    assert not list(tmp_path.glob("table2*"))
+
+
+def test_a_gpu_benchmark_without_a_gpu_is_one_line():
+    import subprocess
+
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = subprocess.run([sys.executable, str(BENCH / "classroom.py"), "--device", "cuda", "--quick", "--no-record"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
+    assert "no CUDA GPU" in r.stderr

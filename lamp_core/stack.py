@@ -500,11 +500,6 @@ def run_memory_mb(cfg: RunConfig, data: ADDataset) -> float:
     return (params * 4 + n * acts + 2 * n * data.channels * size * size) * 4 / 2**20
 
 
-def stacking_pays(cfg: RunConfig, data: ADDataset) -> bool:
-    """Measured rule: on CUDA always; on the CPU while a step's input is small."""
-    return cpu_stack_cap(cfg, data) > 1 if resolve_device(cfg.train.device).type == "cpu" else True
-
-
 def cpu_stack_cap(cfg: RunConfig, data: ADDataset | None = None, threads: int | None = None) -> int:
     """Most runs per CPU stack that still pay (measured, see CPU_STACK_MAX_VALUES): 1 where one
     run's step is too large, else as many as fit the per-step budget of the thread count (torch's
@@ -538,15 +533,14 @@ def plan_stacks(items: Sequence[tuple[RunConfig, ADDataset]], *, max_stack: int 
     plan: list[list[int]] = []
     for idx in groups.values():
         cfg, data = items[idx[0]]
-        if not stacking_pays(cfg, data):
+        dev = torch.device(device) if device is not None else resolve_device(cfg.train.device)
+        # the measured rule: on CUDA always; on the CPU while a step's input is small
+        cap = cpu_stack_cap(cfg, data) if dev.type == "cpu" else DEFAULT_MAX_STACK
+        if cap == 1:
             plan.extend([i] for i in idx)
             continue
-        dev = torch.device(device) if device is not None else resolve_device(cfg.train.device)
         budget = memory_budget_mb if memory_budget_mb is not None else default_memory_budget_mb(dev)
-        cap = max(1, int(budget // max(run_memory_mb(cfg, data), 1e-6)))
-        cap = min(cap, max_stack or DEFAULT_MAX_STACK)
-        if dev.type == "cpu":
-            cap = min(cap, cpu_stack_cap(cfg, data))
+        cap = min(cap, max(1, int(budget // max(run_memory_mb(cfg, data), 1e-6))), max_stack or DEFAULT_MAX_STACK)
         n_stacks = -(-len(idx) // cap)
         base, extra = divmod(len(idx), n_stacks)   # balanced: 25 runs at cap 24 -> 13 + 12
         start = 0

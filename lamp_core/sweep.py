@@ -398,7 +398,7 @@ def _ray_task(cfg_dicts: list[dict[str, Any]], cwd: str, threads: int | None, st
     return out
 
 
-def ray_batches(todo: Sequence[RunConfig], stack: bool) -> list[list[RunConfig]]:
+def ray_batches(todo: Sequence[RunConfig], stack: bool, threads: int | None = 1) -> list[list[RunConfig]]:
     """What each Ray task trains: runs that may share a stack (judged from the configs; the task
     plans its stacks again on the loaded data), at most a default stack's size; one run each
     without stacking or where stacking was measured not to pay."""
@@ -415,8 +415,8 @@ def ray_batches(todo: Sequence[RunConfig], stack: bool) -> list[list[RunConfig]]
     batches: list[list[RunConfig]] = []
     for group in groups.values():
         c = group[0]
-        # a Ray task trains with one thread by default (--threads), so the one-thread CPU cap
-        size = DEFAULT_MAX_STACK if c.train.device == "cuda" else cpu_stack_cap(c, threads=1)
+        # the CPU cap of the thread count the Ray task trains with (--threads; one when unset)
+        size = DEFAULT_MAX_STACK if c.train.device == "cuda" else cpu_stack_cap(c, threads=threads or 1)
         batches.extend(group[i:i + size] for i in range(0, len(group), size))
     return batches
 
@@ -451,7 +451,7 @@ def _run_ray(todo, store, runs, progress, *, address, num_cpus, cpus_per_run, gp
         remote = ray.remote(max_retries=0)(_ray_task)
         cwd = os.getcwd()
         pending: dict[Any, list[RunConfig]] = {}
-        for batch in ray_batches(todo, stack):
+        for batch in ray_batches(todo, stack, threads):
             cfg = batch[0]
             gpus = gpus_per_run if gpus_per_run is not None else (1.0 if wants_gpu(cfg, cluster_gpus) else 0.0)
             if gpus and cluster_gpus <= 0:

@@ -15,10 +15,12 @@ training images (so every step has the same batch shape) are trained as one wide
   group's channel slice, with `lamp_core.losses`' own functions: the base maps act per channel,
   the per-image max of eq. 2 is a per-(image, run) max, the batch max a per-run max. The sum of
   the K losses is backpropagated once; parameters are disjoint, so each run gets its own gradient.
-* One optimizer object per (optimizer, lr) group updates all its runs' parameters in one fused
-  call; its per-parameter state *is* the runs' own optimizer state (shared dicts), so a run can
-  leave the stack at any step and go on alone, and per-parameter step counts may differ (runs
-  at different epochs share a stack).
+* Runs sharing an optimizer and learning rate are adjacent rows of every stacked leaf. Where
+  they also share their step count (the usual case: they started together), one optimizer
+  updates the rows as one flat tensor per leaf, its state the runs' states concatenated; each run
+  gets its slice back when the stack is left. Otherwise (runs at different epochs share a stack)
+  one optimizer object updates the runs' own parameters with their own state dicts. Either way
+  a run can leave the stack at any step and go on alone.
 
 Why this design. Measured on the project's 2-core machine while other jobs shared it
 (bench/results/stacked_training.md; K=16, one torch thread, ratios of alternating rounds):
@@ -28,7 +30,11 @@ channels-last tensors were the fastest way found to batch K small networks (agai
 convolutions in a loop, an im2col + batched-matmul formulation, and native instead of oneDNN
 convolutions; oneDNN's grouped weight-gradient kernel is now the largest cost). Giving each run's
 parameters slices of one stacked leaf (instead of concatenating per-run leaves every step) was
-worth ~25% at batch 1. Fused Adam/SGD beat foreach and per-tensor steps (also alone), and
+worth ~25% at batch 1, and one optimizer tensor per leaf instead of one per leaf and run another
+1.2-1.3x (the per-run update of 16 runs, 208 tensors, many of them channels-last slices the fused
+kernel copied, cost a quarter of a batch-1 step). A batched-matmul weight gradient for the
+small-output layers, where oneDNN's grouped kernel looked slow in isolation, was within 5% in
+whole steps and was dropped. Fused Adam/SGD beat foreach and per-tensor steps (also alone), and
 channels-last weights beat contiguous ones, so `train()` is this module's one-run stack.
 `torch.func.vmap` over stacked parameters was not pursued: its batching rule for a convolution
 with batched weights is this same grouped convolution, and stacked leaves would lose per-run
@@ -171,12 +177,16 @@ class RunSlot:
             return self.batch_size
         return self.n - self.batch_size * (self.steps_per_epoch - 1)
 
-    def _next_batch(self) -> torch.Tensor:
-        """This step's images (N, C, H, W), the same draw as train() makes."""
+    def _next_indices(self) -> torch.Tensor:
+        """Indices into x_all of this step's images, the same draw as train() makes."""
         if self.step_in_epoch == 0:
             self.order = torch.randperm(self.n, generator=self.gen).to(self.device)
         i, bs = self.step_in_epoch, self.batch_size
-        return self.x_all[self.order[i * bs:(i + 1) * bs]]
+        return self.order[i * bs:(i + 1) * bs]
+
+    def _next_batch(self) -> torch.Tensor:
+        """This step's images (N, C, H, W)."""
+        return self.x_all[self._next_indices()]
 
     def _after_step(self, loss: torch.Tensor) -> bool:
         """Count a step whose (detached, 0-d) loss is `loss`; True when an epoch ended."""
@@ -237,12 +247,61 @@ def _loss_recipe(t) -> tuple:
     return (t.base_loss, True, t.max_over, t.detach_max, t.eps)
 
 
+def _optimizer_kind(t) -> tuple:
+    return (t.optimizer, t.lr)
+
+
+def _segments(keys: list) -> list[tuple[int, int]]:
+    """[a, b) ranges of equal adjacent keys."""
+    out: list[tuple[int, int]] = []
+    for i, key in enumerate(keys):
+        if out and keys[out[-1][0]] == key:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
+    return out
+
+
+def _same_optimizer_state(slots: list[RunSlot]) -> bool:
+    """All runs fresh, or all holding the same state entries with equal scalars (step counts)."""
+    def scalars(s: RunSlot) -> list:
+        out = []
+        for p in s.model.parameters():
+            st = s.opt.state.get(p) or {}
+            out.append(sorted((k, float(v) if torch.is_tensor(v) and v.dim() == 0 else
+                               (None if torch.is_tensor(v) else v)) for k, v in st.items()))
+        return out
+    first = scalars(slots[0])
+    return all(scalars(s) == first for s in slots[1:])
+
+
+def _memory_order(t: torch.Tensor) -> tuple[int, ...] | None:
+    """The dimension order in which a stacked leaf lies in memory: channels-last weights are
+    (out, kh, kw, in); everything else is as it is."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return (0, 2, 3, 1)
+    return None
+
+
+def _flatten(t: torch.Tensor, order: tuple[int, ...] | None, *, view: bool = False) -> torch.Tensor:
+    u = t.permute(*order) if order else t
+    return u.view(-1) if view else u.reshape(-1)
+
+
+def _unflatten(flat: torch.Tensor, shape: torch.Size, order: tuple[int, ...] | None) -> torch.Tensor:
+    if not order:
+        return flat.view(shape)
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    return flat.view([shape[d] for d in order]).permute(*inverse)
+
+
 class _Stack:
     """K slots wired as one grouped network for as long as the set of slots does not change."""
 
     def __init__(self, slots: list[RunSlot]):
-        # runs sharing a loss recipe are adjacent, so each recipe is one channel slice
-        self.slots = sorted(slots, key=lambda s: repr(_loss_recipe(s.cfg.train)))
+        # runs sharing an optimizer are adjacent (so each optimizer group is one row range of every
+        # stacked leaf), and within it runs sharing a loss recipe (one channel slice per recipe)
+        self.slots = sorted(slots, key=lambda s: (_optimizer_kind(s.cfg.train), repr(_loss_recipe(s.cfg.train))))
         self.k = len(self.slots)
         self.c = self.slots[0].data.channels
         self.device = self.slots[0].device
@@ -276,20 +335,24 @@ class _Stack:
                     q.data = big.data[i * rows:(i + 1) * rows]
                     q.grad = big.grad[i * rows:(i + 1) * rows]
                 self.big[name] = big
-        groups: dict[tuple, list[int]] = {}
-        for i, s in enumerate(self.slots):
-            groups.setdefault(_loss_recipe(s.cfg.train), []).append(i)
-        self.loss_groups = [(recipe, idx[0], idx[-1] + 1) for recipe, idx in groups.items()]
+        self.big_grads = [big.grad for big in self.big.values()]
+        # runs on the same images (seeds, losses, readings of one class) hold the same tensor
+        self.shared_images = all(s.x_all is self.slots[0].x_all for s in self.slots)
+        self.loss_groups = [(_loss_recipe(self.slots[a].cfg.train), a, b)
+                            for a, b in _segments([_loss_recipe(s.cfg.train) for s in self.slots])]
+        self.group_optimizers: list[tuple[torch.optim.Optimizer, int, int, list[tuple[str, torch.Tensor]]]] = []
         self.optimizers = self._merged_optimizers()
 
     def _merged_optimizers(self) -> list[torch.optim.Optimizer]:
         if self.k == 1:
             return [self.slots[0].opt]
-        by_kind: dict[tuple, list[RunSlot]] = {}
-        for s in self.slots:
-            by_kind.setdefault((s.cfg.train.optimizer, s.cfg.train.lr), []).append(s)
         merged = []
-        for (name, lr), group in by_kind.items():
+        for a, b in _segments([_optimizer_kind(s.cfg.train) for s in self.slots]):
+            name, lr = _optimizer_kind(self.slots[a].cfg.train)
+            group = self.slots[a:b]
+            if _same_optimizer_state(group):
+                merged.append(self._group_optimizer(name, lr, a, b))
+                continue
             params = [p for s in group for p in s.model.parameters()]
             opt = make_optimizer(name, params, lr)
             for s in group:      # the merged optimizer updates the runs' own state dicts in place
@@ -298,9 +361,52 @@ class _Stack:
             merged.append(opt)
         return merged
 
+    def _group_optimizer(self, name: str, lr: float, a: int, b: int) -> torch.optim.Optimizer:
+        """One optimizer over the rows [a, b) of every stacked leaf, as flat 1-D views of their
+        memory, with the runs' optimizer state concatenated the same way. The runs must hold equal
+        scalar state (step counts), so that one step count serves them all. Its fused kernel then
+        walks one tensor per leaf instead of one per leaf and run: at batch 1 with 16 runs the
+        per-run update cost about a quarter of a step, mostly copies of channels-last slices."""
+        per_run = [dict(s.model.named_parameters()) for s in self.slots[a:b]]
+        flat_params = []
+        for pname, big in self.big.items():
+            rows = big.shape[0] // self.k
+            order = _memory_order(big)
+            gp = _flatten(big.detach()[a * rows:b * rows], order, view=True).requires_grad_()
+            gp.grad = _flatten(big.grad[a * rows:b * rows], order, view=True)
+            flat_params.append((pname, gp))
+        opt = make_optimizer(name, [gp for _, gp in flat_params], lr)
+        for pname, gp in flat_params:
+            states = [self.slots[a + i].opt.state.get(d[pname]) for i, d in enumerate(per_run)]
+            if not states[0]:
+                continue     # fresh runs: the optimizer initialises its state as each run's would
+            order = _memory_order(self.big[pname])
+            opt.state[gp] = {
+                key: (torch.cat([_flatten(st[key], order) for st in states])
+                      if torch.is_tensor(v) and v.numel() == per_run[0][pname].numel() and v.dim() else
+                      (v.clone() if torch.is_tensor(v) else v))
+                for key, v in states[0].items()}
+        self.group_optimizers.append((opt, a, b, flat_params))
+        return opt
+
     def release(self) -> None:
-        """Give every run standalone parameters and BatchNorm buffers again (the stack is being
-        rebuilt or left)."""
+        """Give every run standalone parameters, BatchNorm buffers and optimizer state again
+        (the stack is being rebuilt or left)."""
+        for opt, a, b, flat_params in self.group_optimizers:
+            for pname, gp in flat_params:
+                state = opt.state.get(gp)
+                if not state:
+                    continue
+                order = _memory_order(self.big[pname])
+                for i, s in enumerate(self.slots[a:b]):
+                    p = dict(s.model.named_parameters())[pname]
+                    n = p.numel()
+                    s.opt.state[p] = {
+                        key: (_unflatten(v[i * n:(i + 1) * n], p.shape, order).clone()
+                              if torch.is_tensor(v) and v.numel() == gp.numel() and v.dim() else
+                              (v.clone() if torch.is_tensor(v) else v))
+                        for key, v in state.items()}
+        self.group_optimizers = []
         if self.k > 1:
             for inner in self.inners:
                 for q in inner.parameters():
@@ -324,12 +430,15 @@ class _Stack:
             loss.backward()
             s.opt.step()
             return loss.detach().view(1)
-        x = torch.cat([s._next_batch() for s in self.slots], dim=1)   # (N, K*C, H, W)
+        if self.shared_images:   # one gather for all runs: (N, K, C, H, W) -> (N, K*C, H, W)
+            idx = torch.stack([s._next_indices() for s in self.slots], dim=1)
+            x = self.slots[0].x_all[idx].flatten(1, 2)
+        else:
+            x = torch.cat([s._next_batch() for s in self.slots], dim=1)   # (N, K*C, H, W)
         x = x.contiguous(memory_format=CHANNELS_LAST)
         y = self.forward(x)
         losses = self.losses(x, y)                                       # (K,)
-        for big in self.big.values():
-            big.grad.zero_()      # the runs' .grad are views of these: zeroed with them
+        torch._foreach_zero_(self.big_grads)   # the runs' .grad are views of these: zeroed with them
         losses.sum().backward()
         for opt in self.optimizers:
             opt.step()

@@ -7,6 +7,7 @@ shared statistic, a loss reduced over the wrong axis). In float32 the stack is c
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -130,6 +131,42 @@ def test_slots_at_different_epochs_share_a_stack(datas):
     assert ahead.finished and fresh.finished
     assert rel(solo_slot(c0, datas[0]).history["loss"], ahead.history["loss"]) < 1e-9
     assert rel(solo_slot(c1, datas[1]).history["loss"], fresh.history["loss"]) < 1e-9
+
+
+def opt_state(slot: RunSlot) -> dict[str, dict]:
+    return {name: slot.opt.state[p] for name, p in slot.model.named_parameters()}
+
+
+def test_one_optimizer_per_group_keeps_each_runs_state(datas, monkeypatch):
+    """Runs with one optimizer, lr and step count are updated as one flat tensor per stacked
+    leaf; what each run gets back when the stack is left (moments, step count, weights) is what
+    it holds trained alone, also when a stack is rebuilt from runs that have state. Here the runs
+    also read their batches from one shared image tensor with one gather."""
+    from lamp_core import stack as stack_module
+    built = []
+    original = stack_module._Stack._group_optimizer
+    monkeypatch.setattr(stack_module._Stack, "_group_optimizer",
+                        lambda self, *a: built.append(a) or original(self, *a))
+    data = dataclasses.replace(datas[0], train=datas[0].train.double())
+    cfgs = [BASE.with_train(seed=i, lamp=bool(i % 2)) for i in range(3)] + [
+        BASE.with_train(optimizer="rmsprop", lr=5e-4, seed=4), BASE.with_train(optimizer="sgd", lr=3e-3)]
+    slots = [RunSlot(c, data, dtype=torch.float64) for c in cfgs]
+    solos = [RunSlot(c, data, dtype=torch.float64) for c in cfgs]
+    for leg in (3, 2):                           # fresh runs, then runs with optimizer state
+        train_slots(slots, max_steps=leg)
+        for s in solos:
+            train_slots([s], max_steps=leg)
+        for s, solo in zip(slots, solos):
+            mine, ref = opt_state(s), opt_state(solo)
+            assert mine.keys() == ref.keys()
+            for name in ref:
+                assert mine[name].keys() == ref[name].keys()
+                for key, v in ref[name].items():
+                    assert mine[name][key].shape == v.shape
+                    assert float((mine[name][key] - v).abs().max()) < 1e-9, (name, key)
+            assert state_diff(s.result().state_dict, solo.result().state_dict) < 1e-9
+    assert [a[3] - a[2] for a in built] == [3, 1, 1, 3, 1, 1]   # adam x3, rmsprop, sgd; twice
+    assert all(s.steps == 5 for s in slots)
 
 
 def test_deadline_and_max_steps_budget(datas):

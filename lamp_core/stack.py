@@ -22,10 +22,10 @@ training images (so every step has the same batch shape) are trained as one wide
   one optimizer object updates the runs' own parameters with their own state dicts. Either way
   a run can leave the stack at any step and go on alone.
 
-Why this design. Measured on the project's 2-core machine while other jobs shared it
-(bench/results/stacked_training.md; K=16, one torch thread, ratios of alternating rounds):
-stacked / one-by-one images/s = 1.85x at batch 1, 1.90x at 4, 1.06x at 16; at 128 one stack
-was 0.98x, so the planner trains such batches one run at a time. Grouped convolutions on
+Why this design. Measured on the project's 2-core machine (bench/results/stacked_training*.md;
+K=16, ratios of alternating rounds): stacked / one-by-one images/s = 2.41x / 2.08x / 1.19x at
+batch 1 / 4 / 16 on one torch thread, 3.44-3.73x / 2.69-2.95x / 1.31-1.41x on two; at 128 one
+stack of 16 was 0.68-0.72x, so the planner trains such batches one run at a time. Grouped convolutions on
 channels-last tensors were the fastest way found to batch K small networks (against per-run
 convolutions in a loop, an im2col + batched-matmul formulation, and native instead of oneDNN
 convolutions; oneDNN's grouped weight-gradient kernel is now the largest cost). Giving each run's
@@ -37,8 +37,8 @@ small-output layers, where oneDNN's grouped kernel looked slow in isolation, was
 whole steps and was dropped. Fused Adam/SGD beat foreach and per-tensor steps (also alone), and
 channels-last weights beat contiguous ones, so `train()` is this module's one-run stack.
 `torch.func.vmap` over stacked parameters was not pursued: its batching rule for a convolution
-with batched weights is this same grouped convolution, and stacked leaves would lose per-run
-optimizers and step counts. On the CPU `plan_stacks` stacks runs of up to CPU_STACK_MAX_VALUES
+with batched weights is this same grouped convolution, and stacked leaves alone would lose
+per-run step counts (kept here by falling back to per-run optimizers where they differ). On the CPU `plan_stacks` stacks runs of up to CPU_STACK_MAX_VALUES
 input values per step (batch 16 at 28x28), at most as many as keep one stacked step within the
 thread count's budget (`cpu_stack_cap`: 24 runs at batch 1, 8 at batch 4 on one thread); on CUDA it
 always stacks. Stack size is also capped by a memory budget through `run_memory_mb` (an

@@ -417,8 +417,19 @@ def ray_batches(todo: Sequence[RunConfig], stack: bool, threads: int | None = 1)
         c = group[0]
         # the CPU cap of the thread count the Ray task trains with (--threads; one when unset)
         size = DEFAULT_MAX_STACK if c.train.device == "cuda" else cpu_stack_cap(c, threads=threads or 1)
-        batches.extend(group[i:i + size] for i in range(0, len(group), size))
-    return batches
+        n = -(-len(group) // size)
+        # balanced (60 runs at cap 24: 20 + 20 + 20, not 24 + 24 + 12), so no task runs long alone
+        batches.extend(group[len(group) * i // n:len(group) * (i + 1) // n] for i in range(n))
+    # longest first: the tasks that take longest start first, and the short ones fill the other
+    # workers' gaps at the end (a stack of small-batch runs takes minutes, a large batch seconds)
+    return sorted(batches, key=lambda b: -len(b) * _optimizer_steps(b[0]))
+
+
+def _optimizer_steps(cfg: RunConfig) -> int:
+    """A run's optimizer steps, from its config (the cap on training images where set; a
+    small-batch step costs about as much as a large-batch one on a CPU, so steps rank tasks)."""
+    n = cfg.data.max_train or 1000
+    return cfg.train.epochs * -(-n // min(cfg.train.batch_size, n))
 
 
 def wants_gpu(cfg: RunConfig, cluster_gpus: float) -> bool:

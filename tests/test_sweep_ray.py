@@ -49,6 +49,18 @@ def test_a_ray_task_gets_a_stack_not_a_run():
     assert ray_batches(big, stack=True) == [[c] for c in big]
 
 
+def test_ray_tasks_are_balanced_and_the_longest_start_first():
+    """60 batch-1 runs at one thread's cap of 24 make three tasks of 20 (24 + 24 + 12 would leave
+    one worker alone with the last); tasks of many small steps come before large-batch runs."""
+    mnist = TINY.with_data(max_train=1000)
+    cfgs = ([mnist.with_train(batch_size=128, seed=s) for s in range(4)]
+            + [mnist.with_train(batch_size=1, seed=s) for s in range(60)])
+    batches = ray_batches(cfgs, stack=True, threads=1)
+    assert [len(b) for b in batches] == [20, 20, 20, 1, 1, 1, 1]
+    assert [b[0].train.batch_size for b in batches] == [1, 1, 1, 128, 128, 128, 128]
+    assert sorted(c.key() for b in batches for c in b) == sorted(c.key() for c in cfgs)
+
+
 def test_gpu_requests_follow_the_run_device():
     assert wants_gpu(TINY.with_train(device="cuda"), cluster_gpus=0)
     assert wants_gpu(TINY.with_train(device="auto"), cluster_gpus=1)

@@ -12,6 +12,7 @@ Extra workers on the same store share the work (`--reverse`, `--rotate N`, or `l
 ... --classes 0-4` and `--classes 5-9`): each skips what another had stored when it started.
 
     nice -n 10 python bench/reproduce_table1.py --store ../lamp-sweeps
+    nice -n 10 python bench/reproduce_table1.py --store ../lamp-sweeps --executor ray --num-cpus 2   # both cores
     python bench/reproduce_table1.py --protocol paper --store runs/ --executor ray   # GPU, full scale
 
 Writes bench/results/table1{,-paper}.{md,csv,html}. Runs are cached in --store, so a killed run

@@ -136,3 +136,29 @@ def test_a_gpu_benchmark_without_a_gpu_is_one_line():
                        capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
     assert "no CUDA GPU" in r.stderr
+
+
+def test_table1_timing_refuses_a_store_that_holds_grid_runs(tmp_path, monkeypatch):
+    """A timing of runs found in the store would be no timing: refused before any training, and
+    nothing written; the grid is the issue's 360 runs."""
+    import table1_timing
+    from lamp_core.config import ConfigError
+
+    cfgs = table1_timing.grid("mnist-root", list(range(10)), [0, 1, 2])
+    assert len(cfgs) == 360 and len({c.key() for c in cfgs}) == 360
+    assert {c.train.batch_size for c in cfgs} == {1024, 128, 32, 16, 4, 1}
+
+    class Holding:
+        def __init__(self, _root):
+            pass
+
+        def has(self, cfg):
+            return cfg.train.batch_size == 1024
+
+    monkeypatch.setattr(table1_timing, "RunStore", Holding)
+    monkeypatch.setattr(table1_timing, "run_sweep", lambda *a, **k: pytest.fail("trained despite the store"))
+    out = tmp_path / "timing"
+    monkeypatch.setattr(sys, "argv", ["table1_timing.py", "--store", str(tmp_path / "s"), "--out", str(out)])
+    with pytest.raises(ConfigError, match="already holds 60 of the grid's 360 runs"):
+        table1_timing.main()
+    assert not list(tmp_path.glob("timing*"))

@@ -283,6 +283,15 @@ def _memory_order(t: torch.Tensor) -> tuple[int, ...] | None:
     return None
 
 
+def _per_element(v: Any, numel: int) -> bool:
+    """An optimizer state entry with one value per parameter element (a moment), not a step count."""
+    return torch.is_tensor(v) and v.dim() > 0 and v.numel() == numel
+
+
+def _copy(v: Any) -> Any:
+    return v.clone() if torch.is_tensor(v) else v
+
+
 def _flatten(t: torch.Tensor, order: tuple[int, ...] | None, *, view: bool = False) -> torch.Tensor:
     u = t.permute(*order) if order else t
     return u.view(-1) if view else u.reshape(-1)
@@ -383,8 +392,7 @@ class _Stack:
             order = _memory_order(self.big[pname])
             opt.state[gp] = {
                 key: (torch.cat([_flatten(st[key], order) for st in states])
-                      if torch.is_tensor(v) and v.numel() == per_run[0][pname].numel() and v.dim() else
-                      (v.clone() if torch.is_tensor(v) else v))
+                      if _per_element(v, per_run[0][pname].numel()) else _copy(v))
                 for key, v in states[0].items()}
         self.group_optimizers.append((opt, a, b, flat_params))
         return opt
@@ -393,18 +401,18 @@ class _Stack:
         """Give every run standalone parameters, BatchNorm buffers and optimizer state again
         (the stack is being rebuilt or left)."""
         for opt, a, b, flat_params in self.group_optimizers:
+            per_run = [dict(s.model.named_parameters()) for s in self.slots[a:b]]
             for pname, gp in flat_params:
                 state = opt.state.get(gp)
                 if not state:
                     continue
                 order = _memory_order(self.big[pname])
-                for i, s in enumerate(self.slots[a:b]):
-                    p = dict(s.model.named_parameters())[pname]
+                for i, (s, params) in enumerate(zip(self.slots[a:b], per_run)):
+                    p = params[pname]
                     n = p.numel()
                     s.opt.state[p] = {
                         key: (_unflatten(v[i * n:(i + 1) * n], p.shape, order).clone()
-                              if torch.is_tensor(v) and v.numel() == gp.numel() and v.dim() else
-                              (v.clone() if torch.is_tensor(v) else v))
+                              if _per_element(v, gp.numel()) else _copy(v))
                         for key, v in state.items()}
         self.group_optimizers = []
         if self.k > 1:
@@ -650,11 +658,20 @@ def plan_stacks(items: Sequence[tuple[RunConfig, ADDataset]], *, max_stack: int 
             continue
         budget = memory_budget_mb if memory_budget_mb is not None else default_memory_budget_mb(dev)
         cap = min(cap, max(1, int(budget // max(run_memory_mb(cfg, data), 1e-6))), max_stack or DEFAULT_MAX_STACK)
-        n_stacks = -(-len(idx) // cap)
-        base, extra = divmod(len(idx), n_stacks)   # balanced: 25 runs at cap 24 -> 13 + 12
-        start = 0
-        for j in range(n_stacks):
-            size = base + (1 if j < extra else 0)
-            plan.append(idx[start:start + size])
-            start += size
+        plan.extend(balanced_split(idx, cap))
     return plan
+
+
+def balanced_split(items: Sequence, cap: int) -> list[list]:
+    """`items` in consecutive parts of at most `cap`, as even as can be (25 at cap 24: 13 + 12,
+    not 24 + 1), so that no part trains long after the others."""
+    if not items:
+        return []
+    n = -(-len(items) // cap)
+    base, extra = divmod(len(items), n)
+    parts, start = [], 0
+    for j in range(n):
+        size = base + (1 if j < extra else 0)
+        parts.append(list(items[start:start + size]))
+        start += size
+    return parts

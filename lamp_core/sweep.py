@@ -402,7 +402,7 @@ def ray_batches(todo: Sequence[RunConfig], stack: bool, threads: int | None = 1)
     """What each Ray task trains: runs that may share a stack (judged from the configs; the task
     plans its stacks again on the loaded data), at most a default stack's size; one run each
     without stacking or where stacking was measured not to pay."""
-    from .stack import DEFAULT_MAX_STACK, cpu_stack_cap
+    from .stack import DEFAULT_MAX_STACK, balanced_split, cpu_stack_cap
     if not stack:
         return [[c] for c in todo]
     groups: dict[tuple, list[RunConfig]] = {}
@@ -417,9 +417,8 @@ def ray_batches(todo: Sequence[RunConfig], stack: bool, threads: int | None = 1)
         c = group[0]
         # the CPU cap of the thread count the Ray task trains with (--threads; one when unset)
         size = DEFAULT_MAX_STACK if c.train.device == "cuda" else cpu_stack_cap(c, threads=threads or 1)
-        n = -(-len(group) // size)
         # balanced (60 runs at cap 24: 20 + 20 + 20, not 24 + 24 + 12), so no task runs long alone
-        batches.extend(group[len(group) * i // n:len(group) * (i + 1) // n] for i in range(n))
+        batches.extend(balanced_split(group, size))
     # longest first: the tasks that take longest start first, and the short ones fill the other
     # workers' gaps at the end (a stack of small-batch runs takes minutes, a large batch seconds)
     return sorted(batches, key=lambda b: -len(b) * _optimizer_steps(b[0]))

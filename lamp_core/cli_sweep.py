@@ -44,6 +44,16 @@ GRID_FLAGS = {
 }
 
 
+def _positive_mb(text: str) -> float:
+    try:
+        mb = float(text)
+    except ValueError:
+        mb = float("nan")
+    if not mb > 0 or mb == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a memory size: give megabytes above 0, e.g. 1024")
+    return mb
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", help="sweep spec (.json or .toml): name, base config, grid of axes")
     p.add_argument("--store", required=True, help="run store folder: finished runs are kept there and "
@@ -75,6 +85,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--stack", action=argparse.BooleanOptionalAction, default=True,
                    help="train compatible runs (same architecture, image size, batch size and steps) together "
                    "as one stack, each equal to its solo run; --no-stack trains them one by one (default: on)")
+    e.add_argument("--stack-memory-mb", type=_positive_mb, metavar="MB",
+                   help="most estimated training memory of one stack; larger groups of runs are split "
+                        "(default: 2048 on a CPU, half the free memory of a GPU)")
     e.add_argument("--dry-run", action="store_true", help="list the runs and how many are done; train nothing")
     e.add_argument("--report-only", action="store_true",
                    help="write --out from the runs already in the store (a partial sweep too); train nothing")
@@ -210,7 +223,7 @@ def run(a: argparse.Namespace) -> int:
     progress = SweepProgress(len(configs), enabled=not a.quiet)
     outcome = run_sweep(configs, store, executor=a.executor, address=a.address, num_cpus=a.num_cpus,
                         cpus_per_run=a.cpus_per_run, gpus_per_run=a.gpus_per_run, threads=a.threads,
-                        progress=progress, stack=a.stack)
+                        progress=progress, stack=a.stack, memory_budget_mb=a.stack_memory_mb)
     sys.stderr.write(f"sweep {spec.name}: {len(outcome.ok)} runs finished ({outcome.trained} trained now), "
                      f"{outcome.failed} failed\n")
     if a.out:

@@ -210,7 +210,8 @@ class JobQueue:
 
     def __init__(self, store: RunStore | None = None, devices: list[str] | None = None, *,
                  slice_s: float | None = None, max_per_session: int | None = None,
-                 stacking: bool | None = None, max_stack: int | None = None, threads: int | None = None):
+                 stacking: bool | None = None, max_stack: int | None = None, threads: int | None = None,
+                 memory_budget_mb: float | None = None):
         self.store = store if store is not None else RunStore()
         # torch threads of each worker (LAMP_THREADS, else the usable cores); see _worker
         self.threads = threads or int(_env_float("LAMP_THREADS", 0)) or usable_cores()
@@ -219,6 +220,9 @@ class JobQueue:
         self.max_per_session = max_per_session or int(_env_float("LAMP_MAX_QUEUED", 40))
         self.stacking = stacking if stacking is not None else os.environ.get("LAMP_STACK", "1") != "0"
         self.max_stack = max_stack
+        # most estimated training memory of one stack (LAMP_STACK_MEMORY_MB; None: plan_stacks' default)
+        env_budget = _env_float("LAMP_STACK_MEMORY_MB", 0)
+        self.memory_budget_mb = memory_budget_mb or (env_budget if env_budget > 0 else None)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._live: list[Job] = []                       # unfinished jobs, oldest first
@@ -584,7 +588,7 @@ class JobQueue:
                 if stack.stack_key(c.cfg, cd) == key and _phase(c) == _phase(job):
                     items.append((c.cfg, cd))
                     mates.append(c)
-            plan = stack.plan_stacks(items, max_stack=self.max_stack)
+            plan = stack.plan_stacks(items, max_stack=self.max_stack, memory_budget_mb=self.memory_budget_mb)
             first = next(g for g in plan if 0 in g)
             with self._lock:
                 for i in first:

@@ -373,7 +373,8 @@ def _local_loop(todo, store, runs, progress, should_stop) -> bool:
 
 # --- Ray: one remote task per stack ----------------------------------------------------------
 
-def _ray_task(cfg_dicts: list[dict[str, Any]], cwd: str, threads: int | None, stack: bool = True):
+def _ray_task(cfg_dicts: list[dict[str, Any]], cwd: str, threads: int | None, stack: bool = True,
+              memory_budget_mb: float | None = None):
     """Body of the remote task: train and evaluate a stack of configs (one config with
     stack=False), return plain data to the driver: per run (checkpoint, evaluation) or an error."""
     _set_threads(threads)
@@ -383,7 +384,8 @@ def _ray_task(cfg_dicts: list[dict[str, Any]], cwd: str, threads: int | None, st
     datas = _load_all(cfgs)
     out = []
     if stack:
-        records = train_and_finish(cfgs, datas, None)   # no store here: the driver files results
+        # no store here: the driver files results
+        records = train_and_finish(cfgs, datas, None, memory_budget_mb=memory_budget_mb)
     else:
         from .runner import finish_run
         from .train import train
@@ -468,7 +470,7 @@ def _run_ray(todo, store, runs, progress, *, address, num_cpus, cpus_per_run, gp
                 raise ConfigError(f"run {describe(cfg)} wants a GPU but the Ray cluster has none: "
                                   "use device cpu or auto, or --gpus-per-run 0")
             ref = remote.options(num_cpus=cpus_per_run, num_gpus=gpus).remote(
-                [c.to_dict() for c in batch], cwd, threads, stack)
+                [c.to_dict() for c in batch], cwd, threads, stack, memory_budget_mb)
             pending[ref] = batch
         # runs that can execute at once: the cluster's CPUs over each task's CPU request
         slots = max(1, int(float(ray.cluster_resources().get("CPU", 1)) // max(cpus_per_run, 1e-9)))

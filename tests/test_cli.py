@@ -238,3 +238,23 @@ def test_sweep_stack_flag_reaches_run_sweep(lamp, tmp_path, monkeypatch, flag, w
              "--epochs", "1", "--max-train", "16", "--quiet", *flag, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert seen["stack"] is want and seen["n"] == 4
+    assert seen["memory_budget_mb"] is None                 # the planner's default budget
+
+
+def test_sweep_stack_memory_budget_reaches_run_sweep_or_is_one_line(lamp, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from lamp_core import cli_sweep
+    seen = {}
+
+    def run_sweep(configs, store, **kw):
+        seen.update(kw)
+        return SimpleNamespace(ok=[], trained=0, failed=0)
+    monkeypatch.setattr(cli_sweep, "run_sweep", run_sweep)
+    args = ("sweep", "--store", str(tmp_path / "s"), "--dataset", "digits", "--epochs", "1", "--max-train", "16",
+            "--quiet", "--stack-memory-mb")
+    assert lamp(*args, "512", cwd=tmp_path).returncode == 0 and seen["memory_budget_mb"] == 512.0
+    for bad in ("0", "-3", "lots", "inf"):
+        r = lamp(*args, bad, cwd=tmp_path)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
+        assert "megabytes above 0" in r.stderr

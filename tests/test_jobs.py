@@ -230,6 +230,24 @@ def test_stacking_can_be_switched_off(tmp_path):
         q.close()
 
 
+def test_the_stack_memory_budget_splits_a_group_of_runs(tmp_path, monkeypatch):
+    """LAMP_STACK_MEMORY_MB caps a stack's estimated memory: a budget of two runs' worth trains
+    four compatible runs as stacks of two."""
+    from lamp_core.data import load
+    from lamp_core.stack import run_memory_mb
+    per_run = run_memory_mb(TINY, load(TINY.data))
+    monkeypatch.setenv("LAMP_STACK_MEMORY_MB", str(2.5 * per_run))
+    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"])
+    try:
+        assert q.memory_budget_mb == 2.5 * per_run
+        vs = q.submit_runs([TINY.with_train(seed=s) for s in range(4)])
+        for v in vs:
+            assert q.wait(v.id, 60).status == DONE
+        assert max(len(s[2]) for s in q.slices) == 2
+    finally:
+        q.close()
+
+
 def test_a_landscape_trains_its_run_first_then_computes(queue):
     lcfg = LandscapeConfig(nx=3, ny=3, n_images=8, hessian_iters=2, hutchinson_samples=2, radius_directions=1)
     v = queue.submit_surface(TINY, lcfg, session="A")

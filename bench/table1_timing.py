@@ -88,6 +88,19 @@ def main() -> int:
     return 0 if not outcome.failed else 1
 
 
+def command_of(row: dict) -> str:
+    """The command that made a recorded row (its arguments are all in the row)."""
+    cmd = f"nice -n 10 python bench/table1_timing.py --store <fresh folder> --executor {row['executor']}"
+    if row["executor"] == "ray":
+        cmd += f" --num-cpus {row['workers']}"
+    if row["threads"] != 1:
+        cmd += f" --threads {row['threads']}"
+    for flag, default in (("classes", "0-9"), ("seeds", "0-2")):
+        if row[flag] != default:
+            cmd += f" --{flag} {row[flag]}"
+    return cmd
+
+
 def write(out: Path, row: dict | None) -> None:
     """Add `row` to the recorded rows (None: write the table again from them)."""
     path = out.with_suffix(".json")
@@ -101,12 +114,12 @@ def write(out: Path, row: dict | None) -> None:
              f"`lamp_core.sweep.run_sweep` (stacks by default). Target: at most {TARGET_MIN:.0f} min on the "
              "project's 2-core machine. The L2 column checks that the models trained (paper's L2 row: "
              + ", ".join(f"{bs}: {v}" for bs, v in PAPER_L2.items()) + ").", "",
-             "| when (UTC) | runs (trained / failed) | executor | workers x threads | wall | L2 AUROC per batch size "
+             "| when (UTC) | command | runs (trained / failed) | workers x threads | wall | L2 AUROC per batch size "
              "| load 1m before / after |",
              "|---|---|---|---|---:|---|---|"]
     for r in rows:
         l2 = ", ".join(f"{bs}: {v:.3f}" for bs, v in r["l2_auroc"].items())
-        lines.append(f"| {r['when']} | {r['runs']} ({r['trained']} / {r['failed']}) | {r['executor']} | "
+        lines.append(f"| {r['when']} | `{command_of(r)}` | {r['runs']} ({r['trained']} / {r['failed']}) | "
                      f"{r['workers']} x {r['threads']} | **{r['wall_minutes']:.1f} min** | "
                      f"{l2} | {r['load_before']:.2f} / {r['load_after']:.2f} |")
     atomic_write(out.with_suffix(".md"), "\n".join(lines) + "\n")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import sys
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from lamp_core.config import (DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER,
                               run_key)
 from lamp_core.files import atomic_write  # noqa: E402
 from lamp_core.landscape import compute_sharpness  # noqa: E402
-from lamp_core.stats import paired  # noqa: E402
+from lamp_core.references import landscape_ratios  # noqa: E402
 from lamp_core.store import RunStore  # noqa: E402
 from lamp_core.sweep import SweepSpec, describe, run_sweep  # noqa: E402
 
@@ -116,43 +115,25 @@ def measure(cfgs, store: RunStore, csv_path: Path, lcfg: LandscapeConfig) -> lis
     return rows
 
 
-def _num(v) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def summary(rows: list[dict]) -> str:
     """Paired LAMP vs base per batch size and metric: geometric-mean ratio of lambda_max and trace
-    (log-ratio t-interval: scale quantities), difference of the scale-free radius increase."""
-    pairs: dict[tuple, dict] = {}
-    for r in rows:
-        key = (int(r["batch_size"]), r["metric"], int(r["normal_class"]), int(r["seed"]))
-        pairs.setdefault(key, {})["lamp" if r["lamp"] in ("True", True) else "base"] = r
+    (log-ratio t-interval: scale quantities), difference of the scale-free radius increase. The
+    numbers are `lamp_core.references.landscape_ratios`, the computation the app's Loss landscape
+    page shows as the study's verdict, so the two cannot differ."""
     out = ["| batch | metric | pairs | λmax LAMP/base [95% CI] | trace LAMP/base [95% CI] | "
            "radius increase LAMP − base [95% CI] | steeper with LAMP (λmax, trace, radius) |",
            "|---|---|---|---|---|---|---|"]
-    for bs in sorted({k[0] for k in pairs}, reverse=True):
-        for metric in METRICS:
-            ps = [v for k, v in pairs.items() if k[0] == bs and k[1] == metric and len(v) == 2]
-            if not ps:
-                continue
-            cells, wins = [], []
-            for field, ratio in (("lambda_max", True), ("trace", True), ("radius_increase", False)):
-                b = [_num(p["base"][field]) for p in ps]
-                la = [_num(p["lamp"][field]) for p in ps]
-                if ratio:
-                    d = [math.log(y / x) if x > 0 and y > 0 else math.nan for x, y in zip(b, la)]
-                    p = paired(d)
-                    cells.append(f"{math.exp(p.mean):.2f}× [{math.exp(p.lo):.2f}, {math.exp(p.hi):.2f}]"
-                                 if p.n > 1 else f"{math.exp(p.mean):.2f}×")
-                else:
-                    p = paired([y - x for x, y in zip(b, la)])
-                    cells.append(f"{p.mean:+.3f} [{p.lo:+.3f}, {p.hi:+.3f}]" if p.n > 1 else f"{p.mean:+.3f}")
-                wins.append(f"{sum(1 for x, y in zip(b, la) if y > x)}/{len(ps)}")
-            out.append(f"| {bs} | {metric} | {len(ps)} | {cells[0]} | {cells[1]} | {cells[2]} | "
-                       f"{', '.join(wins)} |")
+    for (bs, metric), s in landscape_ratios(rows).items():
+        if bs == "all":             # the pooled rows are the app's; the table is per batch size
+            continue
+        cells = []
+        for field in ("lambda_max", "trace"):
+            cells.append(f"{s[field]:.2f}× [{s[field + '_lo']:.2f}, {s[field + '_hi']:.2f}]"
+                         if s[field + "_n"] > 1 else f"{s[field]:.2f}×")
+        r = "radius_increase"
+        cells.append(f"{s[r]:+.3f} [{s[r + '_lo']:+.3f}, {s[r + '_hi']:+.3f}]" if s[r + "_n"] > 1 else f"{s[r]:+.3f}")
+        wins = [f"{s[f + '_steeper']}/{s['pairs']}" for f in ("lambda_max", "trace", r)]
+        out.append(f"| {bs} | {metric} | {s['pairs']} | {cells[0]} | {cells[1]} | {cells[2]} | {', '.join(wins)} |")
     return "\n".join(out)
 
 

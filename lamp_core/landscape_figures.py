@@ -6,8 +6,8 @@ panel's own autoscale would hide it), and refuses surfaces of different metrics:
 and L2 are different numbers, and comparing them needs a common metric (see landscape.METRICS).
 Partial surfaces (coarse-to-fine computation still running) are drawn on their finest complete
 sub-grid, see `Surface.displayable`. Every panel's axes are labelled (α, β: the coordinates along
-the two random directions; the loss in its metric), contour levels fall on round numbers, and 3-D
-panels leave room above for their titles so nothing is cut off at a 1400-px window.
+the two random directions; the loss in its metric), contour levels fall on round numbers, and the
+3-D surfaces share one scene, so one camera turns them together (see `fig_surface_3d`).
 """
 from __future__ import annotations
 
@@ -91,46 +91,71 @@ def nice_step(raw: float) -> float:
     return 10.0 * power
 
 
-def fig_surface_3d(surfaces: dict[str, Surface], *, zmax: float | None = None, log: bool = False,
-                   cols: int | None = None) -> go.Figure:
-    """3-D surfaces side by side on one height and colour scale (paper Fig. 1, top).
+SURFACE_GAP = 0.35        # the empty stretch between two surfaces of one scene, in surface widths
+# An orthographic scene's size on screen follows its aspect ratio and the figure's height, not the
+# eye's distance nor the width: 1.12 fills a 500-px-tall figure from 800 px wide (the wide page
+# beside the sidebar) without clipping the axes, checked as PNGs at 800 and 1000 px; 1.3 clipped
+# the z ticks at 750-800 px.
+ZOOM = 1.12
 
-    `cols`: panels per row (default: all, up to 3). Each panel is about 450 px tall; give the
-    figure the page's full width (or cols=1 in a narrow column) so the panels stay readable."""
+
+def _ticks(lo: float, hi: float) -> list[float]:
+    """Round tick values within [lo, hi] (about five), ends included when they are round."""
+    step = nice_step((hi - lo) / 4) if hi > lo else 1.0
+    first = math.ceil(lo / step - 1e-9) * step
+    return [round(first + k * step, 10) for k in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def fig_surface_3d(surfaces: dict[str, Surface], *, zmax: float | None = None, log: bool = False) -> go.Figure:
+    """3-D surfaces side by side on one height and colour scale (paper Fig. 1, top), in ONE 3-D
+    scene, so that rotating or zooming moves all of them together.
+
+    Separate scenes (one per subplot) each own a camera, and plotly links cameras only through a
+    JavaScript relayout handler, which Streamlit's `st.plotly_chart` cannot attach. So the surfaces
+    share one scene instead: surface k is shifted along the α axis by k · (its width + a gap), the
+    α ticks are labelled with each surface's own coordinates, and each surface's name floats above
+    it as a 3-D label. The projection is orthographic, so the surface farther from the eye is not
+    drawn smaller than the nearer one (their shapes are what is compared).
+
+    The quantity is named in the colour bar and the title, not as a z-axis title: plotly places a
+    3-D axis title beside the tick labels, with no stand-off, and at a page's width it ended up
+    behind them (it read "oss")."""
     items = list(surfaces.items())
     metric = _check_metrics([s for _, s in items])
     lo, hi = shared_range([s for _, s in items], zmax=zmax, log=log)
-    rows, cols = _grid(len(items), cols)
-    fig = make_subplots(rows=rows, cols=cols, specs=[[{"type": "surface"}] * cols] * rows,
-                        subplot_titles=[_title(n, s) for n, s in items], horizontal_spacing=0.02,
-                        vertical_spacing=0.04)
     zlabel = _label(metric, log)
-    for k, (name, s) in enumerate(items):
-        x, y, z = _shown(s, zmax, log)
-        fig.add_trace(go.Surface(x=x, y=y, z=z, cmin=lo, cmax=hi, colorscale=COLORSCALE, name=name,
-                                 showscale=(k == 0), colorbar=dict(title=zlabel, len=0.8 / rows, x=1.0),
+    shown = [(name, s, *_shown(s, zmax, log)) for name, s in items]
+    width = max((float(x.max() - x.min()) for _, _, x, _, _ in shown if x.size), default=1.0) or 1.0
+    pitch = width * (1 + SURFACE_GAP)            # distance between the left edges of two surfaces
+    fig = go.Figure()
+    tickvals, ticktext, labels = [], [], []
+    y_top = max((float(y.max()) for _, _, _, y, _ in shown if y.size), default=1.0)
+    for k, (name, s, x, y, z) in enumerate(shown):
+        shift = k * pitch - (float(x.min()) if x.size else 0.0)
+        # hover shows the surface's own α (the plotted x is shifted)
+        text = [[f"{name}<br>α {xv:.2f}<br>β {yv:.2f}" for xv in x] for yv in y]
+        fig.add_trace(go.Surface(x=x + shift, y=y, z=z, cmin=lo, cmax=hi, colorscale=COLORSCALE, name=name,
+                                 showscale=(k == 0), colorbar=dict(title=zlabel, len=0.8),
                                  contours=dict(z=dict(show=True, usecolormap=True, project_z=True)),
-                                 hovertemplate="α %{x:.2f}<br>β %{y:.2f}<br>" + zlabel + " %{z:.4g}<extra>"
-                                               + name + "</extra>"),
-                      row=k // cols + 1, col=k % cols + 1)
-    # each scene sits below its title (the top 8% of its cell), seen from far enough that the
-    # box and its axis titles fit inside the panel
-    colorbar_room = 0.1
-    for k in range(len(items)):
-        r, c = divmod(k, cols)
-        x0, x1 = c / cols * (1 - colorbar_room), (c + 1) / cols * (1 - colorbar_room)
-        y1 = 1 - r / rows
-        y0 = 1 - (r + 1) / rows
-        # a margin on the left, where this camera puts the z axis and its title
-        fig.layout[f"scene{k + 1 if k else ''}"].domain = dict(x=[x0 + 0.04 / cols, x1 - 0.005],
-                                                             y=[y0 + 0.01, y1 - 0.08 / rows])
-    # a short z title ("loss") fits beside the axis; the colour bar names the metric
-    fig.update_scenes(xaxis_title="α", yaxis_title="β",
-                      zaxis=dict(title="log10 loss" if log else "loss", range=[lo, hi]),
-                      aspectmode="manual", aspectratio=dict(x=1, y=1, z=0.8),
-                      camera=dict(eye=dict(x=1.45, y=-1.45, z=0.9), center=dict(x=-0.1, y=-0.1, z=-0.05)))
-    fig.update_layout(height=460 * rows + 40, margin=dict(l=10, r=10, t=70, b=10),
-                      title=f"Loss surfaces, one scale ({zlabel})")
+                                 text=text, hovertemplate="%{text}<br>" + zlabel + " %{z:.4g}<extra></extra>"))
+        if x.size:
+            for t in _ticks(float(x.min()), float(x.max())):
+                tickvals.append(t + shift)
+                ticktext.append(f"{t:g}")
+            labels.append(dict(x=float(x.mean()) + shift, y=y_top, z=hi, text=_title(name, s), showarrow=False,
+                               yanchor="bottom", font=dict(size=14)))
+    span_x = len(items) * width + max(len(items) - 1, 0) * width * SURFACE_GAP
+    fig.update_scenes(
+        xaxis=dict(title="α (each surface)" if len(items) > 1 else "α", tickvals=tickvals, ticktext=ticktext),
+        yaxis=dict(title="β"), zaxis=dict(title="", range=[lo, hi]),
+        # the box is as wide as the surfaces side by side; each surface keeps a square base
+        aspectmode="manual", aspectratio=dict(x=ZOOM * span_x / width, y=ZOOM, z=ZOOM * 0.8),
+        annotations=labels,
+        camera=dict(eye=dict(x=0.3, y=-1.6, z=0.8), center=dict(x=0, y=0, z=-0.1),
+                    projection=dict(type="orthographic")),
+        domain=dict(x=[0.0, 0.94], y=[0.0, 1.0]))
+    fig.update_layout(height=500, margin=dict(l=10, r=10, t=60, b=10),
+                      title=f"Loss surfaces, one scale and one camera (height and colour: {zlabel})")
     return fig
 
 

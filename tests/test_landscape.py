@@ -306,6 +306,15 @@ def test_progressive_partial_surfaces_and_stop(trained):
     assert not stopped.complete and 0 < np.isfinite(stopped.values).sum() <= 10
 
 
+def test_displayable_is_the_finest_complete_lattice():
+    s = L.Surface(x=np.linspace(-1, 1, 13), y=np.linspace(-1, 1, 13), values=np.full((13, 13), np.nan),
+                  metric="l2", seed=0, bn_mode="eval", center=1.0)
+    s.values[::2, ::2] = 1.0                        # the coarse level only
+    assert s.displayable().values.shape == (7, 7)
+    s.values[:] = 2.0                               # refined: the whole grid, not the coarse lattice
+    assert s.displayable() is s and s.displayable().values.shape == (13, 13)
+
+
 def test_line_and_interpolation(trained):
     lamp_run, base, data = trained
     line = L.compute_surface(base, data, LandscapeConfig(nx=7, ny=1, n_images=8, metric="l2"))

@@ -8,10 +8,10 @@ import streamlit as st
 
 import lab_state
 import results
-from lamp_core import landscape_figures
+from lamp_core import landscape_figures, references
 from lamp_core.config import LampError
 from lamp_core.config import run_key
-from lamp_core.jobs import DONE
+from lamp_core.jobs import DONE, FINAL
 
 q = lab_state.setup("Loss landscape")
 cfg = lab_state.current_config()
@@ -73,6 +73,41 @@ if job and job["key"] != key:
         st.rerun()
 
 
+def converged_verdict(surfaces: dict) -> None:
+    """Beside the quick pair's sharpness: what the converged landscape study found, and whether
+    this pair agrees. One quick pair of models, one slice, a few epochs: the study (several
+    classes, seeds and batch sizes, trained to convergence) is what a conclusion rests on."""
+    try:
+        verdict = references.landscape_verdict()
+    except (OSError, KeyError, ValueError) as exc:      # a checkout without bench/results
+        st.caption(f"(the converged landscape study's results could not be read: {exc})")
+        return
+    head, _, ratios = references.verdict_summary(verdict).partition(": ")
+    st.markdown(f"**For comparison, the {head}**: {ratios}. Source: `{verdict['source']}`, written by "
+                "`bench/landscape_study.py`, discussed in `bench/results/landscape_study.md`.")
+    table = []
+    for bs, ms in verdict["by_batch"].items():
+        for m, r in ms.items():
+            table.append({"batch": bs, "metric": m, "pairs": r["pairs"],
+                          "λmax LAMP/base": f"{r['lambda_max']:.2f}× [{r['lambda_max_lo']:.2f}, "
+                                            f"{r['lambda_max_hi']:.2f}]",
+                          "trace LAMP/base": f"{r['trace']:.2f}× [{r['trace_lo']:.2f}, {r['trace_hi']:.2f}]",
+                          "LAMP steeper (λmax, trace)": f"{r['lambda_max_steeper']}/{r['pairs']}, "
+                                                        f"{r['trace_steeper']}/{r['pairs']}"})
+    st.dataframe(table, hide_index=True)
+    st.caption("Geometric-mean ratio LAMP/base over pairs of models (same class, seed and batch size) with "
+               "a 95% interval; the study's models saw "
+               f"{verdict['max_train'] or '?'} images per class for {verdict['epochs'] or '?'} epochs.")
+    # the quick pair on screen, by arm (the page names them base and LAMP)
+    lamp_of = {n: c.train.lamp for n, c in cfgs.items()}
+    arms = {("lamp" if lamp_of.get(n) else "base"): s.sharpness for n, s in surfaces.items() if s.sharpness}
+    if len(arms) == 2:
+        quick = {arm: {"lambda_max": sh.get("top_eigenvalue"), "trace": sh.get("hessian_trace")}
+                 for arm, sh in arms.items()}
+        quick["epochs"] = cfg.train.epochs
+        st.markdown(references.landscape_sentence(metric, quick, verdict))
+
+
 def view() -> bool:
     vs = {n: q.get(i) for n, i in job["ids"].items()}
     busy = not lab_state.all_final(list(vs.values()))
@@ -84,15 +119,23 @@ def view() -> bool:
         st.button("Stop", key="stop_ls", help="Stop both surfaces (and their training, unless another session "
                   "also asked for it); what is computed so far stays on screen.",
                   on_click=lambda: [q.cancel(i, lab_state.session_id()) for i in job["ids"].values()])
-    surfaces = {}
+    surfaces, waiting = {}, []
     for n, v in vs.items():
-        if v is None:
-            continue
-        s = v.result if v.status == DONE else v.partial.get("surface")
+        s = None if v is None else (v.result if v.status == DONE else v.partial.get("surface"))
         if s is not None and s.displayable().values.size:
             surfaces[n] = s
-    if len(surfaces) == len(vs):
+        elif v is not None and v.status not in FINAL:
+            waiting.append(n)
+    # Draw every surface that has a picture, without waiting for the other: the queue has one
+    # worker per device, so on a CPU the two surfaces are computed one after the other, and the
+    # first one's coarse grid and its refinement are over before the second has any point.
+    # Waiting for both hid every coarse picture but the second's, which can last less than a poll
+    # (measured on a tiny 16-px model, 13x13 grid: refined 0.3 s after its coarse picture).
+    if surfaces:
         f3d, fc = landscape_figures.fig_surface_3d(surfaces), landscape_figures.fig_contour(surfaces)
+        if waiting:
+            st.caption(f"Drawn so far: {', '.join(surfaces)}. Still to come: {', '.join(waiting)}; the common "
+                       "scale is redrawn when it arrives.")
         # the 3-D panels get the page's full width: in a half column their axis titles are cut off
         st.plotly_chart(f3d, key="surf3d")
         st.plotly_chart(fc, key="contour")
@@ -115,6 +158,7 @@ def view() -> bool:
                 "radius_increase": st.column_config.NumberColumn(f"mean rel. increase at r = {radius:g}",
                                                                  format="%.3f"),
                 "centre": st.column_config.NumberColumn("loss at θ", format="%.4g")})
+            converged_verdict(surfaces)
             with st.expander("What these numbers measure, and why they can disagree", expanded=True):
                 st.markdown(results.SHARPNESS_NOTE)
             if not busy:

@@ -63,7 +63,9 @@ class Surface:
         """
         ny, nx = self.values.shape
         done = np.isfinite(self.values)
-        for s in _strides(max(nx, ny)):
+        # finest stride first: a coarser lattice is complete as soon as a finer one is, so going
+        # coarse-first returned the coarse grid even for a finished surface
+        for s in reversed(_strides(max(nx, ny))):
             ix, iy = _lattice(nx, s), _lattice(ny, s)
             if done[np.ix_(iy, ix)].all():
                 if len(ix) == nx and len(iy) == ny:

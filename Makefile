@@ -4,6 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEV    := $(VENV)/.installed-dev
 PORT   ?= 8501
+TEACHER ?=
 
 .PHONY: install app test bench clean
 
@@ -23,8 +24,9 @@ $(DEV): $(STAMP) requirements-dev.txt
 
 install: $(STAMP)
 
+# TEACHER=1 offers the teacher notes on the Guide page (students' servers leave it unset)
 app: $(STAMP)
-	$(PY) -m streamlit run app/streamlit_app.py --server.port $(PORT) --browser.gatherUsageStats false
+	LAMP_TEACHER=$(TEACHER) $(PY) -m streamlit run app/streamlit_app.py --server.port $(PORT) --browser.gatherUsageStats false
 
 test: $(DEV)
 	$(PY) -m pytest -q

@@ -18,24 +18,16 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from lamp_core.config import LandscapeConfig, RunConfig
+from lamp_core.config import RunConfig
 from lamp_core.data import MNIST_SUBSET_DIR
 from lamp_core.jobs import DONE, FINAL, QUEUED, JobQueue, JobView
 from lamp_core.store import RunStore, default_root
 
-from lab_defaults import DEFAULT_CONFIG, DEFAULT_SEEDS
+from lab_defaults import BATCH_LANDSCAPE, BATCH_SIZES, DEFAULT_CONFIG, DEFAULT_LANDSCAPE, DEFAULT_SEEDS  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"
-BATCH_SIZES = (1, 4, 16, 32, 128, 1024)   # the paper's Table 1
 POLL_S = float(os.environ.get("LAMP_POLL_S", "1.0"))  # how often a running page looks at its jobs (s)
-
-# Landscapes in the app: a 13x13 grid over 64 normal images (coarse pass first, then refined), and
-# cheaper sharpness estimates than the command line's defaults, so a surface takes tens of seconds.
-# Metric l2 by default: base and LAMP side by side must be measured with one yardstick (LAMP's own
-# loss is on a larger scale, so "own" would make it look steeper for that reason alone).
-DEFAULT_LANDSCAPE = LandscapeConfig(nx=13, ny=13, span=1.0, n_images=64, metric="l2", hessian_iters=10,
-                                    hutchinson_samples=8, radius_directions=4)
 
 
 def data_root() -> Path | None:

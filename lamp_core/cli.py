@@ -23,6 +23,7 @@ from .config import SECTIONS, LampError, OptionSpec, RunConfig, option_specs
 EXTRA_COMMANDS = {
     "landscape": ("lamp_core.cli_landscape", "loss landscapes of trained runs (paper Fig. 1, 3)"),
     "sweep": ("lamp_core.cli_sweep", "grids of runs with statistics, locally or on Ray (Tables 1-2)"),
+    "lesson": ("lamp_core.cli_lesson", "the lesson: measure its exercises, print the teacher notes or the guide"),
 }
 SIZE_DEFAULT = {"digits": 28, "mnist": 28, "fashion-mnist": 28, "mvtec": 64, "folder": 64}
 
@@ -230,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text)
         mod.add_arguments(sp)
         sp.set_defaults(func=mod.run)
+    from .cli_lesson import add_notes_arguments
+    add_notes_arguments(sub.add_parser("notes", help="print the teacher notes (short for `lamp lesson notes`)"))
     p = sub.add_parser("app", help="start the Streamlit lab")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--headless", action="store_true", help="do not open a browser")

@@ -1,5 +1,11 @@
-"""Guide: the lab guide for a session (assets/lab_guide.md), and the teacher notes as a separate download
-(assets/teacher_notes.md: expected numbers, timings and answers, kept off the students' page)."""
+"""Guide: the lab guide for a session, with the app's real defaults filled in
+(`lamp_core.lesson_notes.render_guide` over assets/lab_guide.md).
+
+The teacher notes (expected numbers and answers) are not on the students' page: a server started
+for a teacher (`make app TEACHER=1`, i.e. LAMP_TEACHER=1) offers them as a download here, and
+`lamp notes` prints them anywhere.
+"""
+import os
 import sys
 from pathlib import Path
 
@@ -7,14 +13,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app/ (for lab_st
 import streamlit as st
 
 import lab_state
+from lamp_core.lesson_notes import render_guide, render_notes
 
 lab_state.setup("Lab guide")
-guide = lab_state.ASSETS / "lab_guide.md"
-st.markdown(guide.read_text(encoding="utf-8"))
-st.download_button("Download the guide (Markdown)", guide.read_bytes(), file_name="lamp_lab_guide.md",
-                   mime="text/markdown", key="dl_guide", help="The same guide as a file, to print or hand out.")
-notes = lab_state.ASSETS / "teacher_notes.md"
-st.download_button("Download the teacher notes (Markdown)", notes.read_bytes(), file_name="lamp_lab_teacher_notes.md",
-                   mime="text/markdown", key="dl_teacher_notes", on_click="ignore",
-                   help="For the teacher: what each exercise should show, with measured numbers, timings and the "
-                        "answers to the guide's questions. Not shown on this page, so students can find out first.")
+guide = render_guide()
+st.markdown(guide)
+st.download_button("Download the guide (Markdown)", guide.encode(), file_name="lamp_lab_guide.md",
+                   mime="text/markdown", key="dl_guide", on_click="ignore",
+                   help="The same guide as a file, to print or hand out.")
+if os.environ.get("LAMP_TEACHER", "").strip() not in ("", "0"):
+    st.download_button("Download the teacher notes (Markdown)", render_notes().encode(),
+                       file_name="lamp_lab_teacher_notes.md", mime="text/markdown", key="dl_teacher_notes",
+                       on_click="ignore",
+                       help="For the teacher (this server was started with TEACHER=1): what each exercise should "
+                            "show, with the measured numbers and the answers to the guide's questions.")

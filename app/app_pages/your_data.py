@@ -9,7 +9,8 @@ import streamlit as st
 import lab_state
 import results
 from lamp_core import data as data_mod
-from lamp_core.config import DataConfig, LampError
+from lamp_core.config import DataConfig, LampError, option_spec
+from lamp_core.lesson import UPLOAD_IMAGE_SIZE, budget_epochs, default_steps, steps_per_epoch
 
 lab_state.setup("Your data")
 st.markdown("""
@@ -26,17 +27,21 @@ never unpacked; files that are not images are skipped and listed below.
 """)
 example = lab_state.ASSETS / "example_upload.zip"
 if example.is_file():
+    # what the example holds, counted from the archive itself (the engine's own reading of it)
+    ex = data_mod.load(DataConfig(dataset="folder", data_root=str(example), image_size=UPLOAD_IMAGE_SIZE)).summary()
     st.download_button("Download the example zip", example.read_bytes(), file_name="example_upload.zip",
                        mime="application/zip", key="dl_example",
-                       help="60 normal eights to train on, 20 held-out eights and 40 other digits to test on, "
-                            "in the split layout, plus a README that the report lists as skipped.")
+                       help=f"{ex['train_normal']} normal eights to train on, {ex['test_normal']} held-out eights and "
+                            f"{ex['test_anomalous']} other digits to test on, in the split layout, plus a README that "
+                            "the report lists as skipped.")
 
 limit = lab_state.max_upload_mb()
 c1, c2 = st.columns([3, 1])
 up = c1.file_uploader("Zip archive", type=["zip"], key="zip", max_upload_size=limit,
                       help=f"At most {limit} MB. Nothing trains until you press the "
                            "button below the report.")
-size = c2.number_input("Image size (px)", 8, 256, 64, 4, key="up_size",
+size_spec = option_spec("data.image_size")
+size = c2.number_input("Image size (px)", int(size_spec.min), int(size_spec.max), UPLOAD_IMAGE_SIZE, 4, key="up_size",
                        help="Images are resized to size×size for training (and for this report).")
 
 if up is not None:
@@ -100,10 +105,17 @@ if up is not None:
                  help="Makes 'Uploaded zip' the data source there, with this image size."):
         st.session_state["upload"] = {"path": str(path), "name": up.name, "summary": s, "image_size": int(size)}
         cur = lab_state.current_config()
+        # a training budget that fits the data: the default comparison's number of optimizer steps,
+        # so a set of a hundred images is not stopped after a handful of steps (lamp_core.lesson)
+        epochs = budget_epochs(s["train_normal"], cur.train.batch_size)
         lab_state.set_current_config(cur.with_data(dataset="folder", data_root=str(path), image_size=int(size),
-                                                   category=None, max_train=None, max_test=None),
+                                                   category=None, max_train=None, max_test=None)
+                                     .with_train(epochs=epochs),
                                      st.session_state.get("seeds", lab_state.DEFAULT_SEEDS))
-        st.success(f"{up.name} is ready: open **Train & compare** and press Train.")
+        steps = steps_per_epoch(s["train_normal"], cur.train.batch_size) * epochs
+        st.success(f"{up.name} is ready: open **Train & compare** and press Train. Its {s['train_normal']} "
+                   f"training images get {epochs} epochs at batch {cur.train.batch_size} ({steps} optimizer steps; "
+                   f"the default comparison takes {default_steps()}).")
 else:
     in_use = lab_state.upload()
     if in_use is not None:

@@ -70,13 +70,13 @@ def measure(repeats: int) -> dict:
                 if size != 32:
                     slider_to(page, size)
                 page.get_by_role("button", name=f"Train batch {size}").click()
-                expect(page.get_by_text(f"✓ surface LAMP @ {size}")).to_be_visible(timeout=600_000)
+                expect(page.get_by_text(f"✓ contour LAMP @ {size}")).to_be_visible(timeout=600_000)
             expect(page.get_by_text("✓ LAMP @ 16")).to_be_visible(timeout=600_000)
             for i in range(repeats):
                 for target in (32, 16):
                     t0 = time.perf_counter()
                     slider_to(page, target)
-                    expect(page.get_by_text(f"✓ surface LAMP @ {target}")).to_be_visible(timeout=60_000)
+                    expect(page.get_by_text(f"✓ contour LAMP @ {target}")).to_be_visible(timeout=60_000)
                     expect(page.locator(".js-plotly-plot")).to_have_count(2, timeout=60_000)
                     out["slider_to_finished_s"].append(time.perf_counter() - t0)
             browser.close()

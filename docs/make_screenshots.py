@@ -108,7 +108,7 @@ def main() -> int:
             goto(page, "Batch size")
             # the runs at batch 32 come from the store; the contours start only on the button
             page.get_by_role("button", name="Train batch 32").click()
-            expect(page.get_by_text("✓ surface LAMP @ 32")).to_be_visible(timeout=LONG)
+            expect(page.get_by_text("✓ contour LAMP @ 32")).to_be_visible(timeout=LONG)
             expect(plots).to_have_count(2, timeout=LONG)
             save(page, "batch_size")
 

@@ -10,7 +10,8 @@ One function per figure of the paper (and a few the lab adds):
 * `fig_confusion`    - confusion matrices at one score threshold.
 * `fig_recon_grid`   - Fig. 4: input / base / LAMP reconstructions / error maps; every error map
                        of the figure shares one colour scale, so brighter always means larger.
-* `fig_auroc_vs_batch` - Table 1 as a plot: AUROC against batch size for both losses.
+* `fig_auroc_vs_batch` - Table 1 as a plot: AUROC against batch size for both losses, error
+                       bars over seeds, reference tables (converged, paper) as dashed/dotted lines.
 
 Loss-landscape figures (Fig. 1, 3) live in `landscape_figures.py`. Colours: base is grey-blue,
 LAMP orange, everywhere. Figures are laid out to be read at a glance at the widths the app gives
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import math
 import posixpath
+import re
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -30,7 +32,9 @@ from plotly.subplots import make_subplots
 
 COLORS = {"base": "#4c72b0", "LAMP": "#dd8452"}
 NORMAL_COLOR, ANOMALOUS_COLOR = "#55a868", "#c44e52"
+THRESHOLD_COLOR = "#333"
 TITLE_CHAR_PX = 7.2   # width of a character of an 11-px column title (capitals and "_" run wide)
+TITLE_LINE_PX = 14    # height of one more line of an 11-px column title
 
 
 def rgb_scale(colors: Sequence[str]) -> list[list]:
@@ -103,6 +107,35 @@ def short_label(text: str, limit: int) -> str:
         return text
     keep = max(limit - 1, 2)
     return text[: (keep + 1) // 2] + "…" + text[len(text) - keep // 2:]
+
+
+def wrap_title(text: str, limit: int, max_lines: int = 3) -> list[str]:
+    """A column title as lines of at most `limit` characters: "anomalous (scratch_and_sticker)"
+    puts its group on lines of its own ("anomalous", "scratch_and_", "sticker"), and a long word
+    breaks after "_" or "-". File names lose their folder and image extension (as in
+    `short_label`). Only what does not fit in `max_lines` is cut, in its middle, so the lines
+    keep the end that tells similar names apart."""
+    def join(line: str, piece: str) -> str:
+        return line + piece if not line or line.endswith(("_", "-")) else f"{line} {piece}"
+
+    m = re.fullmatch(r"(.+?) \((.+)\)", str(text))
+    paragraphs = [m.group(1), m.group(2)] if m else [short_label(text, 10 ** 6)]   # folder, extension off
+    lines: list[str] = []
+    for para in paragraphs:
+        line = ""
+        for piece in re.findall(r"[^ _-]+[_-]*|[_-]+", para):   # words, each with its trailing "_"/"-"
+            if line and len(join(line, piece)) > limit:
+                lines.append(line)
+                line = piece
+            else:
+                line = join(line, piece)
+        lines.append(line)
+    if len(lines) > max_lines:
+        rest = lines[max_lines - 1]
+        for line in lines[max_lines:]:
+            rest = join(rest, line)
+        lines = lines[:max_lines - 1] + [rest]
+    return [short_label(line, limit) for line in lines]
 
 
 def color_of(name: str) -> str:
@@ -210,9 +243,10 @@ def fig_roc(evaluations: Mapping[str, Sequence], *, title: str = "ROC curves") -
 
 
 def fig_score_hist(evaluations: Mapping[str, object], *, thresholds: Mapping[str, float] | None = None,
-                   bins: int = 30) -> go.Figure:
+                   bins: int = 30, title: str | None = None, threshold_label: str = "threshold") -> go.Figure:
     """Anomaly scores (per-image mean L2) of normal and anomalous test images, one panel per
-    model; the dashed line is the threshold in use."""
+    model; the dashed line is the threshold in use, named `threshold_label` in the legend.
+    `title` says which run the panels show (e.g. which seed)."""
     names = list(evaluations)
     fig = make_subplots(rows=1, cols=max(len(names), 1), subplot_titles=[f"{n} scores" for n in names])
     for i, n in enumerate(names, start=1):
@@ -225,19 +259,26 @@ def fig_score_hist(evaluations: Mapping[str, object], *, thresholds: Mapping[str
                                        histnorm="probability density", legendgroup=nm, showlegend=i == 1,
                                        xbins=dict(start=lo, end=hi + size, size=size)), row=1, col=i)
         if thresholds and n in thresholds:
-            fig.add_vline(x=thresholds[n], line_dash="dash", line_color="#333", row=1, col=i)
+            fig.add_vline(x=thresholds[n], line_dash="dash", line_color=THRESHOLD_COLOR, row=1, col=i)
         fig.update_xaxes(title_text="anomaly score (mean L2)", row=1, col=i)
         fig.update_yaxes(title_text="density" if i == 1 else None, row=1, col=i)
-    # the legend above the panels leaves their whole width to the data
-    fig.update_layout(barmode="overlay", height=340, margin=dict(t=70, l=60, r=20, b=40),
+    if thresholds and any(n in thresholds for n in names):
+        # a vline is a shape, which has no legend entry: an empty trace drawn like it gives one
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=threshold_label, hoverinfo="skip",
+                                 line=dict(color=THRESHOLD_COLOR, dash="dash")), row=1, col=1)
+    # the legend above the panels leaves their whole width to the data; a title goes above it
+    fig.update_layout(barmode="overlay", height=340 + (30 if title else 0),
+                      margin=dict(t=100 if title else 70, l=60, r=20, b=40),
                       legend=dict(orientation="h", x=0, y=1.12, yanchor="bottom"))
+    if title:
+        fig.update_layout(title=dict(text=title, y=0.98, yanchor="top"))
     return fig
 
 
-def fig_confusion(counts: Mapping[str, Mapping[str, int]]) -> go.Figure:
+def fig_confusion(counts: Mapping[str, Mapping[str, int]], *, title: str | None = None) -> go.Figure:
     """`counts`: name -> `evaluate.confusion_at(...)` dict. Rows: truth; columns: prediction.
     The matrices share one colour scale (0 to the largest count), and only the first carries
-    the row labels, so no label sits over its neighbour."""
+    the row labels, so no label sits over its neighbour. `title` says which run they show."""
     names = list(counts)
     zs = {n: [[counts[n]["tn"], counts[n]["fp"]], [counts[n]["fn"], counts[n]["tp"]]] for n in names}
     zmax = max((v for z in zs.values() for row in z for v in row), default=1) or 1
@@ -252,7 +293,9 @@ def fig_confusion(counts: Mapping[str, Mapping[str, int]]) -> go.Figure:
         fig.update_yaxes(autorange="reversed", showticklabels=i == 1, title_text="truth" if i == 1 else None,
                          row=1, col=i)
         fig.update_xaxes(title_text="predicted", row=1, col=i)
-    fig.update_layout(height=280, margin=dict(t=40, l=90, r=20, b=50))
+    fig.update_layout(height=280 + (30 if title else 0), margin=dict(t=70 if title else 40, l=90, r=20, b=50))
+    if title:
+        fig.update_layout(title=dict(text=title, y=0.98, yanchor="top"))
     return fig
 
 
@@ -274,11 +317,16 @@ def fig_recon_grid(inputs: np.ndarray, recons: Mapping[str, np.ndarray], *, titl
     if masks is not None:
         rows.append(("mask", None))
     # a column is about 850/k px wide at the app's width (less the gaps); at 11 px a character
-    # takes up to about 7 px, so longer titles would run into their neighbours
+    # takes up to about 7 px, so longer lines would run into their neighbours: titles wrap
+    # (the group of "anomalous (scratch_and_sticker)" on lines of its own) rather than lose
+    # their middle, and the top margin grows with the number of lines
     limit = max(6, int(850 / max(k, 1) / TITLE_CHAR_PX))
     full_titles = [str(t) for t in titles] if titles is not None else None
+    wrapped = [wrap_title(t, limit) for t in full_titles] if full_titles else []
+    n_lines = max((len(w) for w in wrapped), default=1)
     fig = make_subplots(rows=len(rows), cols=k, horizontal_spacing=0.01, vertical_spacing=0.02,
-                        column_titles=[short_label(t, limit) for t in full_titles] if full_titles else None,
+                        column_titles=["<br>".join(line.replace("<", "&lt;") for line in w) for w in wrapped]
+                        if wrapped else None,
                         row_titles=[r[0] for r in rows])
     for j in range(k):
         for i, (rname, model) in enumerate(rows, start=1):
@@ -298,7 +346,8 @@ def fig_recon_grid(inputs: np.ndarray, recons: Mapping[str, np.ndarray], *, titl
             fig.add_trace(trace, row=i, col=j + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor=None)
-    fig.update_layout(height=90 * len(rows) + 60, margin=dict(t=40, l=10, r=90, b=10))
+    fig.update_layout(height=90 * len(rows) + 60 + TITLE_LINE_PX * (n_lines - 1),
+                      margin=dict(t=40 + TITLE_LINE_PX * (n_lines - 1), l=10, r=90, b=10))
     fig.update_annotations(font_size=11)
     return fig
 
@@ -318,32 +367,90 @@ def _image_trace(img: np.ndarray, hover_name: str | None = None) -> go.BaseTrace
 
 # ----------------------------------------------------------------------------- Table 1
 
+SPREADS = {"std": "± one standard deviation over seeds",
+           "ci95": "95% t-interval of the mean over seeds"}
+# Reference series are told apart from the solid quick runs (and from each other) by the line's
+# dash and the marker's shape, not by colour alone: colour keeps saying which loss it is.
+REFERENCE_STYLES = (("dash", "diamond-open"), ("dot", "square-open"), ("dashdot", "triangle-up-open"))
+
+
+def seed_spread(values: Sequence[float], spread: str = "std") -> tuple[float, float]:
+    """Mean over seeds and the half-height of its error bar: "std" the sample standard deviation,
+    "ci95" the half-width of the 95% t-interval of the mean (0 for a single seed: no spread)."""
+    if spread not in SPREADS:
+        raise ValueError(f"unknown spread {spread!r}: choose one of {', '.join(SPREADS)}")
+    mean, sd = auroc_summary(values)
+    n = len(values)
+    if spread == "ci95" and n > 1:
+        from .stats import t_quantile
+        return mean, t_quantile(n - 1) * sd / math.sqrt(n)
+    return mean, sd
+
+
 def fig_auroc_vs_batch(rows: Sequence[Mapping], *, selected: int | None = None,
-                       sizes: Sequence[int] | None = None) -> go.Figure:
+                       sizes: Sequence[int] | None = None,
+                       references: Mapping[str, Mapping[str, Mapping[int, tuple]]] | None = None,
+                       spread: str = "std", show_n: bool = False,
+                       title: str = "AUROC against batch size (paper Table 1)") -> go.Figure:
     """`rows`: dicts with batch_size, name ("base"/"LAMP"), auroc (one row per seed).
-    Points are seed means with ± std bars; the x axis is logarithmic like the paper's sizes, with
-    powers of 2 as ticks. `sizes`: every size the axis should cover (default 1 to 1024), so it
-    does not move as sizes finish."""
+    Points are seed means with error bars (`spread`: "std" or "ci95", see `SPREADS`); hovering a
+    point gives its n (seeds finished), and `show_n` writes "n=…" beside every point.
+
+    `references`: label -> series name -> {batch size: (mean, half-height of its bar or None)},
+    e.g. {"paper": {"L2": {1024: (0.658, None), ...}, "L2-LAMP": {...}}}: drawn as thinner
+    dashed / dotted lines (one style per label) named "<label>: <series>", coloured by loss.
+
+    The x axis is logarithmic. `sizes`: every size the axis should cover, so it does not move as
+    sizes finish; given, each of them (and each size with data) gets a tick, as they are the
+    sizes a student trains (1, 4, 16, 32, 128, 1024 are not all powers of 4); not given, the
+    axis covers 1 to 1024 with powers of 2 as ticks."""
     fig = go.Figure()
     by_name: dict[str, dict[int, list[float]]] = {}
     for r in rows:
         by_name.setdefault(r["name"], {}).setdefault(int(r["batch_size"]), []).append(float(r["auroc"]))
-    for name, per_bs in by_name.items():
+    for i, (name, per_bs) in enumerate(by_name.items()):
         done = sorted(per_bs)
-        stats = [auroc_summary(per_bs[b]) for b in done]
-        fig.add_trace(go.Scatter(x=done, y=[m for m, _ in stats], mode="lines+markers", name=name,
-                                 line=dict(color=color_of(name)),
-                                 error_y=dict(type="data", array=[s for _, s in stats], visible=True),
-                                 hovertemplate="batch %{x}<br>AUROC %{y:.3f}<extra>" + name + "</extra>"))
+        stats = [seed_spread(per_bs[b], spread) for b in done]
+        ns = [len(per_bs[b]) for b in done]
+        fig.add_trace(go.Scatter(
+            x=done, y=[m for m, _ in stats], mode="lines+markers+text" if show_n else "lines+markers", name=name,
+            line=dict(color=color_of(name), width=2.5), marker=dict(size=8), customdata=ns,
+            text=[f"n={n}" for n in ns] if show_n else None,
+            # base's labels above its points, LAMP's below, so the two never print over each other
+            textposition="top right" if i % 2 == 0 else "bottom right", textfont=dict(size=10, color=color_of(name)),
+            error_y=dict(type="data", array=[s for _, s in stats], visible=True, thickness=1.5, width=5),
+            hovertemplate="batch %{x}<br>AUROC %{y:.3f} (n=%{customdata})<extra>" + name + "</extra>"))
+    ref_sizes: list[int] = []
+    for (label, series), (dash, symbol) in zip((references or {}).items(), REFERENCE_STYLES * 4):
+        for arm, points in series.items():
+            xs = sorted(int(b) for b in points)
+            if not xs:
+                continue
+            ref_sizes += xs
+            ys = [float(points[b][0]) for b in xs]
+            bars = [points[b][1] if len(points[b]) > 1 else None for b in xs]
+            err = None if all(e is None for e in bars) else dict(
+                type="data", array=[0.0 if e is None else float(e) for e in bars], visible=True, thickness=1, width=3)
+            fig.add_trace(go.Scatter(
+                x=xs, y=ys, mode="lines+markers", name=f"{label}: {arm}", legendgroup=label,
+                line=dict(color=color_of(arm), dash=dash, width=1.5), opacity=0.75,
+                marker=dict(symbol=symbol, size=7), error_y=err,
+                hovertemplate="batch %{x}<br>AUROC %{y:.3f}<extra>" + f"{label}: {arm}" + "</extra>"))
     if selected is not None:
         fig.add_vline(x=selected, line_dash="dot", line_color="#888")
-    shown = list(sizes or (1, 1024)) + [int(r["batch_size"]) for r in rows] + ([selected] if selected else [])
-    ticks = pow2_ticks(shown)
+    data_sizes = [int(r["batch_size"]) for r in rows] + ([int(selected)] if selected else [])
+    if sizes is None:
+        ticks = pow2_ticks([1, 1024] + data_sizes)
+    else:
+        ticks = sorted({int(s) for s in sizes} | set(data_sizes) | set(ref_sizes))
     span = [math.log10(ticks[0]) - 0.15, math.log10(ticks[-1]) + 0.15]
-    fig.update_layout(title="AUROC against batch size (paper Table 1)", xaxis_title="batch size (log scale)",
-                      yaxis_title="AUROC",
+    many = len(fig.data) > 2
+    fig.update_layout(title=title, xaxis_title="batch size (log scale)", yaxis_title="AUROC",
                       xaxis=dict(type="log", tickmode="array", tickvals=ticks, ticktext=[str(t) for t in ticks],
                                  range=span),
-                      legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom"),
-                      height=360, margin=dict(t=70, l=60, r=20, b=50))
+                      # with reference series the legend's long names go below the plot, where they
+                      # take whole rows instead of squeezing the plot from above
+                      legend=dict(orientation="h", x=0, y=-0.2, yanchor="top") if many else
+                      dict(orientation="h", x=0, y=1.0, yanchor="bottom"),
+                      height=520 if many else 360, margin=dict(t=70, l=60, r=20, b=50))
     return fig

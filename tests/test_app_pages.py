@@ -95,9 +95,10 @@ def test_entry_script_opens_on_loss_curves_and_switches_pages():
     assert at.title[0].value == "Loss curves"
     at.switch_page(str(APP / "app_pages" / "guide.py")).run()
     assert not at.exception and at.title[0].value == "Lab guide"
-    # the teacher notes are a separate download, not shown to students on the page
+    # the teacher notes are not on the students' page (a TEACHER=1 server offers them: test_lesson.py)
     labels = [b.label for b in at.get("download_button")]
-    assert "Download the teacher notes (Markdown)" in labels
+    assert "Download the guide (Markdown)" in labels
+    assert not any("teacher" in lab.lower() for lab in labels)
 
 
 def test_loss_curves_controls_change_the_figure():
@@ -143,6 +144,63 @@ def test_loss_curves_statements_match_the_losses():
     assert "identical curves" not in texts(at) and "amplifies more" in texts(at)
 
 
+def test_loss_curves_text_follows_the_sample_reading():
+    """Choosing *sample* in "Max taken over" used to leave the text at "With the fixed bound…"."""
+    at = page("loss_curves").run()
+    import results                                       # app/ is on the path once a page has run
+    assert "With the fixed bound" in texts(at)
+    at.radio[0].set_value("sample").run()
+    at.slider[0].set_value(0.5).run()
+    eps = at.select_slider[0].value
+    text = texts(at)
+    assert "With the fixed bound" not in text and "With *sample*" in text
+    assert results.lamp_vs_base_sentence(eps, "sample", 0.5) in text          # the sample curves' numbers
+
+
+def _unavailable_source(at: AppTest, source: str) -> str:
+    """Choose a data source, then the one message the page gives: no error, no "None", and no
+    Train button (nor the rest of the page) while the data is missing."""
+    at.selectbox(key="source").set_value(source).run()
+    assert not at.exception and not at.error
+    shown = [m.value for m in [*at.info, *at.warning]]
+    assert len(shown) == 1, shown
+    helps = [w.help or "" for w in [*at.selectbox, *at.number_input, *at.button]]
+    assert "None" not in texts(at) and not any("None" in h for h in helps)
+    assert not any(b.key in ("train", "train_stale") for b in at.button)
+    assert not any(s.value == "Training" for s in at.subheader)
+    return shown[0]
+
+
+def test_unavailable_data_sources_say_once_what_is_missing(monkeypatch, tmp_path):
+    """Fashion-MNIST without files or network, MVTec without a data root: one message naming
+    what is missing and how to get it, instead of six identical run errors after Train."""
+    import torchvision
+
+    if (APP.parent / "data").is_dir():
+        pytest.skip("a data/ folder beside the app stands in for LAMP_DATA_ROOT")
+    monkeypatch.delenv("LAMP_DATA_ROOT", raising=False)
+    at = page("train_compare").run()
+    msg = _unavailable_source(at, "fashion-mnist")
+    assert "Fashion-MNIST needs its IDX files" in msg and "LAMP_DATA_ROOT" in msg and "network" in msg
+    msg = _unavailable_source(at, "mvtec")
+    assert "needs a data root" in msg and "LAMP_DATA_ROOT" in msg and "train/good/" in msg
+
+    # a download that cannot reach the network ends in one line naming the fix
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    _unavailable_source(at, "fashion-mnist")
+    at.button(key="download_idx").click().run()
+    assert not at.exception and len(at.error) == 1 and "LAMP_DATA_ROOT" in at.error[0].value
+    assert not any(b.key == "train" for b in at.button)
+
+    # a data root without the data: the message names that folder
+    monkeypatch.setenv("LAMP_DATA_ROOT", str(tmp_path))
+    at = page("train_compare").run()
+    assert f"none under the data root {tmp_path}" in _unavailable_source(at, "fashion-mnist")
+    assert str(tmp_path) in _unavailable_source(at, "mvtec")
+
+
 def _done_comparison(at: AppTest) -> bool:
     return any(s.value == "Detection" for s in at.subheader)
 
@@ -162,6 +220,16 @@ def test_train_compare_background_run_to_completion():
     rows = at.dataframe[0].value
     assert list(rows["loss"]) == ["base", "LAMP"] and set(rows["epochs"]) == {2}
     assert list(rows.columns[:3]) == ["loss", "seed", "auroc"] or "auroc" in rows.columns
+    # no degenerate F1-max (≈0.947 for any model with 90% anomalous test images): the F1 at the
+    # slider's starting threshold instead, and what it and average precision mean
+    assert "f1_max" not in rows.columns and rows["f1_at_normal_p95"].between(0, 1).all()
+    assert "f1_at_normal_p95" in texts(at) and "not 0.5" in texts(at)
+    # the one-run figures say which seed they show; the threshold line is in the legend
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    titles = [(f["layout"].get("title") or {}).get("text", "") for f in specs]
+    assert "Anomaly scores · seed 0" in titles and "At the threshold · seed 0" in titles
+    assert any(t.get("name") == "threshold (95th percentile of normal)" for f in specs for t in f["data"])
+    assert "Models of seed 0." in texts(at)
     # the threshold slider redraws the confusion matrices
     at.slider(key="threshold").set_value(60.0).run()
     assert not at.exception
@@ -324,7 +392,7 @@ def test_uploaded_mvtec_zip_trains_with_pixel_auroc_and_masks(make_layout):
     at.button(key="train").click()
     run_until(at, _done_comparison, "the upload comparison")
     labels = [m.label for m in at.metric]
-    assert "pixel AUROC (seed 1)" in labels
+    assert f"pixel AUROC (seed {cfg.train.seed})" in labels      # the first seed, by its own number
     grid = json.loads(at.get("plotly_chart")[-1].proto.spec)
     assert any(a.get("text") == "mask" for a in grid["layout"]["annotations"])
 

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "app"))
 import results  # noqa: E402
@@ -66,3 +67,44 @@ def test_example_zip_is_reproducible(tmp_path):
     shipped = (Path(make_example_zip.__file__).parent / "example_upload.zip").read_bytes()
     assert built == shipped
     assert np.frombuffer(built[:4], np.uint8).tolist() == [0x50, 0x4B, 3, 4]
+
+
+def test_loss_curves_sentence_follows_the_reading_of_max():
+    """With *sample* the page said "With the fixed bound…": the sentence now names the reading,
+    and its numbers are those of the sample curves (max B over the plotted range)."""
+    from lamp_core.losses import loss_curves
+    fixed = results.lamp_vs_base_sentence(0.1, "fixed", 0.5)
+    assert fixed.startswith("With the fixed bound") and f"{results.lamp_below_base_up_to(0.1):.2g}" in fixed
+    sample = results.lamp_vs_base_sentence(0.1, "sample", 0.5)
+    assert sample.startswith("With *sample*") and "fixed bound" not in sample
+    for base, name in (("l1", "L1"), ("l2", "L2")):
+        top = max(loss_curves(base, eps=0.1, residual_range=0.5, max_over="sample")["base"])
+        assert f"{name}, max B = {top:.2g} and so slope {0.9 / top:.2g} at B = 0" in sample
+    # at ±0.5 the slope at 0 is (1 - eps)/max B > 1: LAMP lies above its base everywhere, as drawn
+    c = loss_curves("l2", eps=0.1, residual_range=0.5, max_over="sample")
+    b, lamp = np.asarray(c["base"]), np.asarray(c["lamp"])
+    assert (lamp[b > 0] > b[b > 0]).all() and sample.count("**above** its base on the whole range") == 2
+    # at ±1 the largest value is the bound 1: the sample reading crosses where the fixed one does
+    at_one = results.lamp_vs_base_sentence(0.1, "sample", 1.0)
+    cross = results.lamp_below_base_up_to(0.1, "l1", max_over="sample", residual_range=1.0)
+    assert f"below about {cross:.2g}" in at_one and cross == pytest.approx(results.lamp_below_base_up_to(0.1),
+                                                                        abs=1e-3)
+
+
+def test_one_run_figures_name_their_seed_and_titles_skip_repeated_groups():
+    assert results.first_seed_note(0, 3) == "seed 0, the first of 3 seeds"
+    assert results.first_seed_note(5, 1) == "seed 5"
+    assert results.example_title(1, "scratch_and_sticker") == "anomalous (scratch_and_sticker)"
+    assert results.example_title(0, "normal") == "normal"            # an upload's normal/ folder
+    assert results.example_title(1, "anomalous") == "anomalous" and results.example_title(0, None) == "normal"
+
+
+def test_metrics_note_gives_this_test_sets_chance_levels():
+    """MNIST one-class: 10% normal. Average precision's chance level is the anomalous share
+    (0.9, not 0.5); flagging everything has F1 2·0.9/1.9; a random ranking at the 95th
+    percentile of normal scores has recall 0.05 and precision 0.9."""
+    note = results.metrics_note([0] * 200 + [1] * 1800)
+    assert "0.90 here, not 0.5" in note
+    assert f"{2 * 0.9 / 1.9:.3f}" in note and f"about {2 * 0.9 * 0.05 / 0.95:.2f}" in note
+    assert "f1_at_normal_p95" in note and "95th percentile" in note
+    assert "0.50 here" in results.metrics_note([0, 1])

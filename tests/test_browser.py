@@ -134,10 +134,10 @@ def test_two_sessions_fair_queue_stale_notice_and_rapid_downloads(app_url):
             expect(a.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Stop")).to_be_visible(timeout=60_000)
             b.get_by_role("button", name="Train base and LAMP").click()
             # B's comparison finishes, with its spread over seeds, while A's long job still runs
-            expect(b.get_by_text("base AUROC")).to_be_visible(timeout=600_000)
+            expect(b.get_by_text("base AUROC", exact=True)).to_be_visible(timeout=600_000)
             expect(b.get_by_text("± is the standard deviation over the 2 seeds")).to_be_visible()
             expect(a.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Stop")).to_be_visible()
-            expect(a.get_by_text("base AUROC")).to_have_count(0)
+            expect(a.get_by_text("base AUROC", exact=True)).to_have_count(0)
             # the live sidebar of A shows its own jobs
             expect(a.get_by_text("Your jobs")).to_be_visible(timeout=30_000)
             a.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Stop").click()
@@ -168,5 +168,41 @@ def test_two_sessions_fair_queue_stale_notice_and_rapid_downloads(app_url):
             expect(b.get_by_text("The results below are for")).to_be_visible(timeout=30_000)
             expect(b.get_by_role("button", name="Train these settings")).to_be_visible()
             b.screenshot(path=str(SCREENSHOT_DIR / "browser_stale_notice.png"), full_page=False)
+        finally:
+            browser.close()
+
+
+def test_a_fresh_session_sees_the_default_comparison_on_batch_size(app_url):
+    """Student A trains the default comparison on Train & compare (3 seeds, about 20 s on 2 cores);
+    student B, in a fresh browser context with untouched widgets, opens Batch size and finds batch
+    32 finished for both losses over the 3 seeds, from the run store, without training anything:
+    the page's default configs are Train & compare's, run key for run key."""
+    from playwright.sync_api import expect, sync_playwright
+
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            a = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            a.goto(app_url + "/train_compare")
+            expect(a.get_by_role("heading", name="Train & compare")).to_be_visible(timeout=60_000)
+            a.get_by_role("button", name="Train base and LAMP").click()
+            # exact: the page also writes "LAMP − base AUROC, paired by seed" under the metrics
+            expect(a.get_by_text("base AUROC", exact=True)).to_be_visible(timeout=600_000)
+
+            b = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            b.goto(app_url + "/batch_size")
+            expect(b.get_by_role("heading", name="Batch size")).to_be_visible(timeout=60_000)
+            for name in ("base", "LAMP"):
+                expect(b.get_by_text(f"✓ {name} @ 32: 3 of 3 seeds, from the run store")).to_be_visible(timeout=60_000)
+            # the points at 32 are drawn with their n, beside the labelled references
+            plot = b.locator(".js-plotly-plot").filter(has_text="AUROC against batch size")
+            expect(plot).to_be_visible(timeout=60_000)
+            expect(plot.get_by_text("n=3").first).to_be_attached()
+            expect(plot.get_by_text("paper: L2-LAMP")).to_be_attached()
+            # nothing was queued by opening the page: B has no jobs, and the server none running
+            expect(b.get_by_text("0 running · 0 queued", exact=False)).to_be_visible(timeout=30_000)
+            expect(b.get_by_text("Your jobs")).to_have_count(0)
+            b.screenshot(path=str(SCREENSHOT_DIR / "browser_batch_size_fresh.png"), full_page=True)
         finally:
             browser.close()

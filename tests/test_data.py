@@ -295,6 +295,20 @@ def test_unknown_layout_and_bad_paths(tmp_path):
         load(DataConfig(dataset="folder", data_root=str(tmp_path / "notzip.zip"), image_size=16))
 
 
+@pytest.mark.parametrize("prefix,msg", [
+    ("anomalous/", "no normal images, only anomalous/: add a normal/ folder"),
+    ("test/anomalous/", "no normal training images, only test/: add train/normal/")])
+def test_a_zip_of_anomalous_images_only_asks_for_normal_images(tmp_path, prefix, msg):
+    """Only anomalous images is an accepted layout less its normal images: the message says to
+    add them, in one line, not that the layout is unknown."""
+    files = {f"{prefix}{i:03d}.png": png_bytes(blob_image(200 + i, anomalous=True)) for i in range(3)}
+    path = write_zip(tmp_path / "anomalous_only.zip", files, prefix="my_set/")
+    with pytest.raises(DataError, match=msg) as info:
+        load(DataConfig(dataset="folder", data_root=str(path), image_size=16))
+    assert "no known layout" not in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).startswith("anomalous_only.zip: ")
+
+
 def test_truncated_images_are_named_as_truncated(tmp_path):
     good = png_bytes(blob_image(0, 64))
     files = {f"normal/{i}.png": good[: len(good) // 2] for i in range(3)}

@@ -155,7 +155,8 @@ def test_reconstruction_titles_are_shortened_with_the_full_name_on_hover():
     col_titles = [a.text for a in fig.layout.annotations if a.textangle != 90 and a.text not in (
         "input", "base recon.", "LAMP recon.", "base error", "LAMP error")]
     assert len(col_titles) == 10 and len(set(col_titles)) == 10
-    assert all(len(t) <= 850 / 10 / figures.TITLE_CHAR_PX for t in col_titles)   # fits its column
+    assert all(len(line) <= 850 / 10 / figures.TITLE_CHAR_PX                       # each line fits its column
+               for t in col_titles for line in t.split("<br>"))
     assert all("uploads/" not in t and ".png" not in t for t in col_titles)
     inputs = [t for t in fig.data if t.hovertemplate and "very_long" in t.hovertemplate]
     assert len(inputs) == 10 and names[3] in inputs[3].hovertemplate
@@ -191,18 +192,26 @@ def test_contours_label_alpha_and_beta_once_per_row_and_column():
     assert not grid.layout.xaxis.title.text and grid.layout.xaxis3.title.text == "α"   # bottom row only
 
 
-def test_3d_panels_are_large_labelled_and_below_their_titles():
+def test_3d_surfaces_share_one_scene_and_camera_with_their_own_ticks():
     from lamp_core import landscape_figures as LF
-    fig = LF.fig_surface_3d({"base": _surf(1), "LAMP": _surf(3)})
-    assert [t.scene for t in fig.data] == ["scene", "scene2"]
-    assert fig.layout.height >= 450
-    title_y = min(a.y for a in fig.layout.annotations)
-    for scene in (fig.layout.scene, fig.layout.scene2):
-        assert scene.xaxis.title.text == "α" and scene.yaxis.title.text == "β" and scene.zaxis.title.text
-        assert scene.domain.y[1] < title_y                                # not under the panel's title
-        assert scene.domain.x[1] - scene.domain.x[0] > 0.4                # half the width each
-    stacked = LF.fig_surface_3d({"base": _surf(1), "LAMP": _surf(3)}, cols=1)
-    assert stacked.layout.scene2.domain.y[1] < stacked.layout.scene.domain.y[0]
+    base, lamp = _surf(1), _surf(3)
+    fig = LF.fig_surface_3d({"base": base, "LAMP": lamp})
+    # one scene, so one camera turns both surfaces together
+    assert {t.scene or "scene" for t in fig.data} == {"scene"} and "scene2" not in fig.to_plotly_json()["layout"]
+    assert fig.layout.height >= 450 and fig.layout.scene.camera.projection.type == "orthographic"
+    xa, xb = np.asarray(fig.data[0].x), np.asarray(fig.data[1].x)
+    width = float(base.x.max() - base.x.min())
+    assert xb.min() - xa.max() == pytest.approx(LF.SURFACE_GAP * width)   # side by side, a gap between
+    sc = fig.layout.scene
+    assert sc.xaxis.title.text.startswith("α") and sc.yaxis.title.text == "β"
+    # the α ticks read each surface's own coordinates, once per surface
+    labels = list(sc.xaxis.ticktext)
+    assert labels == [f"{v:g}" for v in LF._ticks(float(base.x.min()), float(base.x.max()))] * 2
+    # names float above their surfaces; the quantity is in the colour bar, not a z-axis title
+    names = sorted(a.text.split(" ")[0] for a in sc.annotations)
+    assert names == ["LAMP", "base"] and not sc.zaxis.title.text
+    assert fig.data[0].colorbar.title.text == "L2 loss" and "L2 loss" in fig.layout.title.text
+    assert np.allclose(fig.data[0].z, base.values) and np.allclose(fig.data[1].z, lamp.values)
 
 
 def test_landscape_figure_errors_are_lamp_errors():
@@ -212,3 +221,40 @@ def test_landscape_figure_errors_are_lamp_errors():
         LF.fig_contour({"base": _surf(1), "LAMP": _surf(1, metric="own")})
     with pytest.raises(LampError, match="no surfaces"):
         LF.fig_batch_grid({})
+
+
+def _column_titles(fig) -> list[str]:
+    rows = {"input", "base recon.", "LAMP recon.", "base error", "LAMP error", "mask"}
+    return [a.text for a in fig.layout.annotations if a.textangle != 90 and a.text not in rows]
+
+
+def test_upload_group_titles_wrap_instead_of_being_cut():
+    """An upload's 8 grid columns titled "anomalous (scratch_and_sticker)" were cut to
+    "anom…cker)": the group goes on lines of its own, broken after "_", whole."""
+    x = np.random.default_rng(3).random((8, 1, 8, 8)).astype(np.float32)
+    titles = ["normal (good)"] * 4 + ["anomalous (scratch_and_sticker)"] * 4
+    fig = figures.fig_recon_grid(x, {"base": x, "LAMP": x}, titles=titles)
+    col = _column_titles(fig)
+    limit = 850 / 8 / figures.TITLE_CHAR_PX
+    assert col[0].split("<br>") == ["normal", "good"]
+    assert col[-1].split("<br>") == ["anomalous", "scratch_and_", "sticker"]
+    assert all("…" not in t and all(len(line) <= limit for line in t.split("<br>")) for t in col)
+    plain = figures.fig_recon_grid(x, {"base": x, "LAMP": x}, titles=["normal"] * 8)
+    assert fig.layout.margin.t - plain.layout.margin.t == 2 * figures.TITLE_LINE_PX   # room for 2 more lines
+    assert titles[-1] in next(t for t in fig.data if t.hovertemplate and "sticker" in t.hovertemplate).hovertemplate
+
+
+def test_threshold_line_has_a_legend_entry_and_one_run_figures_say_which_run():
+    ev = _eval([0.1, 0.2, 0.3, 0.8, 0.9, 0.25], [0, 0, 0, 1, 1, 1])
+    fig = figures.fig_score_hist({"base": ev, "LAMP": ev}, thresholds={"base": 0.5, "LAMP": 0.5},
+                                 title="Anomaly scores · seed 0, the first of 3 seeds",
+                                 threshold_label="threshold (95th percentile of normal)")
+    legend = [t for t in fig.data if t.showlegend is not False and t.name]
+    line = [t for t in legend if t.name == "threshold (95th percentile of normal)"]
+    assert len(line) == 1 and line[0].line.dash == "dash"
+    assert {s.line.dash for s in fig.layout.shapes} == {"dash"}
+    assert line[0].line.color == fig.layout.shapes[0].line.color                # drawn like the line it names
+    assert "seed 0, the first of 3" in fig.layout.title.text
+    assert not [t for t in figures.fig_score_hist({"base": ev}).data if t.name and "threshold" in t.name]
+    conf = figures.fig_confusion({"base": confusion_at(ev, 0.5)}, title="At the threshold · seed 0")
+    assert "seed 0" in conf.layout.title.text

@@ -112,6 +112,52 @@ def test_perfect_scores_give_auroc_one():
     assert ev.auroc == 1.0 and ev.pixel_auroc == 1.0 and ev.f1_max == 1.0
 
 
+def _scored_set(normal_scores, anomalous_scores):
+    """A toy test set whose per-image anomaly scores under a model that outputs zeros are
+    exactly the given values (an image of constant sqrt(v) has mean squared error v)."""
+    from lamp_core.data.common import ADDataset
+    values = torch.tensor(list(normal_scores) + list(anomalous_scores), dtype=torch.float32)
+    x = values.sqrt().view(-1, 1, 1, 1).expand(-1, 1, 8, 8).contiguous()
+    labels = torch.tensor([0] * len(normal_scores) + [1] * len(anomalous_scores))
+    return ADDataset(name="toy", train=x[:2], test=x, test_labels=labels)
+
+
+class _Zeros(torch.nn.Module):
+    def forward(self, x):
+        return torch.zeros_like(x)
+
+
+def test_threshold_f1_separates_models_where_f1_max_cannot():
+    """MNIST one-class has 10% normal test images: there the best F1 over thresholds is that of
+    flagging everything (2·0.9/1.9 ≈ 0.947) for a detector that ranks at random too, while the F1
+    at the 95th percentile of normal scores tells a random ranking from a good one."""
+    rng = np.random.default_rng(0)
+    random_ev = evaluate(_Zeros(), _scored_set(rng.uniform(0.1, 0.9, 20), rng.uniform(0.1, 0.9, 180)))
+    good_ev = evaluate(_Zeros(), _scored_set(rng.uniform(0.1, 0.4, 20), rng.uniform(0.5, 0.9, 180)))
+    flag_all = 2 * 0.9 / 1.9
+    assert random_ev.f1_max >= flag_all - 1e-9 and good_ev.f1_max >= flag_all - 1e-9   # no difference to see
+    assert random_ev.f1_at_normal_p95 < 0.3 < 0.99 < good_ev.f1_at_normal_p95
+    # it is the F1 of the page's confusion matrix at the slider's start (95th percentile of normal scores)
+    from lamp_core.evaluate import NORMAL_PERCENTILE, normal_percentile_threshold
+    for ev in (random_ev, good_ev):
+        c = confusion_at(ev, normal_percentile_threshold(ev.scores, ev.labels, NORMAL_PERCENTILE))
+        assert ev.f1_at_normal_p95 == pytest.approx(2 * c["tp"] / (2 * c["tp"] + c["fp"] + c["fn"]))
+
+
+def test_records_stored_before_the_threshold_f1_still_load_and_carry_it(tmp_path):
+    store = RunStore(tmp_path / "store")
+    first = run_config(TINY, store=store)
+    path = store.folder(TINY) / "evaluation.json"
+    old = json.loads(path.read_text())
+    del old["f1_at_normal_p95"]                      # an entry written before the field existed
+    path.write_text(json.dumps(old))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")               # no "skipped unreadable entry"
+        stored = store.get(TINY)
+    assert stored.evaluation.f1_max == first.evaluation.f1_max
+    assert stored.evaluation.f1_at_normal_p95 == pytest.approx(first.evaluation.f1_at_normal_p95)
+
+
 def test_store_round_trip_and_reuse(tmp_path):
     store = RunStore(tmp_path / "store")
     first = run_config(TINY, store=store)

@@ -40,14 +40,8 @@ st.plotly_chart(fig, key="fig2")
 lab_state.download_figure(fig, "loss_curves", key="dl_fig2")
 
 # Every number below is computed from lamp_core.losses for the settings on screen.
-cross = results.lamp_below_base_up_to(eps)
-if cross is None:
-    where = (f"With the fixed bound and ε = {eps:g}, the LAMP curve lies **below** its base on the whole "
-             "range: $-\\log(1-(1-\\epsilon)B)$ starts with slope $1-\\epsilon < 1$ and does not catch up before B = 1.")
-else:
-    where = (f"With the fixed bound and ε = {eps:g}, the LAMP curve lies **below** its base for base values "
-             f"B below about {cross:.2g} (slope $1-\\epsilon$ at 0) and **above** it beyond, where the "
-             "logarithm bends up towards the largest residual.")
+# The first statement follows the reading of max(B) chosen above ("fixed" or "sample").
+where = results.lamp_vs_base_sentence(eps, max_over, rng)
 same = results.fixed_equals_sample(rng, eps)
 st.markdown(f"""
 **What to notice.** {where} LAMP's gradient (right column) is the base gradient multiplied by

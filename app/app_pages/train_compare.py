@@ -8,12 +8,14 @@ import streamlit as st
 
 import lab_state
 import results
-from lamp_core import figures
+from lamp_core import figures, lesson
 from lamp_core.config import (BASE_LOSSES, DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER, MAX_OVER,
                               OPTIMIZERS, LampError, ModelConfig, RunConfig, TrainConfig, DataConfig, run_key,
-                              validate)
+                              validate, option_spec)
+from lamp_core import data as data_mod
 from lamp_core.data import MNIST_SUBSET_DIR
-from lamp_core.evaluate import confusion_at
+from lamp_core.data.mnist import FILES as IDX_FILES
+from lamp_core.evaluate import NORMAL_PERCENTILE, confusion_at
 from lamp_core.jobs import DONE
 
 q = lab_state.setup("Train & compare")
@@ -36,37 +38,74 @@ source = c1.selectbox("Data source", list(SOURCES), format_func=SOURCES.get, key
                            "'Uploaded zip' uses the set validated on the Your data page.")
 data_kw: dict = {"dataset": source}
 root = lab_state.data_root()
+# where the page looks for data, in words: never "None" when no data root is set
+ROOT_WORDS = f"the data root ({root})" if root is not None else "the data root (none set: LAMP_DATA_ROOT)"
+# what a source lacks here, said once below instead of a Train button that can only fail
+missing: str | None = None
+can_download = False
+
+
+def idx_in_cache(dataset: str) -> bool:
+    """Whether the download cache already holds this data set's IDX files: the loader itself is
+    asked, with the download off, so this can never try the network."""
+    try:
+        data_mod.load(DataConfig(dataset=dataset, download=False, max_train=1, max_test=2))
+    except LampError:
+        return False
+    return True
+
+
 if source in ("digits", "mnist", "fashion-mnist"):
     data_kw["normal_class"] = c2.selectbox("Normal class", list(range(10)), index=cur.data.normal_class,
                                            help="The class trained as normal; the other nine are the anomalies "
                                                 "(the paper's one-class protocol, §3.1).")
 if source in ("mnist", "fashion-mnist"):
     SUBSET = "offline subset (shipped with the lab)"
+    DOWNLOAD = "(download into the cache)"
     found = lab_state.find_folders("idx")
-    options = ([SUBSET] if source == "mnist" else []) + found + ["(download into the cache)"]
+    options = ([SUBSET] if source == "mnist" else []) + found + [DOWNLOAD]
     now = cur.data.data_root if cur.data.dataset == source else None
     at = (0 if now == str(MNIST_SUBSET_DIR) or now is None else
           next((i for i, f in enumerate(options) if root is not None and now == str(root / f)), 0))
     choice = c3.selectbox("IDX folder", options, index=at, key=f"idx_{source}",
-                          help=f"The offline MNIST subset, or folders under the data root ({root}) holding "
+                          help=f"The offline MNIST subset, or folders under {ROOT_WORDS} holding "
                                "train-images-idx3-ubyte files (Fashion-MNIST uses the same file names). "
                                "Downloading needs a network.")
     data_kw["data_root"] = (str(MNIST_SUBSET_DIR) if choice == SUBSET else
                             str(root / choice) if choice in found else None)
     cc1, cc2 = st.columns(2)
+    # untouched, these give the lesson's default (lamp_core.lesson): the runs a page trains are the
+    # runs every other page and session finds in the store; empty means "all images" (no cap)
     same = cur.data.dataset == source
-    data_kw["max_train"] = int(cc1.number_input(
-        "Max training images", 2, 6000, (cur.data.max_train or 1000) if same else 1000, 100, key=f"maxtr_{source}",
-        help="A seeded subset of the normal class keeps CPU training short (the offline subset has 1,000 "
-             "per digit)."))
-    data_kw["max_test"] = int(cc2.number_input(
-        "Max test images", 2, 10000, (cur.data.max_test or 2000) if same else 2000, 100, key=f"maxte_{source}",
-        help="A seeded, stratified subset of the test images (the offline subset has 2,000)."))
+    spec_tr, spec_te = option_spec("data.max_train"), option_spec("data.max_test")
+    max_train = cc1.number_input(
+        "Max training images (empty: all)", int(spec_tr.min), None,
+        cur.data.max_train if same else lesson.DEFAULT_CONFIG.data.max_train, 100, key=f"maxtr_{source}",
+        help=spec_tr.help + " (a seeded subset of the normal class keeps CPU training short; the offline subset "
+             "has 1,000 per digit).")
+    max_test = cc2.number_input(
+        "Max test images (empty: all)", int(spec_te.min), None,
+        cur.data.max_test if same else lesson.DEFAULT_CONFIG.data.max_test, 100, key=f"maxte_{source}",
+        help=spec_te.help + " (the offline subset has 2,000).")
+    data_kw["max_train"] = None if max_train is None else int(max_train)
+    data_kw["max_test"] = None if max_test is None else int(max_test)
+    if choice == DOWNLOAD and not idx_in_cache(source):
+        name = SOURCES[source]
+        where = (f"none under the data root {root}" if root is not None else
+                 "no data root is set (LAMP_DATA_ROOT)")
+        missing = (f"{name} needs its IDX files ({', '.join(IDX_FILES.values())}, .gz or not): {where}, and "
+                   "the download cache does not hold them. Set LAMP_DATA_ROOT to a folder holding them and restart "
+                   "the app, or download them below where this server reaches the network"
+                   + (", or choose the offline subset as IDX folder." if source == "mnist" else "."))
+        can_download = True
 elif source == "mvtec":
     found = lab_state.find_folders("mvtec")
     if not found:
-        st.warning(f"No MVTec-layout category (a folder with train/good/) under the data root {root}. "
-                   "Set LAMP_DATA_ROOT to the folder that holds your categories.")
+        missing = ("MVTec-layout data needs a data root: set LAMP_DATA_ROOT to the folder that holds your "
+                   "categories (each with train/good/) and restart the app, or upload a zip on the **Your data** "
+                   "page." if root is None else
+                   f"No MVTec-layout category (a folder with train/good/) under the data root {root}: put your "
+                   "categories there, or set LAMP_DATA_ROOT to the folder that holds them and restart the app.")
     else:
         choice = c2.selectbox("Category", found, help="Category folders under the data root: each holds "
                               "train/good, test/<type> and optionally ground_truth/<type> masks.")
@@ -75,12 +114,30 @@ elif source == "mvtec":
 elif source == "folder":
     up = lab_state.upload()
     if up is None:
-        st.info("No validated upload in this session yet: upload a zip on the **Your data** page first.")
+        missing = "No validated upload in this session yet: upload a zip on the **Your data** page first."
     else:
         c2.markdown(f"Using **{up['name']}** ({up['summary']['train_normal']} training images)")
         data_kw["data_root"] = up["path"]
-default_size = cur.data.image_size if cur.data.dataset == source else (28 if source != "mvtec" and source != "folder" else 64)
-data_kw["image_size"] = c3.number_input("Image size (px)", 8, 256, default_size, 4, key=f"size_{source}",
+if missing:
+    # said once, here; the rest of the page (a Train button that could only fail, six identical
+    # run errors) is not drawn until the data exists
+    st.info(missing)
+    if can_download and st.button(f"Download {SOURCES[source]}", key="download_idx",
+                                  help="Fetch the IDX files into the download cache (needs a network). "
+                                       "Once they are there, this page trains on them."):
+        with st.spinner(f"Downloading {SOURCES[source]}…"):
+            try:
+                data_mod.load(DataConfig(dataset=source, max_train=1, max_test=2))
+            except LampError:
+                st.error(f"{SOURCES[source]} could not be downloaded from this server: set LAMP_DATA_ROOT to a "
+                         "folder holding its IDX files and restart the app.")
+                st.stop()
+        st.rerun()
+    st.stop()
+default_size = cur.data.image_size if cur.data.dataset == source else lesson.IMAGE_SIZE[source]
+size_spec = option_spec("data.image_size")
+data_kw["image_size"] = c3.number_input("Image size (px)", int(size_spec.min), int(size_spec.max), default_size, 4,
+                                        key=f"size_{source}",
                                         help="Images are resized to size×size. 28 matches MNIST; the network "
                                              "has 4 blocks up to 32 px and 6 above (paper §3.1).")
 
@@ -220,9 +277,22 @@ if cmp:
                                 "0.5 = chance); mean ± std over seeds when several ran.")
             n_seeds = len(next(iter(evs.values())))
             st.caption(results.auroc_spread_note(n_seeds))
+            # whether these models had finished learning, and the verdict worded as that and the
+            # paired interval allow, beside the lab's converged result (lamp_core.convergence)
+            status = results.training_summary(recs)
+            show = st.warning if status.learning else st.success if status.state == "trained" else st.info
+            show(f"**{status.state.capitalize()}.** {status.sentence()}",
+                 icon=":material/hourglass_top:" if status.learning else ":material/check_circle:"
+                 if status.state == "trained" else ":material/help:")
+            for line in results.verdict_lines(recs, status):
+                st.markdown(line)
+            # the histograms, confusion matrices, grid and pixel AUROC show one run: the first seed
+            first_seed = next(iter(recs.values()))[0].result.config.train.seed
+            seed_note = results.first_seed_note(first_seed, n_seeds)
             pix = {n: el[0].pixel_auroc for n, el in evs.items() if el[0].pixel_auroc is not None}
             if pix:
-                mcols[-1].metric("pixel AUROC (seed 1)", " / ".join(f"{n} {v:.3f}" for n, v in pix.items()),
+                mcols[-1].metric(f"pixel AUROC (seed {first_seed})",
+                                 " / ".join(f"{n} {v:.3f}" for n, v in pix.items()),
                                  help="AUROC of per-pixel squared error against the ground-truth masks.")
             left, right = st.columns([1, 1.4])
             with left:
@@ -233,28 +303,33 @@ if cmp:
             @st.fragment
             def threshold_part() -> None:
                 first = {n: el[0] for n, el in evs.items()}
-                pct = st.slider("Threshold: percentile of normal test scores", 50.0, 100.0, 95.0, 0.5,
+                pct = st.slider("Threshold: percentile of normal test scores", 50.0, 100.0, NORMAL_PERCENTILE, 0.5,
                                 key="threshold",
-                                help="Each model flags an image as anomalous when its score is above this "
+                                help="Each model flags an image as anomalous when its score is at or above this "
                                      "percentile of its own normal test scores: the same false-positive "
-                                     "budget for both, whatever the scale of their scores (first seed).")
+                                     "budget for both, whatever the scale of their scores (first seed). At "
+                                     f"{NORMAL_PERCENTILE:g} the F1 is the table's f1_at_normal_p95.")
                 thr = results.percentile_thresholds(first, pct)
-                hist_fig = figures.fig_score_hist(first, thresholds=thr)
+                hist_fig = figures.fig_score_hist(first, thresholds=thr, title=f"Anomaly scores · {seed_note}",
+                                                  threshold_label=f"threshold ({pct:g}th percentile of normal)")
                 st.plotly_chart(hist_fig, key="hist")
-                st.plotly_chart(figures.fig_confusion({n: confusion_at(e, thr[n]) for n, e in first.items()}),
+                st.plotly_chart(figures.fig_confusion({n: confusion_at(e, thr[n]) for n, e in first.items()},
+                                                      title=f"At the threshold · {seed_note}"),
                                 key="confusion")
                 lab_state.download_figure(hist_fig, "score_histograms", key="dl_hist")
 
             with right:
                 threshold_part()
             st.subheader("Reconstructions (paper Fig. 4)")
-            st.caption("Columns: normal and anomalous test images, from typical to hardest by score. Every "
-                       "error map shares one colour scale. Masks are shown where the data has them.")
+            st.caption(f"Models of {seed_note}. Columns: normal and anomalous test images, from typical to "
+                       "hardest by score. Every error map shares one colour scale. Masks are shown where the data "
+                       "has them.")
             ex = results.recon_examples({n: rl[0] for n, rl in recs.items()})
             grid = figures.fig_recon_grid(ex["inputs"], ex["recons"], titles=ex["titles"], masks=ex["masks"])
             st.plotly_chart(grid, key="grid", theme=None)  # keep the figure's own colour scales
             lab_state.download_figure(grid, "reconstructions", key="dl_grid")
             st.subheader("Results")
+            st.caption(results.metrics_note(next(iter(evs.values()))[0].labels))
             rows = [results.result_row(n, r) for n, rl in recs.items() for r in rl]
             # metrics first, so AUROC is on screen without scrolling the table sideways
             st.dataframe(rows, hide_index=True, column_order=results.ROW_ORDER)

@@ -61,7 +61,17 @@ def _mvtec_categories(files: dict[str, Reader]) -> list[str]:
     return [c for c in _subfolders(files, "") if any(r.startswith(f"{c}/train/good/") for r in files)]
 
 
-def _layout_error(where: str) -> DataError:
+def _layout_error(where: str, files: dict[str, Reader] | None = None) -> DataError:
+    """Why no layout matched: a set of anomalous images without normal ones (anomalous/ alone,
+    or test/ without train/) is one of the accepted layouts less its normal images, so it is
+    told to add those rather than to pick a layout."""
+    tops = {rel.split("/", 1)[0] for rel in files or {} if "/" in rel and is_image_name(rel)}
+    if "anomalous" in tops:
+        return DataError(f"{where}: no normal images, only anomalous/: add a normal/ folder of normal images "
+                         "beside it (the model learns only from normal images)")
+    if "test" in tops:
+        return DataError(f"{where}: no normal training images, only test/: add train/normal/ (or train/good/ "
+                         "for MVTec) beside it (the model learns only from normal images)")
     return DataError(
         f"{where}: no known layout found; use train/good + test/<type> (MVTec), "
         "train/normal + test/normal + test/anomalous, or normal/ + anomalous/")
@@ -83,7 +93,7 @@ def load_folder_dataset(cfg: DataConfig) -> ADDataset:
         return _unsplit(files, cfg, name)
     if layout == "mvtec" or _mvtec_categories(files):
         return load_mvtec_files(files, cfg, name)
-    raise _layout_error(name)
+    raise _layout_error(name, files)
 
 
 def load_mvtec_dataset(cfg: DataConfig) -> ADDataset:

@@ -17,6 +17,13 @@ from .config import LampError
 from .files import atomic_write
 
 
+def register(sub) -> None:
+    """Add `lamp lesson` and its short form `lamp notes` to the `lamp` command's subparsers."""
+    add_arguments(sub.add_parser("lesson", help="the lesson: measure its exercises, print the teacher notes or "
+                                                "the guide"))
+    add_notes_arguments(sub.add_parser("notes", help="print the teacher notes (short for `lamp lesson notes`)"))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="lesson_command", required=True, parser_class=type(p))
     m = sub.add_parser("measure", help="train every exercise over its seeds; write the expected results")
@@ -24,7 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, from {', '.join(PARTS)} (default: all)")
     m.add_argument("--store", help="run store folder to reuse (default: a fresh temporary one, so every run trains)")
     m.add_argument("--out", help="JSON file to write (default: assets/expected_results.json in the repository)")
-    m.add_argument("--threads", type=int, help="torch threads (default: all cores, as the app's worker)")
+    m.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: the app's job-queue worker trains on one thread once a page "
+                        "has run, and a run's last digits depend on the thread count, so one thread reproduces "
+                        "the app's numbers exactly)")
     for name, what in (("notes", "the teacher notes"), ("guide", "the lab guide")):
         q = sub.add_parser(name, help=f"print {what} rendered from the measured numbers")
         q.add_argument("--out", help="write to this file instead of printing")

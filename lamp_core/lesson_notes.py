@@ -180,8 +180,10 @@ def render_notes(expected: dict | None = None) -> str:
       f"{d['lr']}, batch {d['batch']}, {d['epochs']} epochs ({d['steps_per_epoch']} steps per epoch, {d['steps']} "
       f"steps per model), {d['seeds']} seeds, and LAMP read as the engine reads it by default: max per "
       f"{d['max_over']}, {d['detach']}, ε = {d['eps']}. The app's untouched widgets give exactly these runs.\n")
-    w(f"Measured with torch {env.get('torch', '?')} on {env.get('cpus', '?')} CPU cores ({env.get('threads', '?')} "
-      f"threads). The default comparison ({2 * d['seeds']} models) trained and scored in {cmp_['wall_seconds']:.0f} s "
+    threads = env.get("threads", "?")
+    w(f"Measured with torch {env.get('torch', '?')} on {env.get('cpus', '?')} CPU cores, {threads} "
+      f"{'thread' if threads == 1 else 'threads'} as the app's job-queue worker trains (a run's last digits depend on "
+      f"the thread count). The default comparison ({2 * d['seeds']} models) trained and scored in {cmp_['wall_seconds']:.0f} s "
       "of wall time there; in the browser, click to ROC adds the page's own work (`bench/results/app_latency.md`).\n")
     w(f"**These are short runs.** They were chosen so that a class sees results in seconds, and by measurement so "
       "that their verdicts have the signs of the lab's converged results (`bench/results/quick_default_study.md`). "

@@ -1,138 +1,35 @@
-"""The `lamp` command: train (and compare), landscape, sweep, app.
+"""The `lamp` command: train (and compare), landscape, sweep, lesson (and notes), app.
 
 Bad input never ends in a traceback: every error a user can fix is a `LampError` (data, config,
 or a diverged model's NaN scores) or an argparse error, printed as one line on stderr with exit
 code 2. The flags of config fields are generated from their option specs (`lamp_core.config`):
-name, type, choices, default and help are declared once, next to the field.
+name, type, choices, default and help are declared once, next to the field (`lamp_core.cli_common`).
+
+`lamp train` and `lamp app` live here; `landscape`, `sweep` and `lesson` in their own modules,
+each registering its subcommands with `register(sub)`. Those modules and this one share their
+helpers through `cli_common`, so none of them imports this module back.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
+import io
 import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from .config import SECTIONS, LampError, OptionSpec, RunConfig, option_specs
+from . import cli_landscape, cli_lesson, cli_sweep
+# the shared helpers; re-exported from here, where bench scripts and tests import them
+from .cli_common import (SIZE_DEFAULT, OneLineParser, ProgressBar, add_option, add_run_arguments,  # noqa: F401
+                         add_section_options, config_from_args, dest_of, fail, progress_enabled, run_script,
+                         section_from_args)
+from .config import LampError
+from .files import atomic_write
 
-# Subcommands implemented in their own modules: name -> module exposing add_arguments(p), run(args)
-EXTRA_COMMANDS = {
-    "landscape": ("lamp_core.cli_landscape", "loss landscapes of trained runs (paper Fig. 1, 3)"),
-    "sweep": ("lamp_core.cli_sweep", "grids of runs with statistics, locally or on Ray (Tables 1-2)"),
-    "lesson": ("lamp_core.cli_lesson", "the lesson: measure its exercises, print the teacher notes or the guide"),
-}
-SIZE_DEFAULT = {"digits": 28, "mnist": 28, "fashion-mnist": 28, "mvtec": 64, "folder": 64}
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse prints usage + error; we print the error alone, on one line, exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-        sys.exit(2)
-
-
-def fail(message: str, prog: str = "lamp") -> int:
-    sys.stderr.write(f"{prog}: error: {message}\n")
-    return 2
-
-
-def run_script(main, prog: str) -> int:
-    """A script's `main()` (the benchmarks in bench/) under the `lamp` command's contract: a
-    LampError, e.g. a config asking for a GPU the machine lacks, is one line and exit code 2."""
-    try:
-        return int(main() or 0)
-    except LampError as exc:
-        return fail(str(exc), prog)
-
-
-# ----------------------------------------------------------------------------- shared options
-# Every flag of a config field is generated from its option spec (lamp_core.config): the name,
-# type, choices, default and help are declared once, next to the field.
-
-_SPEC_DEFAULT = object()
-
-
-def dest_of(spec: OptionSpec) -> str:
-    """The argparse destination of an option: its path with "_" ("train.seed" -> "train_seed")."""
-    return spec.name.replace(".", "_")
-
-
-def add_option(group, spec: OptionSpec, *, default: Any = _SPEC_DEFAULT, help: str | None = None) -> None:
-    """Add the flag of one option, typed, bounded and explained by its spec."""
-    default = spec.default if default is _SPEC_DEFAULT else default
-    text = help or spec.help
-    if spec.kind is bool:
-        if spec.flag.startswith("--no-"):        # a switch that turns a default-on option off
-            group.add_argument(spec.flag, dest=dest_of(spec), action="store_false", default=default, help=text)
-        else:
-            if default is not None and help is None:
-                text += f" (default: {'on' if default else 'off'})"
-            group.add_argument(spec.flag, dest=dest_of(spec), action=argparse.BooleanOptionalAction,
-                               default=default, help=text)
-        return
-    if default is not None and help is None:
-        text += " (default: %(default)s)"
-    metavar = None if spec.choices else spec.flag.lstrip("-").upper().replace("-", "_")
-    group.add_argument(spec.flag, dest=dest_of(spec), type=spec.kind, choices=spec.choices, default=default,
-                       metavar=metavar, help=text)
-
-
-def add_section_options(group, section: str, **overrides: dict[str, Any]) -> None:
-    """Add the flags of every option of a config section that has one; `overrides` maps a field
-    name to add_option keywords (a different default or help)."""
-    for spec in option_specs(section):
-        if spec.flag:
-            add_option(group, spec, **overrides.get(spec.name.partition(".")[2], {}))
-
-
-def section_from_args(a: argparse.Namespace, section: str, **fixed: Any):
-    """The config dataclass of `section` from the parsed flags (fields without a flag: defaults)."""
-    values = {spec.name.partition(".")[2]: getattr(a, dest_of(spec)) for spec in option_specs(section)
-              if spec.flag and hasattr(a, dest_of(spec))}
-    values.update(fixed)
-    return SECTIONS[section](**values)
-
-
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """Every choice of a run: data, model, loss (with LAMP's three open choices), training."""
-    add_section_options(p.add_argument_group("data"), "data", image_size={"default": None})
-    add_section_options(p.add_argument_group("model"), "model")
-    add_section_options(p.add_argument_group("loss and training"), "train")
-
-
-def config_from_args(a: argparse.Namespace) -> RunConfig:
-    data = section_from_args(a, "data", image_size=a.data_image_size or SIZE_DEFAULT[a.data_dataset])
-    return RunConfig(data=data, model=section_from_args(a, "model"), train=section_from_args(a, "train"))
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr (only when stderr is a terminal, or when forced)."""
-
-    def __init__(self, label: str, enabled: bool):
-        self.label, self.enabled, self.start = label, enabled, time.perf_counter()
-
-    def __call__(self, info: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        total = max(info["steps_total"], 1)
-        frac = min(info["step"] / total, 1.0)
-        bar = "#" * int(frac * 30)
-        sys.stderr.write(f"\r{self.label:>5} [{bar:<30}] {frac:4.0%} epoch {info['epoch']}/{info['epochs']} "
-                         f"loss {info['loss']:.4g} {time.perf_counter() - self.start:5.1f}s")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-
-
-def progress_enabled(mode: str) -> bool:
-    return mode == "always" or (mode == "auto" and sys.stderr.isatty())
+# the subcommands implemented in their own modules, in the order `lamp --help` lists them
+COMMAND_MODULES = (cli_landscape, cli_sweep, cli_lesson)
 
 
 # ----------------------------------------------------------------------------- lamp train
@@ -179,7 +76,9 @@ def run_train(a: argparse.Namespace) -> int:
         for name, rec in records.items():
             path = Path(a.save) if name == "run" else Path(f"{a.save}-{name}.pt")
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(rec.result.to_checkpoint(), path)
+            buf = io.BytesIO()
+            torch.save(rec.result.to_checkpoint(), buf)
+            atomic_write(path, buf.getvalue())     # as every file the engine writes (lamp_core.files)
     if a.json:
         out = {k: run_summary(v) for k, v in records.items()}
         print(json.dumps(out["run"] if "run" in out else out))
@@ -221,18 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a run, or with --compare the base and LAMP pair")
     add_train_arguments(p)
     p.set_defaults(func=run_train)
-    for name, (module, help_text) in EXTRA_COMMANDS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        sp = sub.add_parser(name, help=help_text)
-        mod.add_arguments(sp)
-        sp.set_defaults(func=mod.run)
-    from .cli_lesson import add_notes_arguments
-    add_notes_arguments(sub.add_parser("notes", help="print the teacher notes (short for `lamp lesson notes`)"))
+    for command in COMMAND_MODULES:
+        command.register(sub)
     p = sub.add_parser("app", help="start the Streamlit lab")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--headless", action="store_true", help="do not open a browser")

@@ -15,12 +15,19 @@ import math
 import sys
 from pathlib import Path
 
-from .cli import (ProgressBar, add_run_arguments, add_section_options, config_from_args, fail, progress_enabled,
-                  section_from_args)
+from .cli_common import (ProgressBar, add_run_arguments, add_section_options, config_from_args, fail,
+                         progress_enabled, section_from_args)
 from .config import LampError, LandscapeConfig, validate
 from .files import atomic_write
 
 DEFAULT_OUT = "landscape-out"
+
+
+def register(sub) -> None:
+    """Add `lamp landscape` to the `lamp` command's subparsers."""
+    p = sub.add_parser("landscape", help="loss landscapes of trained runs (paper Fig. 1, 3)")
+    add_arguments(p)
+    p.set_defaults(func=run)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

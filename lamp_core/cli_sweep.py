@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import add_option, dest_of
+from .cli_common import SIZE_DEFAULT, add_option, dest_of
 from .config import ConfigError, OptionSpec, option_spec, run_key
 from .files import atomic_write
 from .sweep import (SweepProgress, SweepSpec, apply, describe, expand, parse_float_list, parse_int_list,
@@ -52,6 +52,13 @@ def _positive_mb(text: str) -> float:
     if not mb > 0 or mb == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a memory size: give megabytes above 0, e.g. 1024")
     return mb
+
+
+def register(sub) -> None:
+    """Add `lamp sweep` to the `lamp` command's subparsers."""
+    p = sub.add_parser("sweep", help="grids of runs with statistics, locally or on Ray (Tables 1-2)")
+    add_arguments(p)
+    p.set_defaults(func=run)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -119,7 +126,6 @@ def _spec_from_args(a: argparse.Namespace) -> SweepSpec:
         if value is not None:
             base = apply(base, name, value)
     if a.data_dataset and a.data_image_size is None and not a.spec:
-        from .cli import SIZE_DEFAULT
         base = apply(base, "data.image_size", SIZE_DEFAULT[a.data_dataset])
     axes: dict[str, list] = {}
     for name in GRID_FLAGS:

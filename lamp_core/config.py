@@ -7,7 +7,8 @@ a run's identity, used by the run store, the job queue, the pages and sweeps.
 Every field carries its option spec in its metadata (`opt(default, help, min=, max=, choices=,
 flag=)`): one help sentence, its bounds or choices, and its `lamp` flag. `option_spec("train.eps")`
 returns it as an `OptionSpec`; the `lamp train/landscape/sweep` flags are generated from the
-specs, `validate` checks them, and the app's widgets take their help text and bounds from them.
+specs and `validate` checks them. The app's pages read specs for some widgets' help and bounds
+(image size, image caps); others still carry bounds of their own.
 
 The three choices the paper leaves open in eq. 2 (where the max is taken, whether it is
 detached from the gradient, and epsilon) are fields of `TrainConfig`; their defaults are

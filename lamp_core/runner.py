@@ -1,7 +1,8 @@
 """One call from a config to a trained, evaluated run, through the run store.
 
-This is what the `lamp` command, the app's job queue and sweeps all call, so a configuration
-trained by any of them is found by the others instead of being trained again.
+`lamp train`, sweeps and `surfaces` (so `lamp landscape` and the app's landscape jobs) call it;
+a configuration trained by any of them is found by the others in the store instead of being
+trained again.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from .config import RunConfig
 from .data import ADDataset
 from .evaluate import Evaluation, evaluate
 from .store import RunStore
-from .train import ProgressFn, StopFn, TrainResult, train
+from .run_types import ProgressFn, StopFn, TrainResult
+from .train import train
 
 
 @dataclass
@@ -35,8 +37,9 @@ def run_config(cfg: RunConfig, *, store: RunStore | None = None, on_progress: Pr
 
 
 def finish_run(result: TrainResult, dataset: ADDataset, store: RunStore | None = None) -> RunRecord:
-    """Evaluate a trained run and file it in `store` (the one place runs are evaluated, whether
-    trained alone, in a stack by a sweep, or by the app's job queue). A stopped run, or one that
+    """Evaluate a trained run and file it in `store`, whether it trained alone or in a stack by a
+    sweep. (The app's job queue still evaluates its runs with a copy of this,
+    `JobQueue._evaluate_and_store`, left for the rebuild of jobs.py.) A stopped run, or one that
     never took a step, is returned unevaluated and not stored (it is redone next time)."""
     if result.stopped or result.steps == 0 and result.config.train.epochs > 0:
         return RunRecord(result, None, cached=False)

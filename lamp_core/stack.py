@@ -51,8 +51,10 @@ can differ by 2*lr, exactly as between two solo runs at different thread counts.
 
 PatchAutoencoder stacks too: tiling an (N, K*C, H, W) tensor is per channel.
 
-One module of a little over 400 lines: the slot, the stacked network and the planner share the
-stack key and the per-step shapes, and callers need exactly this API from one place.
+One module: the slot, the stacked network and the planner share the stack key and the per-step
+shapes, and callers need exactly this API from one place. What a run is made of (device,
+optimizer, initial weights, `TrainResult`) comes from `lamp_core.run_types`, below this module and
+below `lamp_core.train`, which trains a single run as a stack of one.
 """
 from __future__ import annotations
 
@@ -66,9 +68,10 @@ from torch import nn
 
 from .config import ConfigError, RunConfig, resolved_depth, validate
 from .data import ADDataset
+from .evaluate import anomaly_scores, image_auroc
 from .losses import base_map, normalised, training_loss
 from .models import ConvAutoencoder, PatchAutoencoder
-from .train import PROGRESS_INTERVAL_S, TrainResult, initial_model, make_optimizer, resolve_device
+from .run_types import PROGRESS_INTERVAL_S, TrainResult, initial_model, make_optimizer, resolve_device
 
 CHANNELS_LAST = torch.channels_last     # activations
 PARAM_FORMAT = torch.channels_last      # weights (oneDNN reads them without a re-layout)
@@ -205,12 +208,10 @@ class RunSlot:
             self.finished = True
             return True
         if self.cfg.train.eval_every_epoch:
-            from .evaluate import image_auroc  # local: evaluate imports train's types
             self._flush_bn()
             self.history["test_auroc"].append(image_auroc(self.model.eval(), self.data, device=self.device))
             self.model.train()
         if self.val_every and (self.epochs_done % self.val_every == 0 or self.epochs_done >= self.cfg.train.epochs):
-            from .evaluate import anomaly_scores  # local: evaluate imports train's types
             self._flush_bn()
             val = self.data.val.to(self.x_all.dtype)    # float64 in the maths tests
             score = float(anomaly_scores(self.model.eval(), val, device=self.device).mean())

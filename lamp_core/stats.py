@@ -3,8 +3,8 @@ with a t-based 95% confidence interval (how every table in bench/results states 
 
 One helper per idea: `mean_std` is the only mean/std of a list of scores (the std of fewer than
 two values is NaN: one seed has no spread, and a table prints it without ±), and `t_quantile`
-is Student's t quantile, computed here (regularised incomplete beta function, Lentz's continued
-fraction, then bisection) so that reports need no SciPy.
+is Student's t quantile, SciPy's (`scipy.stats.t`; SciPy comes with scikit-learn, which
+imports `scipy.stats` itself, so it costs no extra import).
 """
 from __future__ import annotations
 
@@ -13,64 +13,19 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz; Numerical Recipes 6.4)."""
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 1000):
-        m2 = 2 * m
-        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < eps:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """The regularised incomplete beta function I_x(a, b), 0 <= x <= 1."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+from scipy.stats import t as student_t
 
 
 def t_cdf(t: float, df: float) -> float:
     """P(T <= t) for Student's t with `df` degrees of freedom."""
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
+    return float(student_t.cdf(t, df))
 
 
 def t_quantile(df: int, q: float = 0.975) -> float:
-    """The q-quantile of Student's t with `df` >= 1 degrees of freedom (to ~1e-10)."""
+    """The q-quantile of Student's t with `df` >= 1 degrees of freedom."""
     if df < 1 or not 0.0 < q < 1.0:
         raise ValueError(f"t_quantile needs df >= 1 and 0 < q < 1, not df={df}, q={q}")
-    if q < 0.5:
-        return -t_quantile(df, 1.0 - q)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < q:
-        lo, hi = hi, hi * 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if t_cdf(mid, df) < q:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
+    return float(student_t.ppf(q, df))
 
 
 def _finite(values: Sequence[float | None]) -> np.ndarray:

@@ -29,7 +29,7 @@ import torch
 from .config import RunConfig, canonical, run_key
 from .evaluate import Evaluation
 from .files import atomic_write, cache_root
-from .train import TrainResult
+from .run_types import TrainResult
 
 
 def default_root() -> Path:

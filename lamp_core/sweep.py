@@ -5,8 +5,15 @@ path (``"train.batch_size"``) with a list of values, or a section name (``"data"
 are partial dicts applied together (e.g. a category with its own data root). `expand()` takes the
 Cartesian product of each grid, unions the grids, and returns distinct, validated configs.
 
-Every run goes through `runner.run_config` and the `RunStore`: the store decides what is done, so
-a sweep that is killed and started again redoes nothing that finished. Base and LAMP runs of one
+A data seed tied to the run seed (opt-in): ``"data.seed": "run"`` in a spec's base (or as a grid
+axis's value) gives each run the data seed of its training seed, so every seed draws its own
+training subset (``max_train``), test cap (``max_test``) and validation split, and intervals over
+seeds cover the data drawn as well as the weights; a LAMP run and its base (same seed) still share
+theirs. Without it the data seed is the spec's number (0 by default) and run keys are unchanged.
+
+Every run is evaluated and filed in the `RunStore` by `runner.finish_run` (through
+`runner.run_config` when trained alone): the store decides what is done, so a sweep that is
+killed and started again redoes nothing that finished. Base and LAMP runs of one
 seed share initial weights and batch order (`runner.compare_configs`), which is what makes the
 paired comparison in `report.py` meaningful (paper §3.3-3.4 compare L_base with L_base^LAMP).
 
@@ -23,8 +30,8 @@ Executors:
   need no access to the store's folder. Relative data paths are resolved against the driver's working folder,
   which must exist on the workers too (a shared file system, or the same layout on every node).
 
-Over 400 lines because spec expansion, the two executors and the list parsers are one command's
-parts and are tested together (tests/test_sweep.py).
+One module, although a long one, because spec expansion, the two executors and the list parsers
+are one command's parts and are tested together (tests/test_sweep.py).
 
 Same seeds give the same numbers on both executors when both use the same number of torch
 threads (``threads``, default 1: floating-point reductions depend on the thread count).
@@ -49,9 +56,17 @@ from .config import (ConfigError, DataConfig, LampError, ModelConfig, RunConfig,
                      validate)
 from .evaluate import Evaluation
 from .store import RunStore
-from .train import TrainResult
+from .run_types import TrainResult
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+# the value of data.seed that ties a run's data seed to its training seed (see the module docstring)
+DATA_SEED_FROM_RUN = "run"
+
+
+def tie_data_seed(cfg: RunConfig) -> RunConfig:
+    """`cfg` with its data seed set to its training seed: its own draw of the training subset,
+    test cap and validation split per seed (what ``"data.seed": "run"`` does in a spec)."""
+    return cfg.with_data(seed=cfg.train.seed)
 
 
 # ----------------------------------------------------------------------------- spec and expansion
@@ -145,6 +160,8 @@ def expand(spec: SweepSpec) -> list[RunConfig]:
             cfg = spec.base
             for (axis, _), value in zip(axes, combo):
                 cfg = apply(cfg, axis, value)
+            if cfg.data.seed == DATA_SEED_FROM_RUN:
+                cfg = tie_data_seed(cfg)
             cfg = canonical(cfg)
             try:
                 validate(cfg)

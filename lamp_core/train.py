@@ -5,94 +5,18 @@ seeded the same way, so a base run and a LAMP run of one seed start from the sam
 see the same batches in the same order: they differ only by the loss (paper §3.2 compares them
 "using the same encoder/decoder"). Small data sets stay one tensor on the device; batches are
 index gathers, with no DataLoader in between. The loop itself lives in `lamp_core.stack`: a run
-trained alone is a stack of one, so alone and stacked runs cannot drift apart.
+trained alone is a stack of one, so alone and stacked runs cannot drift apart. What a run is made
+of (device, optimizer, initial weights, `TrainResult`) lives in `lamp_core.run_types`, below
+both, and is re-exported here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import torch
-from torch import nn
-
-from .config import ConfigError, RunConfig
+from . import stack
+from .config import RunConfig
 from .data import ADDataset
-from .models import build_model
-
-ProgressFn = Callable[[dict[str, Any]], None]
-StopFn = Callable[[], bool]
-PROGRESS_INTERVAL_S = 0.25
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda was asked for but no CUDA GPU is available: use --device auto or cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("device mps was asked for but is not available: use --device auto or cpu")
-    return torch.device(name)
-
-
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """torch.optim's optimizers; Adam and SGD with their fused kernels (one call for all
-    parameters instead of a Python loop over them: most of a small-batch step's time on the CPU),
-    RMSprop with its foreach kernels."""
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, fused=True)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, foreach=True)
-    raise ConfigError(f"unknown optimizer {name!r}: choose adam, sgd or rmsprop")
-
-
-@dataclass
-class TrainResult:
-    config: RunConfig
-    state_dict: dict[str, torch.Tensor]       # CPU tensors
-    in_channels: int
-    image_size: int
-    history: dict[str, list[float]] = field(default_factory=dict)  # per epoch: loss[, test_auroc]
-    stopped: bool = False                     # True when should_stop ended the run early
-    epochs_done: int = 0
-    steps: int = 0
-    seconds: float = 0.0
-    device: str = "cpu"
-    diverged: bool = False                    # True when the loss became NaN/inf and training halted
-
-    def model(self, device: str | torch.device = "cpu") -> nn.Module:
-        """The trained autoencoder in eval mode (BatchNorm uses running statistics)."""
-        net = build_model(self.config.model, self.in_channels, self.image_size)
-        net.load_state_dict(self.state_dict)
-        return net.to(device).eval()
-
-    def to_checkpoint(self) -> dict[str, Any]:
-        """A plain dict of tensors and builtins, loadable with torch.load(weights_only=True)."""
-        return {
-            "config": self.config.to_dict(), "state_dict": self.state_dict,
-            "in_channels": self.in_channels, "image_size": self.image_size,
-            "history": self.history, "stopped": self.stopped, "epochs_done": self.epochs_done,
-            "steps": self.steps, "seconds": self.seconds, "device": self.device,
-            "diverged": self.diverged,
-        }
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any]) -> "TrainResult":
-        ckpt = dict(ckpt)
-        ckpt["config"] = RunConfig.from_dict(ckpt["config"])
-        return cls(**ckpt)
-
-
-def initial_model(cfg: RunConfig, in_channels: int, image_size: int) -> nn.Module:
-    """The seeded initial weights: identical for every run that shares model config and seed."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.train.seed)
-        return build_model(cfg.model, in_channels, image_size)
+# re-exported: callers, tests and bench scripts import these from lamp_core.train
+from .run_types import (PROGRESS_INTERVAL_S, ProgressFn, StopFn, TrainResult, initial_model,  # noqa: F401
+                        make_optimizer, resolve_device)
 
 
 def train(cfg: RunConfig, data: ADDataset, *, on_progress: ProgressFn | None = None,
@@ -102,10 +26,9 @@ def train(cfg: RunConfig, data: ADDataset, *, on_progress: ProgressFn | None = N
     A one-run stack (`lamp_core.stack`): the plain module in channels-last memory with a fused
     optimizer step, so a run trained alone and a run trained in a stack share one loop.
     """
-    from .stack import RunSlot, train_slots  # local: stack builds on this module's types
-
-    slot = RunSlot(cfg, data, cfg.train.device)
-    train_slots([slot], on_progress=None if on_progress is None else (lambda _s, info: on_progress(info)),
-                should_stop=None if should_stop is None else (lambda _s: should_stop()))
+    # through the module, so a test that wraps stack.RunSlot or stack.train_slots sees solo runs too
+    slot = stack.RunSlot(cfg, data, cfg.train.device)
+    stack.train_slots([slot], on_progress=None if on_progress is None else (lambda _s, info: on_progress(info)),
+                      should_stop=None if should_stop is None else (lambda _s: should_stop()))
     slot.model.eval()
     return slot.result()

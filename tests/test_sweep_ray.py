@@ -1,5 +1,8 @@
 """The Ray executor on a small local Ray instance: same numbers as the local executor, results
-filed by the driver, nothing redone. Few and small: starting Ray costs seconds."""
+filed by the driver, nothing redone. Few and small: starting Ray costs seconds.
+
+Only the test that starts Ray needs it installed; the planning of Ray tasks (`ray_batches`,
+`wants_gpu`) and the executor check are plain Python and run without it."""
 from __future__ import annotations
 
 import pytest
@@ -8,8 +11,6 @@ from lamp_core.config import ConfigError, DataConfig, RunConfig, TrainConfig
 from lamp_core.store import RunStore
 from lamp_core.sweep import SweepSpec, expand, ray_batches, run_sweep, wants_gpu
 
-ray = pytest.importorskip("ray")
-
 TINY = RunConfig(data=DataConfig(dataset="digits", max_train=16, max_test=30),
                  train=TrainConfig(epochs=1, batch_size=8, device="cpu"))
 
@@ -17,6 +18,7 @@ TINY = RunConfig(data=DataConfig(dataset="digits", max_train=16, max_test=30),
 @pytest.mark.ray
 @pytest.mark.slow
 def test_ray_gives_the_local_numbers_and_resumes(tmp_path):
+    ray = pytest.importorskip("ray")
     cfgs = expand(SweepSpec(base=TINY, grids=[{"train.seed": [0, 1], "train.lamp": [False, True]}]))
     local = run_sweep(cfgs, RunStore(tmp_path / "local"), executor="local", threads=1)
     store = RunStore(tmp_path / "ray")

@@ -5,6 +5,7 @@ same L2 runs. The engine's default reading is chosen on classes 0-4 (`--choose-o
 on classes 5-9, a rule fixed before the runs.
 
     nice -n 10 python bench/ablation.py --store ../lamp-sweeps
+    python bench/ablation.py --from-csv      # the report again from bench/results/ablation.csv
 
 Shares its store with bench/reproduce_table1.py: the L2 and both LAMP readings' batch-128 runs
 coincide and are trained once. Writes bench/results/ablation.{md,csv}; notes written after
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -39,15 +39,15 @@ def reading_label(k) -> str:
 
 
 def ranked_lines(cs, default) -> list[str]:
-    """One line per LAMP variant, best mean paired difference first."""
+    """One line per LAMP variant, best mean paired difference first, worded as its intervals allow
+    (pair-level, then class-level: the mean per class over seeds, t-interval over the classes)."""
     lines = []
     for k, c in sorted(cs.items(), key=lambda kv: -kv[1].paired.mean):
-        p = c.paired
-        sure = not math.isnan(p.lo) and (p.lo > 0 or p.hi < 0)
+        p, u = c.paired, c.by_unit
         tag = " (the engine's default)" if k == default else ""
-        verdict = ("LAMP higher" if p.mean > 0 else "LAMP LOWER") + (", CI excludes 0" if sure else ", CI includes 0")
         lines.append(f"- {reading_label(k)}{tag}: Δ {p.mean:+.4f} [{p.lo:+.4f}, "
-                     f"{p.hi:+.4f}], {verdict}; wins {p.wins}/{p.n}; sd {p.sd:.4f}, MDE {p.mde:.4f}")
+                     f"{p.hi:+.4f}], LAMP {rep.verdict(p, u)}; wins {p.wins}/{p.n}; sd {p.sd:.4f}, MDE {p.mde:.4f}; "
+                     f"class-level {u.text(4)} over {u.n} classes")
     return lines
 
 
@@ -77,7 +77,8 @@ def selection_section(variants, fields, choose_on: list[str], default) -> list[s
             c = cs_held[k]
             p = c.paired
             out.append(f"- Held out, {name} ({reading_label(k)}): L2 {c.base[0]:.4f}, LAMP {c.lamp[0]:.4f}, "
-                       f"Δ {p.text(4)}, wins {p.wins}/{p.n}, sd {p.sd:.4f}, MDE {p.mde:.4f}.")
+                       f"Δ {p.text(4)}, wins {p.wins}/{p.n}, sd {p.sd:.4f}, MDE {p.mde:.4f}; class-level "
+                       f"{c.by_unit.text(4)} over {c.by_unit.n} classes ({rep.verdict(p, c.by_unit)}).")
     return out + [""]
 
 
@@ -96,11 +97,12 @@ def main(argv=None) -> int:
     spec = SweepSpec.load(spec_path)
     configs = expand(spec)
     configs = configs[a.rotate:] + configs[:a.rotate]
-    rows, failed = rows_for(configs, a)
-    ok = [r for r in rows if r["auroc"] is not None]
     out = ROOT / a.out
+    rows, failed = rows_for(configs, a, csv_path=out.with_suffix(".csv"))
+    ok = [r for r in rows if r["auroc"] is not None]
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out.with_suffix(".csv"), rep.to_csv(rows))
+    if not a.from_csv:
+        atomic_write(out.with_suffix(".csv"), rep.to_csv(rows))
     # a partial store (--report-only on a stopped sweep): keep only variants with every run, so
     # each mean is over the same seeds x classes as the L2 baseline
     from collections import Counter
@@ -129,7 +131,8 @@ def main(argv=None) -> int:
            + ".\n" if partial else ""),
           "Each line: the L2 runs (same seeds, classes, initial weights, batch order) against one LAMP "
           "variant; mean ± std over 3 seeds of the ten-class mean AUROC; Δ paired over seeds × classes "
-          "with a 95% t-interval.", "",
+          "with a 95% t-interval (pair-level); the last column: each class's Δ averaged over the seeds, "
+          "with a 95% t-interval over the classes (class-level).", "",
           rep.settings_markdown(variants, setting_fields=fields, protocol="test", base_label="L2"), "",
           "## Ranked by the paired difference (computed)", "",
           "Δ is LAMP − L2 per (seed, class) pair; sd is the pairs' standard deviation and MDE the "

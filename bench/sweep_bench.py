@@ -1,7 +1,9 @@
 """What the table benchmarks share: their execution options and running (or reading) the runs.
 
 Each benchmark expands its own spec and writes its own report; this module only turns
-`--store/--executor/--address/--num-cpus/--gpus-per-run/--no-stack/--report-only` into result rows.
+`--store/--executor/--address/--num-cpus/--gpus-per-run/--no-stack/--report-only/--from-csv` into result
+rows. `--from-csv` reads the benchmark's recorded CSV instead of the store, so a report's wording or
+layout can be written again without the runs (a benchmark then leaves its CSV as it is).
 """
 from __future__ import annotations
 
@@ -13,17 +15,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lamp_core import report as rep  # noqa: E402
-from lamp_core.config import ConfigError  # noqa: E402
+from lamp_core.config import ConfigError, run_key  # noqa: E402
 from lamp_core.store import RunStore  # noqa: E402
 from lamp_core.sweep import SweepProgress, run_sweep  # noqa: E402
 
 
 def add_execution_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--store", required=True, help="run store folder (resumable; benchmarks may share it)")
+    ap.add_argument("--store", help="run store folder (resumable; benchmarks may share it); required unless "
+                    "--from-csv")
     ap.add_argument("--executor", choices=("local", "ray"), default="local")
     ap.add_argument("--address", help="ray cluster address (default: a local instance)")
     ap.add_argument("--report-only", action="store_true",
                     help="write the results from the runs already in the store (a partial sweep); train nothing")
+    ap.add_argument("--from-csv", action="store_true",
+                    help="write the report from the CSV this benchmark recorded (its --out prefix's .csv): no store, "
+                         "nothing trained, the CSV left unchanged")
     ap.add_argument("--gpus-per-run", type=float,
                     help="ray: GPUs per run (e.g. 0.125 packs 8 small runs on one GPU; default 1 on GPU clusters)")
     ap.add_argument("--num-cpus", type=int, help="ray: CPUs of the local instance")
@@ -31,9 +37,22 @@ def add_execution_arguments(ap: argparse.ArgumentParser) -> None:
                     help="train one run at a time (default: compatible runs train together as stacks)")
 
 
-def rows_for(configs, a: argparse.Namespace) -> tuple[list[dict], int]:
-    """Result rows of `configs` (trained now, or read from the store with --report-only) and the
-    number of failed runs."""
+def rows_for(configs, a: argparse.Namespace, csv_path: Path | None = None) -> tuple[list[dict], int]:
+    """Result rows of `configs` (trained now, read from the store with --report-only, or from
+    `csv_path` with --from-csv: the rows whose run key is one of the configs', in the configs'
+    order) and the number of failed runs."""
+    if getattr(a, "from_csv", False):
+        if csv_path is None or not Path(csv_path).is_file():
+            raise ConfigError(f"--from-csv: no recorded CSV at {csv_path}: give --out the prefix of the "
+                              "recorded results, or use --store")
+        by_key = {r["key"]: r for r in rep.rows_from_csv(csv_path)}
+        rows = [by_key[k] for k in dict.fromkeys(run_key(c) for c in configs) if k in by_key]
+        if not any(r["auroc"] is not None for r in rows):
+            raise ConfigError(f"no finished run of this spec in {csv_path}")
+        return rows, sum(1 for r in rows if r.get("error"))
+    if not a.store:
+        raise ConfigError("--store is required (the run store folder), or --from-csv to write the report "
+                          "from the recorded CSV")
     store = RunStore(a.store)
     if a.report_only:
         rows = rep.rows_from_store(configs, store)

@@ -6,8 +6,16 @@ picked on the test set, with no seeds and no spread. Here every cell is
 * mean ± std over seeds (for Table 1 the ten classes are first averaged per seed, as the paper
   averages its ten one-class tasks),
 * the paired difference LAMP − base over every (seed, class/category) pair that shares initial
-  weights and batch order, with a t-based 95% confidence interval, and
+  weights and batch order, with a t-based 95% confidence interval (the pair-level interval: it
+  covers the seeds' weights and batch order, not which classes were drawn),
+* beside it the class-level interval: the difference averaged over the seeds of each class or
+  category (the unit), then a t-interval over the units, so that an effect carried by a few
+  classes is not read as a general one, and
 * the number of pairs LAMP won (ties counted apart).
+
+Words follow the intervals (`verdict`): "higher" or "lower" only where an interval excludes 0,
+and two means closer than `TIE_TOL` are equal (AUROC moves in steps, and a float comparison of
+two equal means can miss the tie).
 
 Two selection protocols, always labelled:
 
@@ -43,6 +51,10 @@ ID_FIELDS = ("key", "dataset", "data_root", "unit", "image_size", "max_train", "
              "epochs", "kernel_size", "patches", "width", "depth", "seed")
 METRIC_FIELDS = ("auroc", "pixel_auroc", "average_precision", "f1_max", "f1_at_normal_p95", "val_score",
                  "seconds", "steps", "diverged", "error")
+# Two means (or a difference) closer than this are equal. Far above float rounding (~1e-16) and far
+# below one AUROC step of any test set here averaged over the pairs: grid's 3 normal x 11 anomalous
+# test images give steps of 1/33; a 2000-image MNIST test set 1/(200 x 1800), over 50 pairs ~6e-8.
+TIE_TOL = 1e-9
 PROTOCOLS = {
     "test": "paper's protocol: best test AUROC over the tuned hyperparameters (optimistic)",
     "val": "honest protocol: hyperparameters chosen by the lowest validation score (held-out normal "
@@ -128,6 +140,35 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None)
     return buf.getvalue()
 
 
+_INT_FIELDS = {"image_size", "max_train", "max_test", "batch_size", "epochs", "kernel_size", "patches", "width",
+               "depth", "seed", "steps"}
+_FLOAT_FIELDS = {"val_fraction", "eps", "lr", "auroc", "pixel_auroc", "average_precision", "f1_max",
+                 "f1_at_normal_p95", "val_score", "seconds"}
+_BOOL_FIELDS = {"lamp", "detach_max", "diverged"}
+
+
+def rows_from_csv(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a sweep CSV written by `to_csv`, with the types `row_of` gives them (blank:
+    None), so a report can be written again from a recorded CSV without the run store."""
+    out = []
+    with Path(path).open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            row: dict[str, Any] = {}
+            for k, v in r.items():
+                if v is None or v == "":
+                    row[k] = None
+                elif k in _INT_FIELDS:
+                    row[k] = int(v)
+                elif k in _FLOAT_FIELDS:
+                    row[k] = float(v)
+                elif k in _BOOL_FIELDS:
+                    row[k] = v.strip().lower() == "true"
+                else:
+                    row[k] = v
+            out.append(row)
+    return out
+
+
 # ----------------------------------------------------------------------------- selection
 
 def select(rows: Sequence[dict[str, Any]], *, protocol: str, metric: str = "auroc",
@@ -160,8 +201,11 @@ def select(rows: Sequence[dict[str, Any]], *, protocol: str, metric: str = "auro
 class Cell:
     base: tuple[float, float, int]       # mean, std over seeds, n seeds
     lamp: tuple[float, float, int]
-    paired: Paired
+    paired: Paired                       # pair-level: every (seed, unit) pair
     values: dict[str, list[float]] = field(default_factory=dict)   # per arm: one value per seed
+    # class-level: per unit (class or category) the mean over seeds of its pairs' differences,
+    # then the t-interval over the units (n = units; no interval for one unit)
+    by_unit: Paired = field(default_factory=lambda: paired([]))
 
 
 def cells(rows: Sequence[dict[str, Any]], *, cell_fields: Sequence[str], protocol: str = "test",
@@ -185,10 +229,54 @@ def cells(rows: Sequence[dict[str, Any]], *, cell_fields: Sequence[str], protoco
             for seed, units in sorted(arms[arm].items()):
                 vals.extend([float(np.mean(list(units.values())))] if average_units else list(units.values()))
             values[arm] = vals
-        diffs = [arms["lamp"][s][u] - arms["base"][s][u]
+        # a pair whose two AUROCs differ by float rounding only is a tie, however the values were
+        # stored (full precision in the run store, 6 decimals in a CSV)
+        diffs = [_snap(arms["lamp"][s][u] - arms["base"][s][u])
                  for s in arms["lamp"] for u in arms["lamp"][s] if u in arms["base"].get(s, {})]
-        out[cell] = Cell(mean_std(values["base"]), mean_std(values["lamp"]), paired(diffs), values)
+        per_unit: dict[str, list[float]] = defaultdict(list)
+        for s in arms["lamp"]:
+            for u in arms["lamp"][s]:
+                if u in arms["base"].get(s, {}):
+                    per_unit[u].append(_snap(arms["lamp"][s][u] - arms["base"][s][u]))
+        by_unit = paired([float(np.mean(v)) for _, v in sorted(per_unit.items())])
+        out[cell] = Cell(mean_std(values["base"]), mean_std(values["lamp"]), paired(diffs), values, by_unit)
     return out
+
+
+def _snap(d: float) -> float:
+    return 0.0 if abs(d) < TIE_TOL else d
+
+
+def unit_level(rows: Sequence[dict[str, Any]], **kw) -> Paired:
+    """The class-level difference of rows that form one cell (see `cells`)."""
+    cs = cells(rows, cell_fields=[], **kw)
+    return cs[()].by_unit if cs else paired([])
+
+
+def excludes_zero(p: Paired) -> bool:
+    return not math.isnan(p.lo) and (p.lo > 0 or p.hi < 0)
+
+
+def verdict(p: Paired, by_unit: Paired | None = None, *, unit: str = "class") -> str:
+    """LAMP against the base in words its intervals allow: "higher"/"lower" only where the
+    pair-level interval excludes 0, and "over pairs, not over classes" where the class-level one
+    (when given, with at least two units) includes 0; otherwise "level" or the mean's sign with
+    "interval includes 0"."""
+    if p.n == 0:
+        return "no pairs"
+    if abs(p.mean) < TIE_TOL:
+        return "level"
+    word = "higher" if p.mean > 0 else "lower"
+    if not excludes_zero(p):
+        return f"mean {word}, interval includes 0"
+    if by_unit is not None and by_unit.n >= 2 and not excludes_zero(by_unit):
+        return f"{word} over pairs, but the {unit}-level interval includes 0"
+    return word
+
+
+def unit_text(c: Cell, digits: int = 3) -> str:
+    """The class-level difference as a table shows it: mean [95% CI], or the mean alone for one unit."""
+    return c.by_unit.text(digits)
 
 
 # ----------------------------------------------------------------------------- markdown tables
@@ -216,13 +304,17 @@ def table1_markdown(rows: Sequence[dict[str, Any]], *, protocol: str = "test",
     name = LOSS_NAME.get(loss, loss)
     lines = [f"*Selection: {PROTOCOLS[protocol]}.* Mean ± std over {seeds_text} of the AUROC "
              f"averaged over {n_units} classes; Δ = paired LAMP − {name} over seeds × classes with a "
-             "95% t-interval; wins = pairs where LAMP is higher (of all pairs).", "",
+             "95% t-interval (pair-level); class-level Δ = each class's difference averaged over its "
+             f"seeds, with a 95% t-interval over the {n_units} classes (the class as the unit); wins = "
+             "pairs where LAMP is higher (of all pairs).", "",
              "| Loss | " + " | ".join(str(b) for b in bss) + " |",
              "|---|" + "---|" * len(bss)]
     lines.append(f"| {name} | " + " | ".join(fmt_ms(*cs[(b,)].base[:2]) if (b,) in cs else "–" for b in bss) + " |")
     lines.append(f"| {name}-LAMP | " + " | ".join(fmt_ms(*cs[(b,)].lamp[:2]) if (b,) in cs else "–" for b in bss)
                  + " |")
     lines.append("| Δ LAMP − base [95% CI] | " + " | ".join(cs[(b,)].paired.text() if (b,) in cs else "–"
+                                                            for b in bss) + " |")
+    lines.append("| Δ class-level [95% CI] | " + " | ".join(unit_text(cs[(b,)]) if (b,) in cs else "–"
                                                             for b in bss) + " |")
     lines.append("| LAMP wins / pairs | " + " | ".join(
         f"{cs[(b,)].paired.wins}/{cs[(b,)].paired.n}" if (b,) in cs else "–" for b in bss) + " |")
@@ -250,7 +342,9 @@ def table2_markdown(rows: Sequence[dict[str, Any]], *, protocol: str = "test", m
     n_seeds, n_units = _seeds_units(rows)
     head = " | ".join(f"{LOSS_NAME[l]} {OPT_NAME[o]}" for l, o in settings)
     lines = [f"*Selection: {PROTOCOLS[protocol]}.* Metric: {metric}. Each cell: base → LAMP, mean ± std "
-             f"over {n_seeds} seeds. Δ rows: paired LAMP − base over seeds × categories, 95% t-interval.",
+             f"over {n_seeds} seeds. Δ rows: paired LAMP − base over seeds × categories, 95% t-interval "
+             f"(pair-level); category-level: each category's difference averaged over its seeds, 95% "
+             f"t-interval over the {n_units} categories.",
              "", f"| Category | {head} |", "|---|" + "---|" * len(settings)]
 
     def arrow(c: Cell | None) -> str:
@@ -266,26 +360,43 @@ def table2_markdown(rows: Sequence[dict[str, Any]], *, protocol: str = "test", m
     lines.append("| **Average** | " + " | ".join(arrow(overall.get((l, o))) for l, o in settings) + " |")
     lines.append("| Δ LAMP − base [95% CI] | " + " | ".join(
         overall[(l, o)].paired.text() if (l, o) in overall else "–" for l, o in settings) + " |")
+    lines.append("| Δ category-level [95% CI] | " + " | ".join(
+        unit_text(overall[(l, o)]) if (l, o) in overall else "–" for l, o in settings) + " |")
     lines.append("| LAMP wins / pairs | " + " | ".join(
         f"{overall[(l, o)].paired.wins}/{overall[(l, o)].paired.n}" if (l, o) in overall else "–"
         for l, o in settings) + " |")
-    better = sum(1 for s in settings if s in overall and overall[s].lamp[0] >= overall[s].base[0])
+    better, ties = equal_or_higher(overall[s] for s in settings if s in overall)
     lines.append("")
     lines.append(f"LAMP's average {metric} is equal or higher in {better} of {len(settings)} settings"
+                 + (f", {ties} of them an exact tie (means within {TIE_TOL:g})" if ties else "")
                  + (" (the paper, image AUROC over 15 categories: 5 of 9)." if metric == "auroc" else "."))
     return "\n".join(lines) + "\n"
 
 
+def equal_or_higher(cs: Iterable[Cell]) -> tuple[int, int]:
+    """(cells whose LAMP mean is equal to or above the base mean, how many of those are ties):
+    means within TIE_TOL are equal, so a float rounding of an exact tie does not count it lower."""
+    better = ties = 0
+    for c in cs:
+        d = c.lamp[0] - c.base[0]
+        if abs(d) < TIE_TOL:
+            better, ties = better + 1, ties + 1
+        elif d > 0:
+            better += 1
+    return better, ties
+
+
 def settings_markdown(rows: Sequence[dict[str, Any]], *, setting_fields: Sequence[str], protocol: str = "test",
-                      metric: str = "auroc", base_label: str = "base") -> str:
-    """One line per setting: base and LAMP mean ± std over seeds, Δ with CI, wins (ablations)."""
+                      metric: str = "auroc", base_label: str = "base", unit_name: str = "class") -> str:
+    """One line per setting: base and LAMP mean ± std over seeds, Δ with CI over the pairs, wins,
+    and Δ with CI over the units (`unit_name`: class or category; the last column) (ablations)."""
     cs = cells(rows, cell_fields=list(setting_fields), protocol=protocol, metric=metric)
     lines = ["| " + " | ".join(setting_fields) + f" | {base_label} | LAMP | Δ LAMP − {base_label} [95% CI] | "
-             "wins / pairs |", "|" + "---|" * (len(setting_fields) + 4)]
+             f"wins / pairs | Δ {unit_name}-level [95% CI] |", "|" + "---|" * (len(setting_fields) + 5)]
     for k in sorted(cs, key=lambda k: tuple(str(x) for x in k)):
         c = cs[k]
         lines.append("| " + " | ".join(str(x) for x in k) + f" | {fmt_ms(*c.base[:2])} | {fmt_ms(*c.lamp[:2])} | "
-                     f"{c.paired.text()} | {c.paired.wins}/{c.paired.n} |")
+                     f"{c.paired.text()} | {c.paired.wins}/{c.paired.n} | {unit_text(c)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -2,6 +2,7 @@
 split by LAMP reading and its power column, on hand-made rows whose answers are known."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -162,3 +163,89 @@ def test_table1_timing_refuses_a_store_that_holds_grid_runs(tmp_path, monkeypatc
     with pytest.raises(ConfigError, match="already holds 60 of the grid's 360 runs"):
         table1_timing.main()
     assert not list(tmp_path.glob("timing*"))
+
+
+def test_a_report_is_written_again_from_the_recorded_csv_without_a_store(tmp_path):
+    """--from-csv: the spec's rows are read from <out>.csv (matched by run key); the report gets
+    both intervals; the CSV is left as it was and no figure is written."""
+    from lamp_core.sweep import SweepSpec, expand
+    cfgs = [c for c in expand(SweepSpec.load(BENCH / "specs" / "table1_converged.json"))
+            if c.train.batch_size == 128 and c.train.seed < 2 and c.data.normal_class < 3
+            and (not c.train.lamp or c.train.max_over == "sample")]
+    rows = []
+    for c in cfgs:
+        r = rep.row_of(c)
+        r.update(auroc=0.9 + 0.01 * c.train.lamp * c.data.normal_class + 0.001 * c.train.seed, steps=160, seconds=1.0)
+        rows.append(r)
+    out = tmp_path / "t1"
+    out.with_suffix(".csv").write_text(rep.to_csv(rows))
+    before = out.with_suffix(".csv").read_text()
+    assert reproduce_table1.main(["--from-csv", "--out", str(out)]) == 0
+    md = out.with_suffix(".md").read_text()
+    assert f"Runs: 12 finished of {len(expand(SweepSpec.load(BENCH / 'specs' / 'table1_converged.json')))}" in md
+    # class means of LAMP − L2: 0, 0.01, 0.02 -> class-level +0.010 over 3 classes
+    assert "| Δ class-level [95% CI] | +0.010 [" in md and "over 3, includes 0" in md
+    assert out.with_suffix(".csv").read_text() == before and not out.with_suffix(".html").exists()
+
+
+def test_table2_from_csv_keeps_the_recorded_training_check(tmp_path):
+    import reproduce_table2
+    md = tmp_path / "t2.md"
+    md.write_text("# T\n\n## Did the base models train? (x)\n\ntable\nmore\n\n## Notes\n\nn\n")
+    assert reproduce_table2.recorded_section(md, "Did the base models train? (x)") == "table\nmore\n"
+    assert reproduce_table2.recorded_section(md, "absent") == "" and \
+        reproduce_table2.recorded_section(tmp_path / "none.md", "x") == ""
+
+
+# ----------------------------------------------------------------------------- the batch-size study
+
+def test_batch_size_study_runs_are_the_issues_regimes():
+    import batch_size_study as B
+    from lamp_core.config import run_key
+    kw = dict(paper_epochs=8, converged_epochs=60, matched_steps=[160])
+    paper = B.regime_configs("paper_level", range(10), range(5), **kw)
+    assert len(paper) == 100 and {c.train.batch_size for c in paper} == {1024}
+    assert all(c.data.max_train is None and c.data.seed == c.train.seed and c.train.epochs == 8 for c in paper)
+    conv = B.regime_configs("converged", range(10), range(5), **kw)
+    assert all(c.train.eval_every_epoch and c.train.epochs == 60 for c in conv)
+    matched = B.regime_configs("step_matched", range(10), range(5), **kw)
+    steps = {(c.train.batch_size, c.train.epochs * -(-c.data.max_train // c.train.batch_size)) for c in matched}
+    assert steps == {(1024, 160), (128, 160)} and {c.data.max_train for c in matched} == {B.MATCHED_IMAGES}
+    with pytest.raises(Exception, match="multiple of 40"):
+        B.regime_configs("step_matched", [0], [0], **dict(kw, matched_steps=[100]))
+    # the 40-epoch check is the converged Table 1's runs but for the epochs (same keys at 20 epochs)
+    check = B.regime_configs("epoch_check", range(10), range(5), **kw)
+    table1 = {r["key"] for r in rep.rows_from_csv(BENCH / "results" / "table1.csv")}
+    assert len(check) == 120 and all(run_key(c.with_train(epochs=20)) in table1 for c in check)
+    with pytest.raises(Exception, match="choose-epochs"):
+        B.regime_configs("paper_level", [0], [0], **dict(kw, paper_epochs=None))
+
+
+def test_batch_size_study_chooses_the_epochs_closest_to_the_paper():
+    import batch_size_study as B
+    got = B.choose_epochs([[0.55, 0.62, 0.66, 0.70, 0.91], [0.57, 0.64, 0.67, 0.72, 0.93]])
+    assert got["epochs"] == 3 and got["l2"] == pytest.approx(0.665) and got["within"]
+    assert got["first_epoch_at_target"] == 5
+    assert not B.choose_epochs([[0.9, 0.95]])["within"]
+
+
+def test_batch_size_study_report_has_both_intervals_and_the_paper():
+    import batch_size_study as B
+    rows = []
+    for regime, bs, epochs, steps in (("paper_level", 1024, 8, 48), ("converged", 1024, 3, 18),
+                                      ("step_matched", 1024, 32, 160), ("step_matched", 128, 4, 160)):
+        for d in range(10):
+            for s in range(3):
+                for lamp in (False, True):
+                    a = 0.66 + 0.01 * d / 9 + 0.002 * s + (0.01 * (d % 3) if lamp else 0.0)
+                    rows.append({"normal_class": d, "seed": s, "data_seed": s, "batch_size": bs, "train_images": 6000,
+                                 "epochs": epochs, "steps": steps, "regime": regime, "loss": "l2", "lamp": lamp,
+                                 "auroc": a, "auroc_curve": json.dumps([a - 0.1, a - 0.05, a])
+                                 if regime == "converged" else ""})
+    md = B.report([{k: str(v) for k, v in r.items()} for r in rows], None, None)
+    assert "## Paper-level regime (batch 1024, 8 epochs)" in md and "0-4 (chose the epochs)" in md
+    line = next(ln for ln in md.splitlines() if ln.startswith("| all ten |"))
+    assert "+0.009 [" in line and "(10)" in line and "0.658 → 0.712, +0.054" in line
+    assert "Where the curve stands" in md and "| 3 | 18 |" in md
+    assert "L2 at batch 1024 − L2 at batch 128" in md
+    assert "Reproducibility" not in md        # the curves stop before the paper-level epochs

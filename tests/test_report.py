@@ -160,8 +160,8 @@ def test_run_summary_is_the_rows_metrics_plus_how_the_run_went():
     s = rep.run_summary(SimpleNamespace(result=result, evaluation=ev, cached=True))
     row = rep.row_of(cfg, ev)
     assert {k: s[k] for k in rep.metrics_of(ev)} == {k: row[k] for k in rep.metrics_of(ev)}
-    assert (s["seconds"], s["final_loss"], s["cached"], s["key"]) == (1.235, 1.5, True, run_key(cfg)) == \
-        (s["seconds"], s["final_loss"], s["cached"], row["key"])
+    assert (s["seconds"], s["final_loss"], s["cached"], s["key"]) == (1.235, 1.5, True, run_key(cfg))
+    assert s["key"] == row["key"]                     # the summary and the sweep row name one run
     assert RunConfig.from_dict(s["config"]) == cfg
     empty = rep.run_summary(SimpleNamespace(result=result, evaluation=None, cached=False))
     assert empty["auroc"] is None and empty["pixel_auroc"] is None
@@ -179,3 +179,83 @@ def test_figures_have_error_bars_and_one_panel_per_category():
     bars = rep.fig_category_bars([dict(r, unit=("grid" if r["unit"] == "0" else "hazelnut")) for r in rows
                                   if r["batch_size"] == 4])
     assert len(bars.data) == 4 and bars.layout.annotations[0].text == "grid"
+
+
+# ----------------------------------------------------------------------------- class-level intervals
+
+def _three_classes():
+    """Classes 0, 1, 2 x seeds 0, 1; base 0.8; LAMP − base: class 0 +0.02/+0.04, class 1 0/+0.02,
+    class 2 -0.01/+0.01, so the class means are 0.03, 0.01 and 0.00."""
+    gains = {0: (0.02, 0.04), 1: (0.0, 0.02), 2: (-0.01, 0.01)}
+    rows = []
+    for u, gs in gains.items():
+        for s, g in enumerate(gs):
+            rows += [row(u, s, False, 0.8), row(u, s, True, 0.8 + g)]
+    return rows
+
+
+def test_cells_give_the_class_level_interval_beside_the_pair_level_one():
+    c = rep.cells(_three_classes(), cell_fields=["batch_size"])[(128,)]
+    assert c.paired.n == 6 and c.by_unit.n == 3
+    # class means 0.03, 0.01, 0.00: mean 0.04/3, sd sqrt(0.0007/3), half-width t(0.975, 2) sd / sqrt(3)
+    assert c.by_unit.mean == pytest.approx(0.04 / 3)
+    assert c.by_unit.sd == pytest.approx(math.sqrt(0.0007 / 3))
+    assert c.by_unit.hi - c.by_unit.mean == pytest.approx(4.302652729911275 * math.sqrt(0.0007 / 3) / math.sqrt(3))
+    assert c.paired.mean == pytest.approx(c.by_unit.mean)          # balanced: the same mean ...
+    assert c.by_unit.hi - c.by_unit.lo > c.paired.hi - c.paired.lo   # ... but 3 units, not 6 pairs
+    assert rep.unit_level(_three_classes()).mean == pytest.approx(0.04 / 3)
+    one = rep.cells(_three_classes(), cell_fields=["unit"], average_units=False)[("0",)]
+    assert one.by_unit.n == 1 and math.isnan(one.by_unit.lo)       # one unit: no interval
+
+
+def test_every_report_table_shows_both_intervals():
+    rows = _three_classes()
+    c = rep.cells(rows, cell_fields=["batch_size"])[(128,)]
+    t1 = rep.table1_markdown(rows).splitlines()
+    assert f"| Δ LAMP − base [95% CI] | {c.paired.text()} |" in t1
+    assert f"| Δ class-level [95% CI] | {c.by_unit.text()} |" in t1
+    assert any("t-interval over the 3 classes" in ln for ln in t1)
+    st = rep.settings_markdown(rep.lamp_variants(rows), setting_fields=["max_over"], base_label="L2")
+    assert "| wins / pairs | Δ class-level [95% CI] |" in st
+    assert st.splitlines()[-1].endswith(f"| {c.paired.text()} | 4/6 | {c.by_unit.text()} |")
+    t2 = rep.table2_markdown([dict(r, unit=f"cat{r['unit']}") for r in rows])
+    assert f"| Δ category-level [95% CI] | {c.by_unit.text()} |" in t2.splitlines()
+
+
+def test_an_exact_tie_counts_as_equal_despite_float_rounding():
+    # grid-like AUROCs (multiples of 1/33) whose means differ only by float rounding
+    a, b, d = 18 / 33, 19 / 33, 20 / 33
+    rows = []
+    for s, (base, lamp) in enumerate(((a, b), (d, a), (b, d))):
+        rows += [row("grid", s, False, base, opt="adam"), row("grid", s, True, lamp, opt="adam")]
+        rows += [row("grid", s, False, 0.7, opt="sgd"), row("grid", s, True, 0.6, opt="sgd")]
+    overall = rep.cells(rows, cell_fields=["base_loss", "optimizer"])
+    tie = overall[("l2", "adam")]
+    assert abs(tie.lamp[0] - tie.base[0]) < rep.TIE_TOL
+    md = rep.table2_markdown(rows)
+    assert "equal or higher in 1 of 2 settings, 1 of them an exact tie" in md
+    assert rep.equal_or_higher([tie, overall[("l2", "sgd")]]) == (1, 1)
+
+
+def test_verdicts_are_worded_as_the_intervals_allow():
+    clear = rep.paired([0.01, 0.012, 0.011, 0.009])
+    mixed = rep.paired([0.02, -0.01, 0.03, -0.02])
+    assert rep.verdict(clear) == "higher"
+    assert rep.verdict(rep.paired([-x for x in (0.01, 0.012, 0.011, 0.009)])) == "lower"
+    assert rep.verdict(mixed) == "mean higher, interval includes 0"
+    assert rep.verdict(clear, mixed) == "higher over pairs, but the class-level interval includes 0"
+    assert rep.verdict(clear, clear) == "higher"
+    assert rep.verdict(rep.paired([0.0, 0.0])) == "level"
+    assert "below" not in rep.verdict(rep.paired([-0.02, 0.01, -0.03]))
+
+
+def test_a_report_is_written_again_from_its_csv_with_the_same_numbers(tmp_path):
+    rows = _three_classes() + [row(0, 0, True, None, error="ValueError: NaN", bs=4)]
+    path = tmp_path / "t.csv"
+    path.write_text(rep.to_csv(rows))
+    back = rep.rows_from_csv(path)
+    assert [type(back[0][k]) for k in ("lamp", "seed", "batch_size", "eps", "auroc", "unit")] == \
+        [bool, int, int, float, float, str]
+    assert back[-1]["auroc"] is None and back[-1]["error"] == "ValueError: NaN" and back[0]["max_train"] is None
+    assert rep.table1_markdown(back) == rep.table1_markdown(rows)
+    assert rep.to_csv(back) == path.read_text()

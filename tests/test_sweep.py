@@ -302,3 +302,29 @@ def test_settings_report_splits_by_image_size(tmp_path):
 def test_table2_resolution_spec_expands_to_its_grid():
     cfgs = expand(SweepSpec.load(REPO / "bench/specs/table2_resolution.json"))
     assert len(cfgs) == 3 * 2 * 2 and {c.data.image_size for c in cfgs} == {128, 256}
+
+
+def test_data_seed_run_ties_each_runs_data_seed_to_its_seed_and_is_opt_in(tmp_path):
+    """`"data.seed": "run"`: each seed draws its own training subset; a LAMP run and its base share
+    it; without the option every run keeps data seed 0 and its key."""
+    from lamp_core.config import run_key
+    from lamp_core.sweep import DATA_SEED_FROM_RUN, tie_data_seed
+    plain = expand(tiny_spec(**{"train.seed": [0, 1, 2], "train.lamp": [False, True]}))
+    assert {c.data.seed for c in plain} == {0}
+    tied_base = TINY.with_data(seed=DATA_SEED_FROM_RUN)
+    tied = expand(SweepSpec(name="t", base=tied_base, grids=[{"train.seed": [0, 1, 2], "train.lamp": [False, True]}]))
+    assert sorted((c.train.seed, c.data.seed) for c in tied) == [(0, 0), (0, 0), (1, 1), (1, 1), (2, 2), (2, 2)]
+    # seed 0's runs are the plain sweep's runs (same key), the others are new runs
+    assert {run_key(c) for c in tied if c.train.seed == 0} == {run_key(c) for c in plain if c.train.seed == 0}
+    assert tie_data_seed(TINY.with_train(seed=3)).data.seed == 3
+    # as an axis value too, and from a spec file
+    axis = expand(tiny_spec(**{"train.seed": [4], "data.seed": ["run"]}))
+    assert [c.data.seed for c in axis] == [4]
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps({"base": {"data": {"dataset": "digits", "max_train": 16, "seed": "run"}},
+                             "grid": {"train.seed": [5, 6]}}))
+    assert sorted(c.data.seed for c in expand(SweepSpec.load(f))) == [5, 6]
+    # each seed's training subset differs (digits: max_train of a class's training images)
+    d0, d1 = (load(c.data) for c in sorted(tied, key=lambda c: c.train.seed) if not c.train.lamp
+              and c.train.seed in (0, 1))
+    assert d0.train.shape == d1.train.shape and not (d0.train == d1.train).all()

@@ -279,8 +279,10 @@ def verdict_lines(records: Mapping[str, Sequence[Any]], status) -> list[str]:
         if conv:
             lines.append(
                 f"**The lab's converged result** at batch {cfg.train.batch_size} (ten digits, {conv['max_train']} "
-                f"images, {conv['epochs']} epochs, {conv['pairs']} pairs, L2 at the paper's level): L2 "
+                f"images, {conv['epochs']} epochs, {conv['pairs']} pairs): L2 "
                 f"{conv['l2']:.3f}, LAMP {conv['lamp']:.3f}, LAMP − L2 {conv['delta']:+.3f} "
-                f"[{conv['delta_lo']:+.3f}, {conv['delta_hi']:+.3f}]. One digit's short runs can differ from it: "
+                f"[{conv['delta_lo']:+.3f}, {conv['delta_hi']:+.3f}] over (class, seed) pairs, "
+                f"[{conv['delta_class_lo']:+.3f}, {conv['delta_class_hi']:+.3f}] over classes. One digit's short runs "
+                "can differ from it: "
                 "compare your difference with its interval, not with zero.")
     return lines

@@ -115,6 +115,8 @@ def _converged_table1(reading: tuple[str, bool, float], path: str) -> dict[int, 
         p = c.paired
         out[bs] = {"l2": c.base[0], "lamp": c.lamp[0], "l2_sd": c.base[1], "lamp_sd": c.lamp[1],
                    "delta": p.mean, "delta_lo": p.lo, "delta_hi": p.hi, "pairs": p.n, "wins": p.wins,
+                   # the class-level interval: mean over seeds per class, then a t-interval over classes
+                   "delta_class_lo": c.by_unit.lo, "delta_class_hi": c.by_unit.hi,
                    "seeds": len({r["seed"] for r in runs}), "classes": len({r["unit"] for r in runs}),
                    "steps": _only(r["steps"] for r in runs), "epochs": _only(r["epochs"] for r in runs),
                    "max_train": _only(r["max_train"] for r in runs)}
@@ -128,7 +130,8 @@ def converged_table1(reading: str | tuple = "default", *, path: Path = TABLE1_CS
 
     Each value: l2, lamp (mean over seeds of the AUROC averaged over the classes), l2_sd, lamp_sd
     (std over seeds of that class-mean), delta, delta_lo, delta_hi (paired LAMP − L2 over (class,
-    seed) pairs, 95% t-interval), pairs, wins (pairs where LAMP is higher), seeds, classes, and the
+    seed) pairs, 95% t-interval), delta_class_lo, delta_class_hi (the class-level interval: per
+    class the mean over seeds, then over classes), pairs, wins (pairs where LAMP is higher), seeds, classes, and the
     runs' steps, epochs and max_train (training images per class)."""
     return {b: dict(v) for b, v in _converged_table1(_reading(reading), str(path)).items()}
 

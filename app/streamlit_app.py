@@ -22,6 +22,7 @@ nav = st.navigation([
     st.Page(PAGES / "landscape.py", title="Loss landscape", icon=":material/landscape:"),
     st.Page(PAGES / "batch_size.py", title="Batch size", icon=":material/tune:"),
     st.Page(PAGES / "your_data.py", title="Your data", icon=":material/upload_file:"),
+    st.Page(PAGES / "class_results.py", title="Class results", icon=":material/groups:"),
     st.Page(PAGES / "guide.py", title="Guide", icon=":material/menu_book:"),
 ])
 st.sidebar.markdown("**LAMP Lab** · loss amplification for anomaly detection")

@@ -206,3 +206,45 @@ def test_a_fresh_session_sees_the_default_comparison_on_batch_size(app_url):
             b.screenshot(path=str(SCREENSHOT_DIR / "browser_batch_size_fresh.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_class_experiment_hands_two_sessions_different_cells_and_the_board_counts_both(app_url, tmp_path):
+    """The teacher's class experiment (a tiny grid of two cells, saved in the server's run store as
+    a teacher's session leaves it) hands students A and B different cells on arrival; each presses
+    Train my cell, and the Class results board of both counts both cells (4 runs)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from lamp_core.class_experiment import ClassBoard, Experiment
+    from lamp_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from lamp_core.store import RunStore
+
+    tiny = RunConfig(data=DataConfig(dataset="digits", image_size=16, max_train=24, max_test=40),
+                     model=ModelConfig(width=4, latent_channels=4), train=TrainConfig(epochs=1, batch_size=8))
+    # the fixture's server keeps its store in tmp_path / "runs"; no page has opened yet, so its board
+    # reads this file when the first session arrives
+    ClassBoard(RunStore(tmp_path / "runs")).start(Experiment(tiny, (0, 1), (0,), (8,), start=time.time()))
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            pages = []
+            for digit in (0, 1):
+                page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+                page.goto(app_url + "/class_results")
+                expect(page.get_by_role("heading", name="Class results")).to_be_visible(timeout=60_000)
+                expect(page.get_by_text(f"Your cell: digit {digit} · seed 0 · batch 8.")).to_be_visible(timeout=30_000)
+                pages.append(page)
+            for page in pages:
+                page.get_by_role("button", name="Train my cell").click()
+            for page in pages:
+                expect(page.get_by_text("Your cell is done", exact=False)).to_be_visible(timeout=90_000)
+            for page in pages:
+                # the board polls: both cells done and counted, on both sessions' pages
+                expect(page.get_by_test_id("stMetricValue").filter(has_text="2 of 2")).to_be_visible(timeout=30_000)
+                expect(page.get_by_test_id("stMetricValue").filter(has_text="4")).to_be_visible(timeout=30_000)
+            plot = pages[0].locator(".js-plotly-plot").filter(has_text="LAMP − L2 AUROC against batch size")
+            expect(plot).to_be_visible(timeout=30_000)
+            expect(plot.get_by_text("n=2").first).to_be_attached()
+            pages[0].screenshot(path=str(SCREENSHOT_DIR / "browser_class_results.png"), full_page=True)
+        finally:
+            browser.close()

@@ -18,10 +18,10 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from lamp_core.config import RunConfig
-from lamp_core.data import MNIST_SUBSET_DIR
+from lamp_core.config import OptionSpec, RunConfig, option_spec
 from lamp_core.jobs import DONE, FINAL, QUEUED, JobQueue, JobView
 from lamp_core.store import RunStore, default_root
+from lamp_core.sweep import describe as describe_config
 
 from lab_defaults import BATCH_LANDSCAPE, BATCH_SIZES, DEFAULT_CONFIG, DEFAULT_LANDSCAPE, DEFAULT_SEEDS  # noqa: F401
 
@@ -154,14 +154,27 @@ def set_current_config(cfg: RunConfig, seeds: int) -> None:
     st.session_state["seeds"] = int(seeds)
 
 
+def spec_help(name: str, more: str = "") -> str:
+    """A widget's help: its option's one sentence from `lamp_core.config` (as `lamp --help` shows
+    it), then what the page adds."""
+    text = option_spec(name).help
+    return f"{text[0].upper()}{text[1:]}." + (f" {more}" if more else "")
+
+
+def spec_range(name: str) -> tuple[int | float | None, int | float | None]:
+    """(min, max) of an option for a number widget, from `lamp_core.config` (None where unbounded).
+    Closed bounds only: a widget cannot exclude its bound (lr > 0), so such options keep their own."""
+    spec: OptionSpec = option_spec(name)
+    if spec.min_open or spec.max_open:
+        raise ValueError(f"{name} has an open bound: give its widget limits of its own")
+    cast = spec.kind if spec.kind in (int, float) else float
+    return (None if spec.min is None else cast(spec.min)), (None if spec.max is None else cast(spec.max))
+
+
 def describe(cfg: RunConfig) -> str:
-    d, t = cfg.data, cfg.train
-    what = {"digits": f"digits, normal {d.normal_class}",
-            "mnist": f"MNIST{' subset' if d.data_root == str(MNIST_SUBSET_DIR) else ''}, normal {d.normal_class}",
-            "fashion-mnist": f"Fashion-MNIST, normal {d.normal_class}",
-            "mvtec": f"MVTec {d.category or ''}".strip(), "folder": "your upload"}[d.dataset]
-    return (f"{what} · {d.image_size} px · {t.base_loss.upper()} · {t.optimizer} lr {t.lr:g} · "
-            f"batch {t.batch_size} · {t.epochs} epochs")
+    """The label of the comparison a page trains from `cfg` (base and LAMP over seeds): the one
+    configuration label, `lamp_core.sweep.describe`, without what differs between those runs."""
+    return describe_config(cfg, comparison=True)
 
 
 # ----------------------------------------------------------------------------- polling

@@ -33,8 +33,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "app"))
+sys.path.insert(0, str(REPO / "app"))    # the app's lab_defaults (lamp_core is installed)
 OUT = REPO / "bench" / "results"
 TARGETS = {"throughput_ratio": 2.5, "short_wait_ratio": 3.0}
 
@@ -70,7 +69,7 @@ def in_own_thread(fn, *args):
     import threading
 
     import torch
-    from lamp_core.jobs import usable_cores
+    from lamp_core.threads import usable_cores
     out = {}
 
     def run():
@@ -170,7 +169,7 @@ def main() -> int:
     if args.sample is None and not args.quick:
         args.sample = 20
     load_before = os.getloadavg()
-    from lamp_core.jobs import single_threaded_caller
+    from lamp_core.threads import single_threaded_caller
     single_threaded_caller()          # as the app's page threads (see in_own_thread)
     long_job, per_session = class_configs(sessions, args.quick, args.epochs, args.device)
     from lamp_core.config import run_key

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from lamp_core import lesson  # noqa: E402
 from lamp_core.convergence import CONVERGED_RATE_MAX, LEARNING_RATE, training_status  # noqa: E402

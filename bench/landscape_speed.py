@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from lamp_core import landscape as L  # noqa: E402
 from lamp_core.config import DataConfig, LandscapeConfig, RunConfig, TrainConfig  # noqa: E402

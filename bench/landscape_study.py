@@ -34,7 +34,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from lamp_core import data as data_mod  # noqa: E402
 from lamp_core.config import (DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER, LandscapeConfig,  # noqa: E402

@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # its sibling app_server, also when imported
 from app_server import CHROMIUM, CHROMIUM_ARGS as ARGS, serving  # noqa: E402
 
 from lamp_core import lesson  # noqa: E402

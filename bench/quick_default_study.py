@@ -34,7 +34,6 @@ from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from lamp_core import data as data_mod  # noqa: E402
 from lamp_core.config import DataConfig, LandscapeConfig, ModelConfig, RunConfig, TrainConfig, run_key  # noqa: E402

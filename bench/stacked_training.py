@@ -39,8 +39,7 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "bench"))   # its sibling landscape_speed, also when imported
 
 from lamp_core.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from lamp_core.data import load  # noqa: E402

@@ -8,16 +8,12 @@ layout can be written again without the runs (a benchmark then leaves its CSV as
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from lamp_core import report as rep  # noqa: E402
-from lamp_core.config import ConfigError, run_key  # noqa: E402
-from lamp_core.store import RunStore  # noqa: E402
-from lamp_core.sweep import SweepProgress, run_sweep  # noqa: E402
+from lamp_core import report as rep
+from lamp_core.config import ConfigError, run_key
+from lamp_core.store import RunStore
+from lamp_core.sweep import SweepProgress, run_sweep
 
 
 def add_execution_arguments(ap: argparse.ArgumentParser) -> None:

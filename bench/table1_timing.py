@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from lamp_core.config import ConfigError, DataConfig, RunConfig, TrainConfig  # noqa: E402
 from lamp_core.files import atomic_write  # noqa: E402

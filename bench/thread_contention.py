@@ -11,7 +11,7 @@ thread count:
 
 * `alone`: no other thread has computed;
 * `after_one_thread_caller`: another thread has computed on one thread first (what the app's
-  pages do since `lamp_core.jobs.single_threaded_caller`);
+  pages do since `lamp_core.threads.single_threaded_caller`);
 * `after_multi_thread_caller`: another thread has computed on all cores first (what they did).
 
 Each case runs in its own process, so the teams of one cannot leak into the next. Results in
@@ -37,11 +37,10 @@ def child(case: str) -> float:
     import threading
 
     import torch
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "app"))
+    sys.path.insert(0, str(ROOT / "app"))          # the app's lab_defaults (lamp_core is installed)
     from lab_defaults import DEFAULT_CONFIG
     from lamp_core.data import load
-    from lamp_core.jobs import usable_cores
+    from lamp_core.threads import usable_cores
     from lamp_core.train import train
     cfg = DEFAULT_CONFIG.with_train(epochs=2, device="cpu")
     cores = usable_cores()

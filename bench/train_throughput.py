@@ -21,12 +21,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lamp_core.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
-from lamp_core.data import load  # noqa: E402
-from lamp_core.losses import base_map, reduce_base  # noqa: E402
-from lamp_core.train import initial_model, train  # noqa: E402
+from lamp_core.config import DataConfig, RunConfig, TrainConfig
+from lamp_core.data import load
+from lamp_core.losses import base_map, reduce_base
+from lamp_core.train import initial_model, train
 
 IMAGES = {1: 384, 16: 3072, 128: 6144}   # images per timed run: at least a few seconds each
 

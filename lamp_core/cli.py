@@ -22,9 +22,8 @@ from typing import Any
 
 from . import cli_landscape, cli_lesson, cli_sweep
 # the shared helpers; re-exported from here, where bench scripts and tests import them
-from .cli_common import (SIZE_DEFAULT, OneLineParser, ProgressBar, add_option, add_run_arguments,  # noqa: F401
-                         add_section_options, config_from_args, dest_of, fail, progress_enabled, run_script,
-                         section_from_args)
+from .cli_common import (OneLineParser, ProgressBar, add_option, add_run_arguments, add_section_options,  # noqa: F401
+                         config_from_args, dest_of, fail, progress_enabled, run_script, section_from_args)
 from .config import LampError
 from .files import atomic_write
 

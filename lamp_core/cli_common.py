@@ -16,11 +16,7 @@ import sys
 import time
 from typing import Any
 
-from .config import SECTIONS, LampError, OptionSpec, RunConfig, option_specs
-
-# image size when --image-size is not given: 28 px for the digit sets (MNIST's own size), 64 px
-# for photographs (MVTec, a user's folder)
-SIZE_DEFAULT = {"digits": 28, "mnist": 28, "fashion-mnist": 28, "mvtec": 64, "folder": 64}
+from .config import DEFAULT_IMAGE_SIZE, SECTIONS, LampError, OptionSpec, RunConfig, option_specs
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -101,7 +97,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
-    data = section_from_args(a, "data", image_size=a.data_image_size or SIZE_DEFAULT[a.data_dataset])
+    data = section_from_args(a, "data", image_size=a.data_image_size or DEFAULT_IMAGE_SIZE[a.data_dataset])
     return RunConfig(data=data, model=section_from_args(a, "model"), train=section_from_args(a, "train"))
 
 

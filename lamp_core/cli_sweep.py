@@ -15,8 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from .cli_common import SIZE_DEFAULT, add_option, dest_of
-from .config import ConfigError, OptionSpec, option_spec, run_key
+from .cli_common import add_option, dest_of
+from .config import DEFAULT_IMAGE_SIZE, ConfigError, OptionSpec, option_spec, run_key
 from .files import atomic_write
 from .sweep import (SweepProgress, SweepSpec, apply, describe, expand, parse_float_list, parse_int_list,
                     parse_str_list, run_sweep)
@@ -126,7 +126,7 @@ def _spec_from_args(a: argparse.Namespace) -> SweepSpec:
         if value is not None:
             base = apply(base, name, value)
     if a.data_dataset and a.data_image_size is None and not a.spec:
-        base = apply(base, "data.image_size", SIZE_DEFAULT[a.data_dataset])
+        base = apply(base, "data.image_size", DEFAULT_IMAGE_SIZE[a.data_dataset])
     axes: dict[str, list] = {}
     for name in GRID_FLAGS:
         text = getattr(a, dest_of(option_spec(name)))

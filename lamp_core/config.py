@@ -7,8 +7,12 @@ a run's identity, used by the run store, the job queue, the pages and sweeps.
 Every field carries its option spec in its metadata (`opt(default, help, min=, max=, choices=,
 flag=)`): one help sentence, its bounds or choices, and its `lamp` flag. `option_spec("train.eps")`
 returns it as an `OptionSpec`; the `lamp train/landscape/sweep` flags are generated from the
-specs and `validate` checks them. The app's pages read specs for some widgets' help and bounds
-(image size, image caps); others still carry bounds of their own.
+specs and `validate` checks them. The app's widgets for these options take their bounds,
+choices and help sentence from the specs too (app/lab_state.py `spec_range`, `spec_help`): the
+image size widgets allow the same 8-512 px as `lamp` (a set too large for memory is refused by
+the decode budget, with its reason, not by a second limit). A page narrows a range only where a
+widget cannot take the spec's (an open bound: lr, eps > 0) or the lesson wants a shorter one
+(epochs, width), and says so beside the widget.
 
 The three choices the paper leaves open in eq. 2 (where the max is taken, whether it is
 detached from the gradient, and epsilon) are fields of `TrainConfig`; their defaults are
@@ -30,6 +34,11 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 METRICS = ("own", "l2", "own_rel", "l2_rel")   # landscapes: see lamp_core.landscape.loss
 BN_MODES = ("eval", "batch")
 METHODS = ("fast", "loop")
+
+# The image size a data set is resized to unless a config says otherwise: the paper's 28 px for
+# the digit sets, 64 px for image folders. The one home of this default: the `lamp` commands, the
+# app's pages and the lesson (lamp_core.lesson.IMAGE_SIZE) take it from here.
+DEFAULT_IMAGE_SIZE = {"digits": 28, "mnist": 28, "fashion-mnist": 28, "mvtec": 64, "folder": 64}
 
 # Defaults of the paper's open choices, chosen by the converged ablation on MNIST classes 0-4 and
 # reported on classes 5-9 (bench/results/ablation.md; losses.py gives the reasoning).
@@ -121,7 +130,8 @@ class DataConfig:
     normal_class: int = opt(8, "digits/mnist/fashion-mnist: the digit trained as normal (0-9)", min=0, max=9,
                             flag="--normal-class", label="normal class")
     category: str | None = opt(None, "mvtec: category folder, e.g. grid (unset: the only one)", flag="--category")
-    image_size: int = opt(28, "resize images to this many pixels (default: 28 for digits/mnist, 64 otherwise)",
+    image_size: int = opt(DEFAULT_IMAGE_SIZE["digits"], "resize images to this many pixels (default: "
+                          + ", ".join(f"{n} {s}" for n, s in DEFAULT_IMAGE_SIZE.items()) + ")",
                           min=8, max=512, flag="--image-size", label="image size", hint="pixels")
     channels: int = opt(0, "0 = the data's own (1 grey, 3 colour); 1 or 3 forces it", choices=(0, 1, 3),
                         flag="--channels", label="channels")
@@ -208,11 +218,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        return cls(
-            data=_build(DataConfig, d.get("data", {})),
-            model=_build(ModelConfig, d.get("model", {})),
-            train=_build(TrainConfig, d.get("train", {})),
-        )
+        return cls(**{name: _build(kind, d.get(name, {})) for name, kind in RUN_SECTIONS.items()})
 
     def key(self) -> str:
         """Stable hash of the configuration (what the run store files runs under)."""
@@ -273,7 +279,10 @@ def resolved_depth(model: ModelConfig, image_size: int) -> int:
     return 4 if patch <= 32 else 6
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "landscape": LandscapeConfig}
+# The config sections, declared once: a run's (RunConfig's fields, what sweep axes set) and all of
+# them (the option specs, the `lamp` flags).
+RUN_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+SECTIONS = {**RUN_SECTIONS, "landscape": LandscapeConfig}
 
 
 def _type_of(annotation: str) -> tuple[type, bool]:

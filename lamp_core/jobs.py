@@ -46,8 +46,9 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import DataConfig, LampError, LandscapeConfig, RunConfig, run_key
+from .config import LampError, LandscapeConfig, RunConfig, run_key
 from .store import RunStore
+from .threads import single_threaded_caller, usable_cores  # noqa: F401  (the app imports the caller's from here)
 
 QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped", "failed"
 FINAL = (DONE, STOPPED, FAILED)
@@ -176,22 +177,6 @@ def _warm_up() -> None:
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
-def usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):      # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def single_threaded_caller() -> None:
-    """Make torch compute on one thread in the calling thread (the app's page threads): the
-    queue's workers then own the cores without competing OpenMP teams (see JobQueue._worker).
-    With OpenMP the setting is per thread, so the workers keep theirs."""
-    import torch
-    if torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
-
-
 def default_devices() -> list[str]:
     """One worker per CUDA GPU, else one for the CPU."""
     import torch
@@ -231,7 +216,6 @@ class JobQueue:
         self._by_key: OrderedDict[str, Job] = OrderedDict()
         self._by_id: dict[int, Job] = {}
         self._ids = itertools.count(1)
-        self._data: dict[DataConfig, Any] = {}          # datasets of live runs, loaded once
         self._step_s = 0.01                              # measured seconds per run-step (EMA)
         self._point_s = 0.05                             # measured seconds per landscape point (EMA)
         self._slice_end = 0.0                            # perf_counter when the current slice ends
@@ -526,12 +510,16 @@ class JobQueue:
     # ------------------------------------------------------------------ the workers
 
     def _worker(self, device: str) -> None:
-        # Set here, in the worker thread: with OpenMP the thread count is per thread. The threads
-        # that render pages should compute on one thread (see `single_threaded_caller`): once
-        # another thread holds an OpenMP team of several threads, a worker's training step runs
-        # about 2.2x slower (bench/results/thread_contention.md: 0.31 s per run alone or beside a
-        # one-thread caller, 0.68 s beside a caller that used all cores; likely libgomp's short
-        # spinning when its threads outnumber the cores).
+        # Set here, in the worker thread. torch's thread count is not simply per thread
+        # (lamp_core.threads): this call also sets a process-wide value, and a thread takes that
+        # value at its first torch operation, overwriting what it set before. The worker runs
+        # none before its first job, and in the app a page thread has called
+        # `single_threaded_caller()` by then (it sets the process-wide value to 1), so in practice
+        # the worker trains on one thread once a page has run; `lamp lesson measure` measures on
+        # one thread for that reason. The page threads compute on one thread on purpose: beside
+        # another thread's OpenMP team of several threads, a worker's training step ran about
+        # 2.2x slower (bench/results/thread_contention.md: 0.31 s per run alone or beside a
+        # one-thread caller, 0.68 s beside a caller that used all cores).
         import torch
         torch.set_num_threads(self.threads)
         _warm_up()
@@ -559,13 +547,8 @@ class JobQueue:
                 self._wake.notify_all()
 
     def _dataset(self, cfg: RunConfig):
-        ds = self._data.get(cfg.data)
-        if ds is None:
-            from . import data as data_mod
-            ds = data_mod.load(cfg.data)
-            with self._lock:
-                self._data[cfg.data] = ds
-        return ds
+        from . import data as data_mod     # the process's one data-set cache
+        return data_mod.load(cfg.data)
 
     def _run_slice(self, session: str, job: Job, candidates: list[Job], device: str) -> None:
         from . import stack
@@ -599,7 +582,7 @@ class JobQueue:
         for j in group:
             try:
                 if j.slot is None:
-                    j.slot = stack.RunSlot(j.cfg, self._data[j.cfg.data], device)
+                    j.slot = stack.RunSlot(j.cfg, self._dataset(j.cfg), device)
                     j.device = device
             except Exception as exc:  # noqa: BLE001
                 self._fail([j], exc)
@@ -739,9 +722,6 @@ class JobQueue:
                     other._finish(job.status, error=job.error and f"training failed: {job.error}",
                                   message=f"training {job.status}")
                     self._retire(other)
-        live_data = {j.cfg.data for j in self._live if j.cfg is not None}
-        for d in [d for d in self._data if d not in live_data]:
-            del self._data[d]
         self._trim()
 
     def _trim(self) -> None:
@@ -768,7 +748,8 @@ class JobQueue:
         if job.slot is not None:
             steps = max(job.slot.steps_total - job.slot.steps, 0)
         else:
-            ds = self._data.get(job.cfg.data)
+            from . import data as data_mod
+            ds = data_mod.peek(job.cfg.data)          # never loads: this runs under the queue's lock
             n = len(ds.train) if ds is not None else (job.cfg.data.max_train or 500)
             steps = job.cfg.train.epochs * -(-n // max(min(job.cfg.train.batch_size, n), 1))
         return max(steps * self._step_s, 0.05)

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from .config import DataConfig, LandscapeConfig, ModelConfig, RunConfig, TrainConfig
+from .config import DEFAULT_IMAGE_SIZE, DataConfig, LandscapeConfig, ModelConfig, RunConfig, TrainConfig
 from .data import MNIST_SUBSET_DIR
 
 # ----------------------------------------------------------------------------- the one default
@@ -43,7 +43,7 @@ BATCH_LANDSCAPE = replace(DEFAULT_LANDSCAPE, nx=11, ny=11)   # coarser: six size
 UPLOAD_IMAGE_SIZE = 64             # what the Your data page resizes uploads to
 
 # Image size per data source when a page switches to it (the paper's 28 px digits, 64 px otherwise).
-IMAGE_SIZE = {"digits": 28, "mnist": 28, "fashion-mnist": 28, "mvtec": 64, "folder": UPLOAD_IMAGE_SIZE}
+IMAGE_SIZE = DEFAULT_IMAGE_SIZE   # declared once, in lamp_core.config
 
 StepMode = Literal["same_epochs", "same_steps"]
 STEP_MODES: dict[str, str] = {
@@ -200,3 +200,25 @@ def load_expected(path=None) -> dict | None:
         return json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+
+
+# ----------------------------------------------------------------------------- the class experiment
+
+# The class reproduces Table 1 together (lamp_core.class_experiment, the Class results page): each
+# session is handed one digit x seed x batch-size cell of this grid over the one default. Ten
+# digits because the paper's Table 1 averages its ten one-class tasks; three seeds as the default
+# comparison; batch 32 (the default, so Train & compare's runs are cells of it) and 128 (the size
+# where the README reports the lab's converged LAMP effect beside the paper's): 60 cells, 120 runs,
+# two cells per student in a class of 30. The teacher may set another grid on the page.
+CLASS_GRID = {"digits": tuple(range(10)), "seeds": tuple(range(DEFAULT_SEEDS)), "batch_sizes": (32, 128),
+              "mode": "same_epochs"}
+
+EXERCISES["class_experiment"] = Exercise(
+    "class_experiment", "Class results", "Class experiment (Table 1 together)", DEFAULT_CONFIG,
+    tuple(CLASS_GRID["seeds"]),
+    ("Your one cell's LAMP − base difference: how far is it from the class's mean at that batch size?",
+     "How does the interval of Δ shrink as the class's runs arrive? At what n does it exclude 0, if ever?",
+     "The interval over pairs and the one over digits: why is the second wider, and which answers \"does LAMP "
+     "help on a new digit\"?"),
+    "the class's Table 1 with every n, Δ against batch size with error bars that narrow as cells finish, beside "
+    "the lab's converged Table 1 and the paper's")

@@ -135,12 +135,17 @@ def normalised(b: torch.Tensor, *, eps: float, max_over: str, detach_max: bool) 
     return scaled * (1.0 - eps)
 
 
-def lamp(b: torch.Tensor, *, eps: float, max_over: str, detach_max: bool) -> torch.Tensor:
-    """Eq. 1: Σ_{c,h,w} -log(1 - B'), mean over the batch. Returns a scalar."""
+def lamp_map(b: torch.Tensor, *, eps: float, max_over: str, detach_max: bool) -> torch.Tensor:
+    """Eq. 1 per element: -log(1 - B'), same shape as `b`. The one place the LAMP term is written:
+    `lamp`, `loss_curves` and the stacked runs (`lamp_core.stack`) all take it from here."""
     if not 0.0 < eps < 1.0:
         option_spec("train.eps").check(eps)            # raises ConfigError with the allowed range
-    b_norm = normalised(b, eps=eps, max_over=max_over, detach_max=detach_max)
-    return reduce_base(-torch.log1p(-b_norm))
+    return -torch.log1p(-normalised(b, eps=eps, max_over=max_over, detach_max=detach_max))
+
+
+def lamp(b: torch.Tensor, *, eps: float, max_over: str, detach_max: bool) -> torch.Tensor:
+    """Eq. 1: Σ_{c,h,w} -log(1 - B'), mean over the batch. Returns a scalar."""
+    return reduce_base(lamp_map(b, eps=eps, max_over=max_over, detach_max=detach_max))
 
 
 def training_loss(y: torch.Tensor, y_hat: torch.Tensor, train_cfg) -> torch.Tensor:
@@ -165,7 +170,7 @@ def loss_curves(base: str, *, eps: float = 0.01, residual_range: float = 1.0, po
     y_hat = torch.zeros_like(r)
     b = BASE_MAPS[base](r, y_hat).view(1, 1, 1, -1)  # one "image" of width `points`
     # the max is a constant here: each point shows its own element's slope, as in Fig. 2
-    lamp_elem = -torch.log1p(-normalised(b, eps=eps, max_over=max_over, detach_max=True))
+    lamp_elem = lamp_map(b, eps=eps, max_over=max_over, detach_max=True)
     (g_base,) = torch.autograd.grad(b.sum(), r, retain_graph=True)
     (g_lamp,) = torch.autograd.grad(lamp_elem.sum(), r)
     return {

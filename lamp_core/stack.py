@@ -69,8 +69,8 @@ from torch import nn
 from .config import ConfigError, RunConfig, resolved_depth, validate
 from .data import ADDataset
 from .evaluate import anomaly_scores, image_auroc
-from .losses import base_map, normalised, training_loss
-from .models import ConvAutoencoder, PatchAutoencoder
+from .losses import base_map, lamp_map, training_loss
+from .models import forward_spec, tile, untile
 from .run_types import PROGRESS_INTERVAL_S, TrainResult, initial_model, make_optimizer, resolve_device
 
 CHANNELS_LAST = torch.channels_last     # activations
@@ -235,12 +235,6 @@ def stack_key(cfg: RunConfig, data: ADDataset) -> tuple:
 
 # ----------------------------------------------------------------------------- the stacked network
 
-def _conv_blocks(model: nn.Module) -> tuple[ConvAutoencoder, int]:
-    if isinstance(model, PatchAutoencoder):
-        return model.inner, model.patches
-    return model, 1
-
-
 def _loss_recipe(t) -> tuple:
     """Runs with equal recipes compute their losses in one vectorised pass."""
     if not t.lamp:
@@ -315,9 +309,10 @@ class _Stack:
         self.k = len(self.slots)
         self.c = self.slots[0].data.channels
         self.device = self.slots[0].device
-        self.inners = [_conv_blocks(s.model)[0] for s in self.slots]
-        self.patches = _conv_blocks(self.slots[0].model)[1]
-        self.bns = [[m for m in inner.modules() if isinstance(m, nn.BatchNorm2d)] for inner in self.inners]
+        specs = [forward_spec(s.model) for s in self.slots]      # the model's layers, as its forward walks them
+        self.layers, self.patches = specs[0].layers, specs[0].patches
+        self.inners = [spec.inner for spec in specs]
+        self.bns = [[layer.bn for layer in spec.layers if layer.bn is not None] for spec in specs]
         self.big_buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
         if self.k > 1:
             for j in range(len(self.bns[0])):
@@ -377,7 +372,7 @@ class _Stack:
         scalar state (step counts), so that one step count serves them all. Its fused kernel then
         walks one tensor per leaf instead of one per leaf and run: at batch 1 with 16 runs the
         per-run update cost about a quarter of a step, mostly copies of channels-last slices."""
-        per_run = [dict(s.model.named_parameters()) for s in self.slots[a:b]]
+        per_run = [dict(inner.named_parameters()) for inner in self.inners[a:b]]
         flat_params = []
         for pname, big in self.big.items():
             rows = big.shape[0] // self.k
@@ -402,7 +397,7 @@ class _Stack:
         """Give every run standalone parameters, BatchNorm buffers and optimizer state again
         (the stack is being rebuilt or left)."""
         for opt, a, b, flat_params in self.group_optimizers:
-            per_run = [dict(s.model.named_parameters()) for s in self.slots[a:b]]
+            per_run = [dict(inner.named_parameters()) for inner in self.inners[a:b]]
             for pname, gp in flat_params:
                 state = opt.state.get(gp)
                 if not state:
@@ -456,42 +451,26 @@ class _Stack:
         return losses.detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The K autoencoders on (N, K*C, H, W) → (N, K*C, H, W)."""
-        p = self.patches
-        if p > 1:   # tile exactly as PatchAutoencoder does; it acts per channel
-            n, c, h, w = x.shape
-            ph, pw = h // p, w // p
-            x = x.reshape(n, c, p, ph, p, pw).permute(0, 2, 4, 1, 3, 5).reshape(n * p * p, c, ph, pw)
-        h = x
-        first = self.inners[0]
-        bn_i = 0
-        for j, block in enumerate(first.encoder):
-            h = self._conv_bn_act(h, block, f"encoder.{j}.", 0, bn_i)
-            bn_i += 1
-        for j, block in enumerate(first.decoder):
-            h = block[0](h)                                            # nearest upsample, per channel
-            h = self._conv_bn_act(h, block, f"decoder.{j}.", 1, bn_i)
-            bn_i += 1
-        c0, big = first.head[0], self.big
-        # (N, K*width, H, W) -> (N, K*C, H, W) with the stacked (K*C, width, k, k) head
-        h = torch.sigmoid(F.conv2d(h, big["head.0.weight"], big["head.0.bias"], c0.stride, c0.padding,
-                                   groups=self.k))
-        if p > 1:
-            n, c, h_, w_ = x.shape[0] // (p * p), h.shape[1], x.shape[2] * p, x.shape[3] * p
-            h = h.reshape(n, p, p, c, h_ // p, w_ // p).permute(0, 3, 1, 4, 2, 5).reshape(n, c, h_, w_)
-        return h
-
-    def _conv_bn_act(self, h: torch.Tensor, block: nn.Sequential, prefix: str, off: int,
-                     bn_i: int) -> torch.Tensor:
-        """One block of all K runs: grouped conv (stacked (K*C_out, C_in, k, k) weight), per-run
-        BatchNorm over the K*C_out channels, leaky ReLU."""
-        c0, bn0, act = block[off], block[off + 1], block[off + 2]
+        """The K autoencoders on (N, K*C, H, W) → (N, K*C, H, W): the model's layers
+        (`models.forward_spec`), each as one grouped conv (stacked (K*C_out, C_in, k, k) weight),
+        per-run BatchNorm over the K*C_out channels (the stack's concatenated running buffers) and
+        the activation. Upsampling, activations and patch tiling act per channel."""
+        h = tile(x, self.patches)
         big = self.big
-        h = F.conv2d(h, big[f"{prefix}{off}.weight"], None, c0.stride, c0.padding, groups=self.k)
-        rm, rv = self.big_buffers[bn_i]
-        h = F.batch_norm(h, rm, rv, big[f"{prefix}{off + 1}.weight"], big[f"{prefix}{off + 1}.bias"],
-                         training=True, momentum=bn0.momentum, eps=bn0.eps)
-        return F.leaky_relu(h, act.negative_slope, inplace=True)
+        bn_i = 0
+        for layer in self.layers:
+            if layer.upsample is not None:
+                h = layer.upsample(h)                                  # nearest upsample, per channel
+            c0, name = layer.conv, layer.conv_name
+            h = F.conv2d(h, big[f"{name}.weight"], big[f"{name}.bias"] if c0.bias is not None else None,
+                         c0.stride, c0.padding, groups=self.k)
+            if layer.bn is not None:
+                rm, rv = self.big_buffers[bn_i]
+                bn_i += 1
+                h = F.batch_norm(h, rm, rv, big[f"{layer.bn_name}.weight"], big[f"{layer.bn_name}.bias"],
+                                 training=True, momentum=layer.bn.momentum, eps=layer.bn.eps)
+            h = F.leaky_relu(h, layer.act.negative_slope, inplace=True) if layer.leaky else torch.sigmoid(h)
+        return untile(h, self.patches)
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-run training losses (K,) of inputs x and reconstructions y, both (N, K*C, H, W)."""
@@ -509,9 +488,8 @@ class _Stack:
                 per = bmap.reshape(n, g, c, *hw).transpose(0, 1).reshape(g, n * c, *hw)
             else:                       # sample: one per (image, run); fixed: any layout
                 per = bmap.reshape(n * g, c, *hw)
-            norm = normalised(per, eps=eps, max_over="sample" if max_over == "batch" else max_over,
-                              detach_max=detach)
-            elem = -torch.log1p(-norm)                                          # eq. 1 per element
+            elem = lamp_map(per, eps=eps, max_over="sample" if max_over == "batch" else max_over,
+                            detach_max=detach)                                  # eq. 1 per element
             if max_over == "batch":
                 out.append(elem.reshape(g, n, -1).sum(dim=2).mean(dim=1))
             else:
@@ -603,7 +581,8 @@ def run_memory_mb(cfg: RunConfig, data: ADDataset) -> float:
     state, and the activations autograd keeps for one step (about 4 tensors per block)."""
     net = initial_model(cfg, data.channels, data.image_size)
     params = sum(p.numel() for p in net.parameters())
-    inner, p = _conv_blocks(net)
+    spec = forward_spec(net)
+    inner, p = spec.inner, spec.patches
     n = min(cfg.train.batch_size, max(len(data.train), 1)) * p * p
     size = data.image_size // p
     acts = 0

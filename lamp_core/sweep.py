@@ -42,6 +42,7 @@ import itertools
 import json
 import math
 import os
+import re
 import sys
 import time
 try:
@@ -52,13 +53,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .config import (ConfigError, DataConfig, LampError, ModelConfig, RunConfig, TrainConfig, canonical,  # noqa: F401
-                     validate)
+from .config import (RUN_SECTIONS, ConfigError, DataConfig, LampError, ModelConfig, RunConfig,  # noqa: F401
+                     TrainConfig, canonical, option_specs, validate)
 from .evaluate import Evaluation
 from .store import RunStore
 from .run_types import TrainResult
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 # the value of data.seed that ties a run's data seed to its training seed (see the module docstring)
 DATA_SEED_FROM_RUN = "run"
 
@@ -120,10 +120,10 @@ class SweepSpec:
 
 
 def _check_axis(axis: str) -> None:
-    if axis in SECTIONS:
+    if axis in RUN_SECTIONS:
         return
     section, _, name = axis.partition(".")
-    if section not in SECTIONS or name not in {f.name for f in fields(SECTIONS[section])}:
+    if section not in RUN_SECTIONS or name not in {f.name for f in fields(RUN_SECTIONS[section])}:
         raise ConfigError(f"unknown sweep axis {axis!r}: use a field path such as train.batch_size, "
                           "data.normal_class, model.kernel_size, or a section name data/model/train")
 
@@ -131,7 +131,7 @@ def _check_axis(axis: str) -> None:
 def apply(cfg: RunConfig, axis: str, value: Any) -> RunConfig:
     """`cfg` with one axis set: a field path takes a value, a section name a dict of fields."""
     _check_axis(axis)
-    if axis in SECTIONS:
+    if axis in RUN_SECTIONS:
         if not isinstance(value, dict):
             raise ConfigError(f"sweep axis {axis!r} takes tables of {axis} fields, not {value!r}")
         changes = value
@@ -139,7 +139,7 @@ def apply(cfg: RunConfig, axis: str, value: Any) -> RunConfig:
     else:
         section, _, name = axis.partition(".")
         changes = {name: value}
-    known = {f.name for f in fields(SECTIONS[section])}
+    known = {f.name for f in fields(RUN_SECTIONS[section])}
     bad = set(changes) - known
     if bad:
         raise ConfigError(f"unknown {section} field(s) in sweep axis {axis!r}: {', '.join(sorted(bad))}")
@@ -171,21 +171,40 @@ def expand(spec: SweepSpec) -> list[RunConfig]:
     return list(out.values())
 
 
-def describe(cfg: RunConfig) -> str:
-    """A short human label of a run, e.g. 'mnist c3 l2-lamp[sample,eps0.01] adam lr0.001 bs128 s0'."""
+DATA_NAMES = {"digits": "digits", "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "mvtec": "MVTec",
+              "folder": "folder"}
+_UPLOAD = re.compile(r"[0-9a-f]{64}\.zip")     # the app files an upload under its content's sha256
+
+
+def describe(cfg: RunConfig, *, comparison: bool = False) -> str:
+    """A configuration's label: the one the sweep's progress lines, `lamp sweep --list` and the
+    app's pages show, e.g. 'MNIST subset, normal 3 · 28 px · L2 LAMP (max over sample, eps 0.1,
+    detached) · adam lr 0.001 · batch 128 · 20 epochs · seed 0'. Network options appear where they
+    differ from the defaults ('kernel size 5', 'patches 2').
+
+    `comparison=True` labels the runs of a comparison, base and LAMP over seeds (what the app's
+    pages train): the base loss without LAMP's reading, and no seed."""
     d, m, t = cfg.data, cfg.model, cfg.train
-    what = d.category or (d.data_root and Path(d.data_root).name) or d.dataset
     if d.dataset in ("digits", "mnist", "fashion-mnist"):
-        what = f"{d.dataset} c{d.normal_class}"
-    loss = t.base_loss + ("-lamp" if t.lamp else "")
-    if t.lamp:
-        loss += f"[{t.max_over},eps{t.eps:g}{',detach' if t.detach_max else ''}]"
-    extra = ""
-    if m.kernel_size != 3:
-        extra += f" k{m.kernel_size}"
-    if m.patches != 1:
-        extra += f" p{m.patches}"
-    return f"{what} {loss} {t.optimizer} lr{t.lr:g} bs{t.batch_size}{extra} s{t.seed}"
+        from .data import MNIST_SUBSET_DIR
+        subset = " subset" if d.dataset == "mnist" and d.data_root == str(MNIST_SUBSET_DIR) else ""
+        what = f"{DATA_NAMES[d.dataset]}{subset}, normal {d.normal_class}"
+    else:
+        name = d.category or (d.data_root and Path(d.data_root).name) or ""
+        what = "your upload" if _UPLOAD.fullmatch(name) else f"{DATA_NAMES[d.dataset]} {name}".strip()
+    loss = t.base_loss.upper()
+    if t.lamp and not comparison:
+        loss += f" LAMP (max over {t.max_over}, eps {t.eps:g}{', detached' if t.detach_max else ''})"
+    parts = [what, f"{d.image_size} px", loss, f"{t.optimizer} lr {t.lr:g}", f"batch {t.batch_size}",
+             f"{t.epochs} epochs"]
+    if not comparison:
+        parts.append(f"seed {t.seed}")
+    default = ModelConfig()
+    for spec in option_specs("model"):
+        name = spec.name.partition(".")[2]
+        if getattr(m, name) != getattr(default, name):
+            parts.append(f"{spec.label or name} {getattr(m, name)}")
+    return " · ".join(parts)
 
 
 # ----------------------------------------------------------------------------- execution
@@ -315,10 +334,10 @@ def _run_local(todo, store, runs, progress, threads, should_stop, stack=True, me
 
 
 def _load_all(cfgs: Sequence[RunConfig]) -> list:
-    """Each run's data set, loaded once per distinct data config."""
+    """Each run's data set, through the data module's one cache: equal data configs get the same
+    tensors, decoded once (a set the list already holds is found again whatever its size)."""
     from . import data as data_mod
-    cache: dict[DataConfig, Any] = {}
-    return [cache[c.data] if c.data in cache else cache.setdefault(c.data, data_mod.load(c.data)) for c in cfgs]
+    return [data_mod.load(c.data) for c in cfgs]
 
 
 def train_and_finish(cfgs: Sequence[RunConfig], datas: Sequence[Any], store: RunStore | None, *,

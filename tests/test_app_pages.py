@@ -89,6 +89,43 @@ def test_every_widget_has_help_text():
         assert not missing, f"{name}: widgets without help: {missing}"
 
 
+# widget label -> the option it sets: its bounds and help come from lamp_core.config's spec
+SPEC_WIDGETS = {
+    "train_compare": {"Image size (px)": "data.image_size", "Max training images (empty: all)": "data.max_train",
+                      "Max test images (empty: all)": "data.max_test", "Latent channels": "model.latent_channels",
+                      "Normal class": "data.normal_class", "Epochs": "train.epochs", "ε": "train.eps",
+                      "Optimizer": "train.optimizer", "Base loss": "train.base_loss"},
+    "landscape": {"Metric": "landscape.metric", "BatchNorm": "landscape.bn_mode", "Direction seed": "landscape.seed"},
+    "your_data": {"Image size (px)": "data.image_size"},
+}
+
+
+@pytest.mark.parametrize("name", list(SPEC_WIDGETS))
+def test_widgets_take_bounds_choices_and_help_from_the_option_specs(name):
+    from lamp_core.config import option_spec
+    at = page(name, cfg=None).run()
+    seen = set()
+    for w in [*at.number_input, *at.selectbox, *at.radio]:
+        option = SPEC_WIDGETS[name].get(w.label)
+        if option is None:
+            continue
+        seen.add(w.label)
+        spec = option_spec(option)
+        assert w.help.lower().startswith(spec.help.lower()), (w.label, w.help)
+        if hasattr(w, "options") and spec.choices:
+            assert {str(o).lower() for o in w.options} == {str(c) for c in spec.choices}, w.label   # (shown upper-case)
+        elif hasattr(w, "options"):                        # a number as a choice: the spec's range
+            assert [int(o) for o in w.options] == list(range(int(spec.min), int(spec.max) + 1)), w.label
+        else:                                              # a closed bound is the spec's own
+            if spec.min is not None and not spec.min_open and spec.min:
+                assert w.min == spec.min or w.min > spec.min, w.label   # the same, or narrower and said why
+            if spec.max is not None and not spec.max_open:
+                assert w.max == spec.max, w.label
+            if option in ("data.image_size", "data.max_train", "data.max_test", "model.latent_channels"):
+                assert w.min == spec.min, w.label
+    assert seen == set(SPEC_WIDGETS[name]), set(SPEC_WIDGETS[name]) - seen
+
+
 def test_entry_script_opens_on_loss_curves_and_switches_pages():
     at = AppTest.from_file(str(APP / "streamlit_app.py"), default_timeout=60).run()
     assert not at.exception

@@ -396,3 +396,24 @@ def test_cache_holds_at_most_one_decode_budget(monkeypatch):
     assert load(DataConfig(normal_class=3)).test is data._cache[DataConfig(normal_class=3)].test
     data.clear_cache()
     assert not data._cache
+
+
+
+def test_a_set_in_use_is_shared_whatever_its_size_and_forgotten_with_its_last_holder(monkeypatch):
+    """Over the budget a set is not remembered, but while a caller holds it (a queued run, a
+    sweep) another load gets its tensors instead of a second decode; then it is gone."""
+    import gc
+
+    import lamp_core.data as data
+    data.clear_cache()
+    monkeypatch.setenv(images.BUDGET_ENV, "0.001")                      # smaller than any set
+    cfg = DataConfig(normal_class=4, image_size=16)
+    held = load(cfg)
+    assert cfg not in data._cache and data.peek(cfg).train is held.train
+    again = load(cfg)
+    assert again.train is held.train and again is not held             # shared tensors, own record
+    del held, again
+    gc.collect()
+    assert data.peek(cfg) is None                                       # nothing keeps it alive
+    assert load(cfg, cached=False) is not None and data.peek(cfg) is None
+    data.clear_cache()

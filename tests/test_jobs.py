@@ -302,9 +302,10 @@ def test_replaced_stopped_jobs_are_forgotten_beyond_a_cap(queue, monkeypatch):
 
 
 def test_workers_train_at_the_queues_thread_count_and_callers_on_one(tmp_path):
-    """The worker sets its own torch thread count (per thread with OpenMP); the app's page threads
-    compute on one thread, so no second multi-thread OpenMP team slows the worker down
-    (bench/results/thread_contention.md)."""
+    """The worker sets its torch thread count when it starts and keeps it where no other thread
+    sets one before its first operation (lamp_core.threads; tests/test_threads.py shows the app's
+    order, where it ends on one); the app's page threads compute on one thread, so no second
+    multi-thread OpenMP team slows the worker down (bench/results/thread_contention.md)."""
     import torch
 
     from lamp_core.jobs import single_threaded_caller

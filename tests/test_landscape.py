@@ -407,7 +407,7 @@ def test_point_pool_matches_sequential_and_leaves_torch_threads_alone():
         with L.PointPool(ev, 2) as inner:              # a second job at the same time
             par2 = list(inner.map(theta, d1, d2, coords))
             assert torch.get_num_threads() == before   # the process-wide setting is the caller's
-            if L.grid._per_thread_setters():           # ... and each pool thread runs single-threaded
+            if L.grid.per_thread_setters():           # ... and each pool thread runs single-threaded
                 assert set(inner._executor.map(lambda _: torch.get_num_threads(), range(4))) == {1}
             started = []                               # a thread started meanwhile keeps torch's count
             t = threading.Thread(target=lambda: started.append(torch.get_num_threads()))
@@ -427,12 +427,12 @@ def test_default_workers_follow_the_callers_thread_setting(monkeypatch):
     x = torch.rand(4, 1, 16, 16)
     fast = L.FastEvaluator(model, x, "l2", TrainConfig(), "eval")
     loop = L.LoopEvaluator(model, x, "l2", TrainConfig(), "eval")
-    monkeypatch.setattr(L.grid, "usable_cpus", lambda: 8)
+    monkeypatch.setattr(L.grid, "usable_cores", lambda: 8)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
-    monkeypatch.setattr(L.grid, "_per_thread_setters", lambda: (print,))
+    monkeypatch.setattr(L.grid, "per_thread_setters", lambda: (print,))
     assert L.resolve_workers(LandscapeConfig(), fast) == 8          # single-threaded workers: one per core
     # where workers cannot run single-threaded, never more threads than cores
-    monkeypatch.setattr(L.grid, "_per_thread_setters", lambda: ())
+    monkeypatch.setattr(L.grid, "per_thread_setters", lambda: ())
     assert L.resolve_workers(LandscapeConfig(), fast) == 1          # all threads on one point
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert L.resolve_workers(LandscapeConfig(), fast) == 8

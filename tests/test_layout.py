@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, str, set[str]]] = [
      {"config", "files", "stats", "convergence"}),
     ("science", "the paper's maths: data in; trained models, scores and loss surfaces out; knows "
                 "nothing of stores, queues, reports or commands",
-     {"data", "losses", "models", "run_types", "stack", "train", "evaluate", "landscape"}),
+     {"data", "losses", "models", "run_types", "stack", "train", "evaluate", "landscape", "threads"}),
     ("orchestration", "runs named by their configs: stored, trained on demand, queued, swept, "
                       "reported, drawn, and the lesson built from them",
      {"store", "runner", "surfaces", "sweep", "jobs", "report", "figures", "landscape_figures",

@@ -75,6 +75,20 @@ def test_stacked_maths_equals_solo_maths_in_float64(datas):
         assert abs(evaluate(a.model(), d).auroc - evaluate(b.model(), d).auroc) < 1e-6
 
 
+def test_patch_models_stack_and_equal_their_solo_runs_in_float64(datas):
+    """PatchAutoencoder runs stack too (their parameters sit under "inner."; the stack keys its
+    leaves by the names in the model's forward description)."""
+    cfgs = [c.with_model(patches=2) for c in MIX[:3]]
+    solo = [solo_slot(c, d).result() for c, d in zip(cfgs, datas)]
+    slots = [RunSlot(c, d, dtype=torch.float64) for c, d in zip(cfgs, datas)]
+    train_slots(slots)
+    for a, s in zip(solo, slots):
+        b = s.result()
+        assert b.steps == a.steps == 8 and any(k.startswith("inner.") for k in b.state_dict)
+        assert rel(a.history["loss"], b.history["loss"]) < 1e-9
+        assert state_diff(a.state_dict, b.state_dict) < 1e-7
+
+
 # SSIM-LAMP is left out of the float32 comparison: SSIM's variance terms (blur(y*y) - mu^2) cancel
 # catastrophically in float32 and LAMP's -log(1 - B') amplifies the error near the max, so its
 # float32 trajectory depends on the summation order (1e-3 after 4 steps here); its maths is

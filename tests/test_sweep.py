@@ -139,7 +139,13 @@ def test_parse_int_list():
 
 def test_describe_is_short_and_specific():
     c = TINY.with_train(lamp=True, max_over="batch", detach_max=True, eps=0.01, seed=2)
-    assert describe(c) == "digits c8 l2-lamp[batch,eps0.01,detach] adam lr0.001 bs8 s2"
+    assert describe(c) == ("digits, normal 8 · 28 px · L2 LAMP (max over batch, eps 0.01, detached) · adam lr 0.001 · "
+                           "batch 8 · 1 epochs · seed 2")
+    # the label of a comparison (the app's pages): what its base and LAMP runs over seeds share
+    assert describe(c, comparison=True) == "digits, normal 8 · 28 px · L2 · adam lr 0.001 · batch 8 · 1 epochs"
+    # network options where they differ from the defaults; an upload filed by its content hash
+    other = c.with_model(kernel_size=5, patches=2).with_data(dataset="folder", data_root=f"/s/uploads/{'0' * 64}.zip")
+    assert describe(other).startswith("your upload · 28 px") and describe(other).endswith("kernel size 5 · patches 2")
 
 
 # ----------------------------------------------------------------------------- running and resuming

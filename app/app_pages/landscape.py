@@ -3,14 +3,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app/ (for lab_state), when run alone
+# Streamlit puts only the main script's folder on sys.path: app/ when streamlit_app.py runs this page,
+# app/app_pages/ when the page is run alone (`streamlit run` on it, AppTest.from_file). So app/ is
+# added here for lab_state and results; lamp_core itself is the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import streamlit as st
 
 import lab_state
 import results
 from lamp_core import landscape_figures, references
-from lamp_core.config import LampError
-from lamp_core.config import run_key
+from lamp_core.config import LampError, option_spec, run_key
 from lamp_core.jobs import DONE, FINAL
 
 q = lab_state.setup("Loss landscape")
@@ -22,28 +24,29 @@ st.markdown("Each surface is the loss at θ + x·d₁ + y·d₂ around the train
 
 d = lab_state.DEFAULT_LANDSCAPE
 c1, c2, c3, c4 = st.columns(4)
-METRICS = ["l2", "l2_rel", "own", "own_rel"]
+# the config's metrics, plain L2 (the default) and its relative form first
+METRICS = sorted(option_spec("landscape.metric").choices, key=lambda m: (not m.startswith("l2"), m))
 metric = c1.selectbox("Metric", METRICS, index=METRICS.index(d.metric), key="ls_metric",
-                      help="l2 (default): plain L2 for both, one yardstick. own: each model's training loss "
-                           "(LAMP's is amplified, so it is on a larger scale and looks steeper for that alone). *_rel: divided by the value at the "
-                           "centre, so the surfaces show relative increase.")
+                      help=lab_state.spec_help("landscape.metric", "l2 is the default here: one yardstick for both. "
+                                               "LAMP's own loss is amplified, so it is on a larger scale and looks steeper "
+                                               "for that alone. *_rel show the relative increase."))
 nx = c2.select_slider("Grid", options=[7, 9, 11, 13, 15, 21, 31], value=d.nx, key="ls_grid",
                       help="Points per axis. The grid is drawn coarse first and refined while you watch; "
                            "31×31 takes minutes on a CPU.")
 span = c3.select_slider("Span ±", options=[0.25, 0.5, 1.0, 1.5, 2.0], value=d.span,
                         help="Coordinates run over [−span, span] in units of the filter-normalised directions.")
 seed = c4.number_input("Direction seed", 0, 10_000, d.seed,
-                       help="Seed of the random directions. Another seed gives another 2-D slice: compare a few.")
+                       help=lab_state.spec_help("landscape.seed", "Another seed gives another 2-D slice: compare a few."))
 with st.expander("More"):
     c1, c2, c3 = st.columns(3)
     n_images = c1.select_slider("Evaluation images", options=[16, 32, 64, 128, 256], value=d.n_images,
                                 key="ls_images",
-                                help="Normal training images the loss is averaged over (one batch).")
-    bn_mode = c2.radio("BatchNorm", ["eval", "batch"], horizontal=True,
-                       help="eval: the running statistics the trained model uses for scoring. batch: the "
-                            "statistics of the evaluation images, as during training.")
-    bn_bias = c3.checkbox("Move biases and BN too", False, help="Give biases and BatchNorm parameters a "
-                          "direction as well (Li et al.'s code); by default only weights move.")
+                                help=lab_state.spec_help("landscape.n_images", "The loss is their mean."))
+    bn_mode = c2.radio("BatchNorm", list(option_spec("landscape.bn_mode").choices), horizontal=True,
+                       help=lab_state.spec_help("landscape.bn_mode", "eval is the network that scores images; "
+                                                "batch normalises as during training."))
+    bn_bias = c3.checkbox("Move biases and BN too", d.include_bn_bias,
+                          help=lab_state.spec_help("landscape.include_bn_bias", "Li et al.'s code moves them."))
 lcfg = replace(d, nx=nx, ny=nx, span=float(span), seed=int(seed), metric=metric, n_images=int(n_images),
                bn_mode=bn_mode, include_bn_bias=bn_bias)
 cfgs = {n: cs[0] for n, cs in results.seed_configs(cfg, 1).items()}

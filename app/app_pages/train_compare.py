@@ -3,21 +3,28 @@ import math
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app/ (for lab_state), when run alone
+# Streamlit puts only the main script's folder on sys.path: app/ when streamlit_app.py runs this page,
+# app/app_pages/ when the page is run alone (`streamlit run` on it, AppTest.from_file). So app/ is
+# added here for lab_state and results; lamp_core itself is the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import streamlit as st
 
 import lab_state
 import results
 from lamp_core import figures, lesson
-from lamp_core.config import (BASE_LOSSES, DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER, MAX_OVER,
-                              OPTIMIZERS, LampError, ModelConfig, RunConfig, TrainConfig, DataConfig, run_key,
-                              validate, option_spec)
+from lamp_core.config import (BASE_LOSSES, DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_IMAGE_SIZE, DEFAULT_MAX_OVER,
+                              MAX_OVER, OPTIMIZERS, LampError, ModelConfig, RunConfig, TrainConfig, DataConfig,
+                              run_key, validate)
 from lamp_core import data as data_mod
 from lamp_core.data import MNIST_SUBSET_DIR
 from lamp_core.data.mnist import FILES as IDX_FILES
 from lamp_core.evaluate import NORMAL_PERCENTILE, confusion_at
 from lamp_core.jobs import DONE
 
+# Widgets of config options take their bounds, choices and help from lamp_core.config's option
+# specs (`lab_state.spec_range` / `spec_help`). Limits of the page's own are narrower on purpose
+# and say why where they are set: a number widget cannot exclude a bound (lr, eps > 0), and a
+# lesson's sensible range is not the engine's (epochs, width, seeds).
 q = lab_state.setup("Train & compare")
 st.caption("Two autoencoders, identical except for the loss: same data, same initial weights, same "
            "batches in the same order. One is trained on the base loss, the other on its LAMP version.")
@@ -56,9 +63,10 @@ def idx_in_cache(dataset: str) -> bool:
 
 
 if source in ("digits", "mnist", "fashion-mnist"):
-    data_kw["normal_class"] = c2.selectbox("Normal class", list(range(10)), index=cur.data.normal_class,
-                                           help="The class trained as normal; the other nine are the anomalies "
-                                                "(the paper's one-class protocol, §3.1).")
+    lo, hi = lab_state.spec_range("data.normal_class")
+    data_kw["normal_class"] = c2.selectbox("Normal class", list(range(lo, hi + 1)), index=cur.data.normal_class - lo,
+                                           help=lab_state.spec_help("data.normal_class", "The other nine are the "
+                                                                    "anomalies (the paper's one-class protocol, §3.1)."))
 if source in ("mnist", "fashion-mnist"):
     SUBSET = "offline subset (shipped with the lab)"
     DOWNLOAD = "(download into the cache)"
@@ -77,16 +85,15 @@ if source in ("mnist", "fashion-mnist"):
     # untouched, these give the lesson's default (lamp_core.lesson): the runs a page trains are the
     # runs every other page and session finds in the store; empty means "all images" (no cap)
     same = cur.data.dataset == source
-    spec_tr, spec_te = option_spec("data.max_train"), option_spec("data.max_test")
     max_train = cc1.number_input(
-        "Max training images (empty: all)", int(spec_tr.min), None,
+        "Max training images (empty: all)", lab_state.spec_range("data.max_train")[0], None,
         cur.data.max_train if same else lesson.DEFAULT_CONFIG.data.max_train, 100, key=f"maxtr_{source}",
-        help=spec_tr.help + " (a seeded subset of the normal class keeps CPU training short; the offline subset "
-             "has 1,000 per digit).")
+        help=lab_state.spec_help("data.max_train", "A seeded subset of the normal class keeps CPU training short; "
+                                 "the offline subset has 1,000 per digit."))
     max_test = cc2.number_input(
-        "Max test images (empty: all)", int(spec_te.min), None,
+        "Max test images (empty: all)", lab_state.spec_range("data.max_test")[0], None,
         cur.data.max_test if same else lesson.DEFAULT_CONFIG.data.max_test, 100, key=f"maxte_{source}",
-        help=spec_te.help + " (the offline subset has 2,000).")
+        help=lab_state.spec_help("data.max_test", "The offline subset has 2,000."))
     data_kw["max_train"] = None if max_train is None else int(max_train)
     data_kw["max_test"] = None if max_test is None else int(max_test)
     if choice == DOWNLOAD and not idx_in_cache(source):
@@ -134,57 +141,66 @@ if missing:
                 st.stop()
         st.rerun()
     st.stop()
-default_size = cur.data.image_size if cur.data.dataset == source else lesson.IMAGE_SIZE[source]
-size_spec = option_spec("data.image_size")
-data_kw["image_size"] = c3.number_input("Image size (px)", int(size_spec.min), int(size_spec.max), default_size, 4,
+default_size = cur.data.image_size if cur.data.dataset == source else DEFAULT_IMAGE_SIZE[source]
+size_lo, size_hi = lab_state.spec_range("data.image_size")
+data_kw["image_size"] = c3.number_input("Image size (px)", size_lo, size_hi, default_size, 4,
                                         key=f"size_{source}",
-                                        help="Images are resized to size×size. 28 matches MNIST; the network "
-                                             "has 4 blocks up to 32 px and 6 above (paper §3.1).")
+                                        help=lab_state.spec_help("data.image_size", "28 matches MNIST; the network "
+                                                                 "has 4 blocks up to 32 px and 6 above (paper §3.1)."))
 
 # ----------------------------------------------------------------------------- training
 st.subheader("Training")
 t = cur.train
 c1, c2, c3, c4 = st.columns(4)
 base_loss = c1.selectbox("Base loss", BASE_LOSSES, index=BASE_LOSSES.index(t.base_loss),
-                         format_func=str.upper, help="The per-pixel base loss L_base: L2 (squared error), L1 "
-                         "(absolute error) or SSIM ((1 − SSIM)/2). LAMP amplifies whichever you choose.")
+                         format_func=str.upper,
+                         help=lab_state.spec_help("train.base_loss", "L2 is the squared error, L1 the absolute error, "
+                                                  "SSIM (1 − SSIM)/2. LAMP amplifies whichever you choose."))
 optimizer = c2.selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(t.optimizer),
-                         help="Adam, SGD with momentum 0.9, or RMSprop (the paper's Table 2 uses all three).")
+                         help=lab_state.spec_help("train.optimizer", "The paper's Table 2 uses all three."))
+# lr > 0 has no closed bound a widget could take: the page offers 1e-5 to 1
 lr = c3.number_input("Learning rate", 1e-5, 1.0, t.lr, format="%g", step=1e-4,
-                     help="Step size of the optimizer; the same for base and LAMP.")
+                     help=lab_state.spec_help("train.lr", "The step size of the optimizer, the same for base and LAMP."))
 batch = c4.selectbox("Batch size", lab_state.BATCH_SIZES, index=lab_state.BATCH_SIZES.index(t.batch_size)
                      if t.batch_size in lab_state.BATCH_SIZES else 3,
                      help="Images per step (the paper's sizes). Capped at the number of training images.")
 c1, c2, c3 = st.columns(3)
-epochs = c1.number_input("Epochs", 1, 500, t.epochs, help="Passes over the normal training images.")
+# at least 1 (the engine allows 0, an untrained model; a comparison of two would teach nothing), at most 500
+epochs = c1.number_input("Epochs", 1, 500, t.epochs, help=lab_state.spec_help("train.epochs"))
 seeds = c2.number_input("Seeds", 1, 10, int(ss.get("seeds", lab_state.DEFAULT_SEEDS)),
                         help="Train each loss with this many seeds (initial weights and batch order). Several "
                              "seeds show the spread: AUROC is reported as mean ± std over seeds. The runs of a "
                              "comparison train together as one stack where that pays (on a GPU; on a CPU at "
                              "batch sizes up to 16).")
-seed0 = c3.number_input("First seed", 0, 10_000, t.seed, help="Seeds run from this value upward.")
+seed0 = c3.number_input("First seed", 0, 10_000, t.seed,
+                        help=lab_state.spec_help("train.seed", "Seeds run from this value upward."))
 with st.expander("LAMP's open choices (paper eq. 2): defaults shown", expanded=True):
     c1, c2, c3 = st.columns(3)
+    # ε in (0, 1) has open bounds a widget cannot take: the page offers 1e-6 to 0.5 (above, LAMP is
+    # close to the base loss)
     eps = c1.number_input("ε", 1e-6, 0.5, t.eps, format="%g", step=1e-3,
-                          help=f"B' = B / max(B) · (1 − ε). Default {DEFAULT_EPS:g}: the largest element "
+                          help=lab_state.spec_help("train.eps", f"Default {DEFAULT_EPS:g}: the largest element "
                                f"contributes −log ε ≈ {-math.log(DEFAULT_EPS):.1f}. Smaller ε lets that one "
                                "element dominate. The defaults come from the converged ablation "
-                               "(bench/results/ablation.md in the repository).")
+                               "(bench/results/ablation.md in the repository)."))
     max_over = c2.selectbox("max(B) taken over", MAX_OVER, index=MAX_OVER.index(t.max_over),
-                            help=f"Default '{DEFAULT_MAX_OVER}'. 'sample': per image over C, H, W (LAMP then does not "
+                            help=lab_state.spec_help("train.max_over", f"Default '{DEFAULT_MAX_OVER}'. 'sample': per "
+                                 "image over C, H, W (LAMP then does not "
                                  "depend on the batch size). 'batch': over "
                                  "the whole batch's loss map (what a max over the batch's tensor gives when eq. 2 "
                                  "is coded as written; LAMP then depends on the batch size). 'fixed': the bound 1, "
-                                 "which leaves small residuals almost un-amplified.")
+                                 "which leaves small residuals almost un-amplified."))
     detach = c3.checkbox("Detach max from the gradient", t.detach_max,
-                         help=f"Default {DEFAULT_DETACH_MAX}. Ticked: max(B) is a constant scale, a normaliser. "
-                              "Unticked: the gradient flows through max(B), the literal autograd reading of eq. 2.")
+                         help=lab_state.spec_help("train.detach_max", f"Default {DEFAULT_DETACH_MAX}. Ticked: max(B) "
+                              "is a constant scale, a normaliser. Unticked: the gradient flows through max(B), the "
+                              "literal autograd reading of eq. 2."))
 with st.expander("Network"):
     c1, c2 = st.columns(2)
-    width = c1.number_input("Width", 4, 128, cur.model.width, help="Channels of the first block, doubled "
-                            "per block up to 4×. Fewer is faster.")
-    latent = c2.number_input("Latent channels", 1, 256, cur.model.latent_channels,
-                             help="Channels at the bottleneck: a narrower bottleneck generalises less.")
+    # the engine takes any width and latent width from 1; the page offers a range that trains in class time
+    width = c1.number_input("Width", 4, 128, cur.model.width, help=lab_state.spec_help("model.width", "Fewer is faster."))
+    latent = c2.number_input("Latent channels", lab_state.spec_range("model.latent_channels")[0], 256,
+                             cur.model.latent_channels,
+                             help=lab_state.spec_help("model.latent_channels", "A narrower bottleneck generalises less."))
 
 cfg = RunConfig(data=DataConfig(**data_kw),
                 model=ModelConfig(width=int(width), latent_channels=int(latent)),

@@ -2,14 +2,17 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app/ (for lab_state), when run alone
+# Streamlit puts only the main script's folder on sys.path: app/ when streamlit_app.py runs this page,
+# app/app_pages/ when the page is run alone (`streamlit run` on it, AppTest.from_file). So app/ is
+# added here for lab_state and results; lamp_core itself is the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import streamlit as st
 
 import lab_state
 import results
 from lamp_core import data as data_mod
-from lamp_core.config import DataConfig, LampError, option_spec
+from lamp_core.config import DataConfig, LampError
 from lamp_core.lesson import UPLOAD_IMAGE_SIZE, budget_epochs, default_steps, steps_per_epoch
 
 lab_state.setup("Your data")
@@ -40,9 +43,9 @@ c1, c2 = st.columns([3, 1])
 up = c1.file_uploader("Zip archive", type=["zip"], key="zip", max_upload_size=limit,
                       help=f"At most {limit} MB. Nothing trains until you press the "
                            "button below the report.")
-size_spec = option_spec("data.image_size")
-size = c2.number_input("Image size (px)", int(size_spec.min), int(size_spec.max), UPLOAD_IMAGE_SIZE, 4, key="up_size",
-                       help="Images are resized to size×size for training (and for this report).")
+size_lo, size_hi = lab_state.spec_range("data.image_size")
+size = c2.number_input("Image size (px)", size_lo, size_hi, UPLOAD_IMAGE_SIZE, 4, key="up_size",
+                       help=lab_state.spec_help("data.image_size", "For training, and for this report."))
 
 if up is not None:
     raw = up.getvalue()

@@ -6,15 +6,20 @@ files; `MNIST_SUBSET_DIR` is the offline MNIST subset shipped in assets/, see mn
 the memory budget of images.py). `content_hash` names an upload by its bytes, so its runs keep
 their identity after a restart.
 
-`load` remembers recent data sets, so the pages, the queue and training do not decode the same
-upload again. The memory is bounded twice for a server that a whole class shares: the cache
-holds at most one decode budget of tensors (least recently used first out), and image sets are
+`load` is the process's one data-set cache: the pages, the job queue, sweeps and training all
+load through it, so none decodes the same set twice and none keeps a cache of its own. Its
+memory is bounded twice for a server that a whole class shares: it remembers at most one decode
+budget of tensors (`decoded_budget_bytes()`, least recently used first out), and image sets are
 decoded one at a time in the process, so two uploads arriving together cannot double the peak.
+Besides, a set some caller still holds (a queued run's, a sweep's) is answered with that caller's
+tensors whatever its size, through weak references only: it costs no memory that the caller does
+not hold already, and a set larger than the budget is not decoded again while it is in use.
 """
 from __future__ import annotations
 
 import dataclasses
 import threading
+import weakref
 from collections import OrderedDict
 
 from ..config import DataConfig, validate_data
@@ -25,7 +30,7 @@ from .images import decoded_budget_bytes
 from .mnist import MNIST_SUBSET_DIR, load_mnist_dataset
 
 __all__ = ["ABNORMAL", "IMG_EXTENSIONS", "MNIST_SUBSET_DIR", "NORMAL", "ADDataset", "DataError", "content_hash",
-           "decoded_budget_bytes", "load"]
+           "clear_cache", "decoded_budget_bytes", "load", "peek"]
 
 _LOADERS = {
     "digits": load_digits_dataset,
@@ -36,7 +41,9 @@ _LOADERS = {
 }
 _DECODED_SOURCES = ("mvtec", "folder")   # image files decoded one by one (the memory-heavy ones)
 
-_cache: OrderedDict[DataConfig, ADDataset] = OrderedDict()
+_cache: OrderedDict[DataConfig, ADDataset] = OrderedDict()      # recent sets, one decode budget at most
+# every set a caller still holds: a handed-out record keeps its source alive (`_source`), nothing else does
+_in_use: "weakref.WeakValueDictionary[DataConfig, ADDataset]" = weakref.WeakValueDictionary()
 _cache_lock = threading.Lock()
 _decode_lock = threading.Lock()
 
@@ -56,9 +63,11 @@ def load(cfg: DataConfig, *, cached: bool = True) -> ADDataset:
             ds = _LOADERS[cfg.dataset](cfg)
     else:
         ds = _LOADERS[cfg.dataset](cfg)
-    if cached:
+    if not cached:
+        return _own_record(ds)
+    with _cache_lock:
         _remember(cfg, ds)
-    return _own_record(ds)
+        return _hand_out(cfg, ds)
 
 
 def _own_record(ds: ADDataset) -> ADDataset:
@@ -75,24 +84,47 @@ def _nbytes(ds: ADDataset) -> int:
 def _lookup(cfg: DataConfig) -> ADDataset | None:
     with _cache_lock:
         ds = _cache.get(cfg)
-        if ds is None:
-            return None
-        _cache.move_to_end(cfg)
-    return _own_record(ds)
+        if ds is not None:
+            _cache.move_to_end(cfg)
+        else:
+            ds = _in_use.get(cfg)
+            if ds is None:
+                return None
+        return _hand_out(cfg, ds)
+
+
+def _hand_out(cfg: DataConfig, ds: ADDataset) -> ADDataset:
+    """A caller's own record of the cached `ds`, which keeps `ds` findable while the caller holds
+    it (a weak index: `ds` is freed with the last record). Caller holds _cache_lock."""
+    out = _own_record(ds)
+    out._source = ds               # type: ignore[attr-defined]
+    _in_use[cfg] = ds
+    return out
+
+
+def peek(cfg: DataConfig) -> ADDataset | None:
+    """The data set of `cfg` where the cache or a caller holds it, else None: never loads, never
+    copies (for estimates that must not decode anything, such as the job queue's waiting times).
+    The record is the cache's own: read it, do not change it."""
+    with _cache_lock:
+        ds = _cache.get(cfg)
+        return _in_use.get(cfg) if ds is None else ds
 
 
 def _remember(cfg: DataConfig, ds: ADDataset) -> None:
+    """Keep `ds` among the recent sets, evicting the oldest beyond the budget. Caller holds _cache_lock."""
     limit = decoded_budget_bytes()
     if _nbytes(ds) > limit:
         return
-    with _cache_lock:
-        _cache[cfg] = ds
-        _cache.move_to_end(cfg)
-        while sum(_nbytes(d) for d in _cache.values()) > limit:
-            _cache.popitem(last=False)
+    _cache[cfg] = ds
+    _cache.move_to_end(cfg)
+    while sum(_nbytes(d) for d in _cache.values()) > limit:
+        _cache.popitem(last=False)
 
 
 def clear_cache() -> None:
-    """Forget every remembered data set (their memory is freed once no caller holds them)."""
+    """Forget every remembered data set (their memory is freed once no caller holds them); the
+    next `load` of any config decodes again."""
     with _cache_lock:
         _cache.clear()
+        _in_use.clear()

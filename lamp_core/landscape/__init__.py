@@ -20,7 +20,7 @@ from __future__ import annotations
 from .directions import direction_names, directions, point_params, random_direction
 from .fast import FastEvaluator, FastEvaluatorMismatch, UnsupportedModel
 from .grid import (PROGRESS_EVERY_S, PointPool, ProgressFn, StopFn, compute_surface, interpolate, make_evaluator,
-                   resolve_workers, usable_cpus)
+                   resolve_workers)
 from .loss import LoopEvaluator, batch_stat_model, evaluation_images, evaluation_model, raw_loss
 from .sharpness import compute_sharpness, hessian_operator, hutchinson_trace, radius_increase, top_eigenvalue
 from .surface import (BN_MODES, MAX_GRID_POINTS, METHODS, METRICS, Surface, empty_surface, grid_coordinates,
@@ -32,5 +32,5 @@ __all__ = [
     "batch_stat_model", "compute_sharpness", "compute_surface", "direction_names", "directions", "empty_surface",
     "evaluation_images", "evaluation_model", "grid_coordinates", "hessian_operator", "hutchinson_trace",
     "interpolate", "landscape_key", "make_evaluator", "point_params", "radius_increase", "random_direction",
-    "raw_loss", "refinement_order", "resolve_workers", "top_eigenvalue", "usable_cpus", "validate_landscape",
+    "raw_loss", "refinement_order", "resolve_workers", "top_eigenvalue", "validate_landscape",
 ]

@@ -8,8 +8,10 @@ computes the same values (to float rounding, ~1e-7): BatchNorm folded into the c
 tensor), a GEMM head for the 1-channel output conv, channels-last memory, cache-sized image
 chunks, inference mode. bench/landscape_speed.py measures it against the per-point loop.
 
-Two errors, two meanings: `UnsupportedModel` (not a layout this plan knows: use the loop) and
-`FastEvaluatorMismatch` (the plan gives other numbers than the module: a bug to report).
+Two errors, two meanings: `UnsupportedModel` (a model `lamp_core.models.forward_spec` does not
+describe, or a layer this plan cannot rewrite: use the loop) and `FastEvaluatorMismatch` (the plan
+gives other numbers than the module: a bug to report). The plan is built from the model's one
+forward description (`forward_spec`), the same the module and the stacked training walk.
 """
 from __future__ import annotations
 
@@ -20,14 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
-from ..models import ConvAutoencoder, PatchAutoencoder
+from ..models import Layer, UnsupportedModel, forward_spec, tile, untile
 from .loss import evaluation_model, raw_loss
 
 SUBPIXEL_MIN_SIZE = 4             # below this the sub-pixel form's fixed costs outweigh its savings
-
-
-class UnsupportedModel(TypeError):
-    """The model's layout is not one the fast evaluator's plan covers (the loop evaluates it)."""
 
 
 class FastEvaluatorMismatch(RuntimeError):
@@ -72,62 +70,33 @@ class FastEvaluator:
     def __init__(self, model: nn.Module, x: torch.Tensor, metric: str, train_cfg: TrainConfig,
                  bn_mode: str = "eval", *, fold_bn: bool = True, subpixel: bool = True,
                  small_head: bool = True, channels_last: bool = True, chunk: int | None = 128):
-        self.patches = 1
-        inner, prefix = model, ""
-        if isinstance(model, PatchAutoencoder):
-            inner, prefix, self.patches = model.inner, "inner.", model.patches
-        if not isinstance(inner, ConvAutoencoder):
-            raise UnsupportedModel(f"FastEvaluator supports ConvAutoencoder, not {type(inner).__name__}")
+        spec = forward_spec(model)          # UnsupportedModel for a model it does not describe
+        self.patches = spec.patches
         self.x, self.metric, self.train_cfg, self.bn_mode = x, metric, train_cfg, bn_mode
         self.fold_bn = fold_bn and bn_mode == "eval"
         self.subpixel, self.small_head, self.channels_last = subpixel, small_head, channels_last
         # eval mode: images are independent, so they may be processed in chunks (cache-friendly);
         # batch mode: the batch statistics need all images at once.
         self.chunk = chunk if (chunk and bn_mode == "eval") else None
-        self.steps = self._plan(inner, prefix)
+        self.steps = self._plan(spec.layers, spec.prefix)
         self.kernel_sizes = [st.kernel_size for st in self.steps]
         self.modes: list[str] | None = None
         self.buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
         self._folded_cache: dict[str, tuple] = {}
         self._check(model)
 
-    # -- plan: ConvAutoencoder = encoder blocks, decoder blocks, head (see models.py)
+    # -- plan: one step per layer of the model's forward description (models.forward_spec)
     @staticmethod
-    def _plan(inner: ConvAutoencoder, prefix: str) -> list[_Step]:
+    def _plan(layers: tuple[Layer, ...], prefix: str) -> list[_Step]:
         steps = []
-
-        def block(seq: nn.Sequential, name: str, has_up: bool) -> _Step:
-            mods = list(seq)
-            up = None
-            if has_up:
-                if not isinstance(mods[0], nn.Upsample) or mods[0].mode != "nearest" or mods[0].size is None:
-                    raise UnsupportedModel("unexpected decoder block")
-                s = mods[0].size
-                up = (s, s) if isinstance(s, int) else tuple(s)
-                mods = mods[1:]
-                name_off = 1
-            else:
-                name_off = 0
-            conv, bn, act = mods
-            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-                    and isinstance(act, nn.LeakyReLU)) or conv.groups != 1 or conv.dilation != (1, 1):
-                raise UnsupportedModel("unexpected block layout")
-            return _Step(conv=f"{name}.{name_off}", stride=conv.stride[0], padding=conv.padding[0],
-                         has_bias=conv.bias is not None, bn=f"{name}.{name_off + 1}", bn_eps=bn.eps,
-                         act="lrelu", slope=act.negative_slope, upsample=up,
-                         out_channels=conv.out_channels, kernel_size=conv.kernel_size[0])
-
-        for i, seq in enumerate(inner.encoder):
-            steps.append(block(seq, f"{prefix}encoder.{i}", False))
-        for i, seq in enumerate(inner.decoder):
-            steps.append(block(seq, f"{prefix}decoder.{i}", True))
-        conv, sig = list(inner.head)
-        if not isinstance(conv, nn.Conv2d) or not isinstance(sig, nn.Sigmoid):
-            raise UnsupportedModel("unexpected head layout")
-        steps.append(_Step(conv=f"{prefix}head.0", stride=conv.stride[0], padding=conv.padding[0],
-                           has_bias=conv.bias is not None, bn=None, bn_eps=0.0, act="sigmoid",
-                           slope=0.0, upsample=None, out_channels=conv.out_channels,
-                           kernel_size=conv.kernel_size[0]))
+        for layer in layers:
+            conv, bn = layer.conv, layer.bn
+            steps.append(_Step(conv=prefix + layer.conv_name, stride=conv.stride[0], padding=conv.padding[0],
+                               has_bias=conv.bias is not None, bn=None if bn is None else prefix + layer.bn_name,
+                               bn_eps=0.0 if bn is None else bn.eps, act="lrelu" if layer.leaky else "sigmoid",
+                               slope=layer.act.negative_slope if layer.leaky else 0.0,
+                               upsample=layer.upsample_size, out_channels=conv.out_channels,
+                               kernel_size=conv.kernel_size[0]))
         return steps
 
     def _check(self, model: nn.Module) -> None:
@@ -191,11 +160,7 @@ class FastEvaluator:
         return prepared
 
     def _forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        n, c, hgt, wid = x.shape
-        p = self.patches
-        if p > 1:
-            ph, pw = hgt // p, wid // p
-            x = x.reshape(n, c, p, ph, p, pw).permute(0, 2, 4, 1, 3, 5).reshape(n * p * p, c, ph, pw)
+        x = tile(x, self.patches)
         if self.modes is None:
             self.modes = self._modes(tuple(x.shape[-2:]))
         prepared = self._prepare(params)
@@ -229,9 +194,7 @@ class FastEvaluator:
                     h = torch.sigmoid_(h)
             outs.append(h)
         out = torch.cat(outs) if len(outs) > 1 else outs[0].contiguous()
-        if p > 1:
-            out = out.reshape(n, p, p, c, hgt // p, wid // p).permute(0, 3, 1, 4, 2, 5).reshape(n, c, hgt, wid)
-        return out
+        return untile(out, self.patches)
 
     @torch.inference_mode()
     def forward(self, params: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -6,22 +6,17 @@ Points are computed coarse-to-fine, so a first picture is ready after ~8% of the
 fast evaluator they may run on several threads at once (`PointPool`), which on small
 convolutions beats splitting each operation over torch's intra-op threads.
 
-Threads. Torch's intra-op thread count (`torch.set_num_threads`) is process-wide and belongs to
-whoever owns the process: nothing here changes it. The pool's own worker threads instead set the
-per-thread settings beneath it for themselves only (OpenMP's count, read by ATen's and oneDNN's
-parallel regions, and MKL's thread-local count), so each point runs single-threaded while the
-caller's threads, and threads started later, keep torch's setting. On a build where those
-libraries are not found, workers keep torch's count and the default number of parallel points
-is the usable cores divided by it: never more threads than cores, only slower.
+Threads. Nothing here calls `torch.set_num_threads`: torch's count belongs to whoever owns the
+process. The pool's own threads run single-threaded through `lamp_core.threads.single_threaded_worker`
+(OpenMP's and MKL's counts of that thread only; that module says what torch does with thread
+counts), while the caller's threads, and threads started later, keep torch's setting. On a build
+where those libraries are not found, the pool's threads keep torch's count and the default number
+of parallel points is the usable cores divided by it: never more threads than cores, only slower.
 """
 from __future__ import annotations
 
-import ctypes
-import functools
 import logging
-import os
 import time
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -31,6 +26,7 @@ from torch import nn
 
 from ..config import ConfigError, LandscapeConfig, TrainConfig
 from ..data import ADDataset
+from ..threads import per_thread_setters, single_threaded_worker, usable_cores
 from .directions import directions, point_params
 from .fast import FastEvaluator, UnsupportedModel
 from .loss import LoopEvaluator, evaluation_images, evaluation_model, raw_loss
@@ -60,44 +56,6 @@ def make_evaluator(model: nn.Module, x: torch.Tensor, metric: str, train_cfg: Tr
     return LoopEvaluator(model, x, metric, train_cfg, bn_mode)
 
 
-def usable_cpus() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:                 # macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
-@functools.lru_cache(maxsize=None)
-def _per_thread_setters() -> tuple:
-    """C functions that set the calling thread's OpenMP and MKL thread counts, where found."""
-    found = []
-    lib = Path(torch.__file__).parent / "lib"
-    for pattern, symbol in (("libgomp*.so*", "omp_set_num_threads"), ("libiomp5*.so*", "omp_set_num_threads"),
-                            ("libtorch_cpu.so", "MKL_Set_Num_Threads_Local")):
-        for path in sorted(lib.glob(pattern)):
-            try:
-                fn = getattr(ctypes.CDLL(str(path)), symbol)
-            except (OSError, AttributeError):
-                continue
-            fn.argtypes, fn.restype = [ctypes.c_int], (ctypes.c_int if "MKL" in symbol else None)
-            found.append(fn)
-            break
-    # without OpenMP's setter, ATen would still split each operation: report no control at all
-    return tuple(found) if any(f.__name__ == "omp_set_num_threads" for f in found) else ()
-
-
-def single_threaded_worker() -> None:
-    """Make the calling (pool worker) thread run torch operations on one thread, leaving the
-    process-wide setting and every other thread alone. A no-op where the setters are not found."""
-    setters = _per_thread_setters()
-    if not setters:
-        return
-    torch.get_num_threads()      # torch's lazy per-thread initialisation first: it would undo ours
-    for set_threads in setters:
-        set_threads(1)
-
-
 def resolve_workers(cfg: LandscapeConfig, ev) -> int:
     """Grid points evaluated at once: `cfg.workers`, or (0) one per usable core when workers can
     run single-threaded (see the module docstring), else usable cores / torch's thread count.
@@ -109,9 +67,9 @@ def resolve_workers(cfg: LandscapeConfig, ev) -> int:
         return 1
     if cfg.workers:
         return cfg.workers
-    if _per_thread_setters():
-        return usable_cpus()
-    return max(1, usable_cpus() // max(torch.get_num_threads(), 1))
+    if per_thread_setters():
+        return usable_cores()
+    return max(1, usable_cores() // max(torch.get_num_threads(), 1))
 
 
 class PointPool:

@@ -1,0 +1,135 @@
+"""One authority per idea: each of these is written once, and these checks fail if a second copy
+comes back (read from the source where that is the cheap check, else from behaviour).
+
+    the LAMP element                  lamp_core.losses.lamp_map
+    the model's forward description   lamp_core.models.forward_spec (and tile / untile)
+    usable cores, the thread policy   lamp_core.threads
+    the config sections               lamp_core.config.RUN_SECTIONS / SECTIONS
+    the default image size            lamp_core.config.DEFAULT_IMAGE_SIZE
+    the data-set cache                lamp_core.data.load
+    a configuration's label           lamp_core.sweep.describe
+    the repository on sys.path        nowhere: lamp_core is the installed package
+"""
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+from lamp_core.config import LampError
+
+PKG = REPO / "lamp_core"
+
+
+def sources(root: Path = PKG) -> dict[str, str]:
+    return {str(p.relative_to(REPO)): p.read_text(encoding="utf-8") for p in sorted(root.rglob("*.py"))}
+
+
+def where(pattern: str, root: Path = PKG) -> list[str]:
+    return [name for name, text in sources(root).items() if re.search(pattern, text)]
+
+
+def test_the_lamp_element_is_written_once():
+    assert where(r"log1p\(") == ["lamp_core/losses.py"]
+    assert sources()["lamp_core/losses.py"].count("log1p(") == 1
+
+
+def test_the_forward_pass_is_described_once():
+    from lamp_core.landscape import UnsupportedModel as FromLandscape
+    from lamp_core.models import ConvAutoencoder, PatchAutoencoder, UnsupportedModel, forward_spec
+    # nothing but models.py walks the module's blocks or tiles patches
+    assert where(r"\.(encoder|decoder|head)\b(?!\.py)") == ["lamp_core/models.py"]
+    assert where(r"permute\(0, 2, 4, 1, 3, 5\)|permute\(0, 3, 1, 4, 2, 5\)") == ["lamp_core/models.py"]
+    assert where(r"isinstance\([^)]*(ConvAutoencoder|PatchAutoencoder)") == ["lamp_core/models.py"]
+    # the one guard: an unknown model is a one-line LampError, the one the fast evaluator raises
+    assert FromLandscape is UnsupportedModel and issubclass(UnsupportedModel, LampError)
+    with pytest.raises(UnsupportedModel) as err:
+        forward_spec(torch.nn.Conv2d(1, 1, 3))
+    assert "\n" not in str(err.value)
+    # the module's forward is the description's
+    inner = ConvAutoencoder(1, 16, depth=2, width=4, latent_channels=4).eval()
+    model = PatchAutoencoder(inner, 2)
+    spec = forward_spec(model)
+    assert spec.prefix == "inner." and spec.patches == 2 and spec.layers is inner.layers
+    names = {n for n, _ in model.named_parameters()}
+    assert all(spec.prefix + layer.conv_name + ".weight" in names for layer in spec.layers)
+
+
+def test_usable_cores_and_the_thread_policy_live_in_threads():
+    assert where(r"sched_getaffinity|ctypes|omp_set_num_threads") == ["lamp_core/threads.py"]
+    defined = [name for name, text in sources().items()
+               if re.search(r"^def (usable_cores|usable_cpus|single_threaded_caller|single_threaded_worker)\(", text, re.M)]
+    assert defined == ["lamp_core/threads.py"]
+
+
+def _dict_literals(text: str):
+    return [n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Dict)]
+
+
+def test_the_config_sections_are_declared_once():
+    from lamp_core import config, sweep
+    for name, text in {**sources(), **sources(REPO / "app")}.items():
+        if name == "lamp_core/config.py":
+            continue
+        for d in _dict_literals(text):
+            values = {getattr(v, "id", None) for v in d.values}
+            assert not values & {"DataConfig", "ModelConfig", "TrainConfig", "LandscapeConfig"}, name
+    assert sweep.RUN_SECTIONS is config.RUN_SECTIONS
+    assert config.SECTIONS == {**config.RUN_SECTIONS, "landscape": config.LandscapeConfig}
+
+
+def test_the_default_image_size_is_declared_once():
+    from lamp_core import lesson
+    from lamp_core.config import DEFAULT_IMAGE_SIZE, DATASETS, option_spec
+    for name, text in {**sources(), **sources(REPO / "app")}.items():
+        if name == "lamp_core/config.py":
+            continue
+        for d in _dict_literals(text):
+            keys = {getattr(k, "value", None) for k in d.keys}
+            assert not ({"digits", "mvtec"} <= keys and all(isinstance(getattr(v, "value", None), int) for v in d.values)), name
+    assert set(DEFAULT_IMAGE_SIZE) == set(DATASETS) and lesson.IMAGE_SIZE is DEFAULT_IMAGE_SIZE
+    assert lesson.UPLOAD_IMAGE_SIZE == DEFAULT_IMAGE_SIZE["folder"]       # the upload page's size is the folder default
+    assert option_spec("data.image_size").default == DEFAULT_IMAGE_SIZE["digits"]
+
+
+def test_one_data_set_cache():
+    from lamp_core.config import DataConfig, RunConfig
+    from lamp_core.sweep import _load_all
+    # no module but the data package keeps data sets by their config
+    assert where(r"(dict|OrderedDict)\[DataConfig") == ["lamp_core/data/__init__.py"]
+    assert "_data" not in re.findall(r"self\.(_data)\b", sources()["lamp_core/jobs.py"])
+    cfg = RunConfig(data=DataConfig(normal_class=6, image_size=16))
+    a, b = _load_all([cfg, cfg.with_train(seed=1)])
+    assert a.train is b.train                                             # one decode, shared
+
+
+def test_a_configurations_label_is_written_once():
+    sys.path.insert(0, str(REPO / "app"))
+    import lab_state
+    from lamp_core.lesson import DEFAULT_CONFIG
+    from lamp_core.sweep import describe
+    for cfg in (DEFAULT_CONFIG, DEFAULT_CONFIG.with_train(lamp=True, seed=2).with_model(width=8)):
+        assert lab_state.describe(cfg) == describe(cfg, comparison=True)
+    assert lab_state.describe(DEFAULT_CONFIG).startswith("MNIST subset, normal 8 · 28 px · L2 · adam")
+
+
+# scripts that other work in progress converts; drop a name here when its script loses the insert
+NOT_YET = {"batch_size_study.py", "reproduce_table1.py", "reproduce_table2.py", "class_board.py", "upload_budget.py"}
+
+
+def test_no_script_puts_the_repository_on_sys_path():
+    """lamp_core is installed (editable, by `make test` / `make app`): a script needs sys.path only
+    for its own siblings (bench/app_server.py, app/lab_state.py)."""
+    root_insert = re.compile(r"sys\.path\.insert\(0, str\((ROOT|REPO|Path\(__file__\)\.resolve\(\)\.parent\.parent)\)\)")
+    bad = [p.name for p in sorted((REPO / "bench").glob("*.py"))
+           if p.name not in NOT_YET and root_insert.search(p.read_text(encoding="utf-8"))]
+    assert not bad, f"these put the repository root on sys.path: {bad}"
+    for page in sorted((REPO / "app" / "app_pages").glob("*.py")):
+        text = page.read_text(encoding="utf-8")
+        if "sys.path.insert" in text and page.name != "class_results.py":
+            assert "only the main script's folder on sys.path" in text, page.name

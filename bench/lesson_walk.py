@@ -54,9 +54,9 @@ def walk() -> dict:
             expect(page.locator(".js-plotly-plot").filter(has_text="ROC curves")).to_be_visible(timeout=LONG)
             got["metric_text"] = {n: page.get_by_test_id("stMetric").filter(has_text=f"{n} AUROC").inner_text()
                                   .splitlines()[-1] for n in ("base", "LAMP")}
-            got["indicator"] = page.get_by_text("Still learning.", exact=False).first.inner_text() \
-                if page.get_by_text("Still learning.", exact=False).count() else \
-                page.get_by_text("Trained.", exact=False).first.inner_text()
+            got["indicator"] = page.get_by_text("Still learning:", exact=False).first.inner_text() \
+                if page.get_by_text("Still learning:", exact=False).count() else \
+                page.get_by_text("Trained:", exact=False).first.inner_text()
             rows = _download_csv(page, "lamp_comparison")
             got["default_comparison"] = {n: {int(r["seed"]): float(r["auroc"]) for r in rows if r["loss"] == n}
                                          for n in ("base", "LAMP")}
@@ -107,7 +107,7 @@ def compare(got: dict, exp: dict) -> list[dict]:
         shown = got["metric_text"][name]            # "0.818 ± 0.005 (n=3)": the page adds the seed count
         add(f"default comparison, {name} AUROC mean ± std (metric on the page)", f"{m:.3f} ± {sd:.3f}", shown,
             shown.split(" (")[0] == f"{m:.3f} ± {sd:.3f}" and f"(n={len(e['seeds'])})" in shown)
-    add("default comparison, training indicator", e["overall_status"], got["indicator"].split(".")[0],
+    add("default comparison, training indicator", e["overall_status"], got["indicator"].split(":")[0].split(".")[0],
         got["indicator"].lower().startswith(e["overall_status"]))
     modes = {"same epochs": "same_epochs", "same number of steps": "same_steps"}
     for label, mode in modes.items():

@@ -297,7 +297,7 @@ if cmp:
             # paired interval allow, beside the lab's converged result (lamp_core.convergence)
             status = results.training_summary(recs)
             show = st.warning if status.learning else st.success if status.state == "trained" else st.info
-            show(f"**{status.state.capitalize()}.** {status.sentence()}",
+            show(status.sentence(),
                  icon=":material/hourglass_top:" if status.learning else ":material/check_circle:"
                  if status.state == "trained" else ":material/help:")
             for line in results.verdict_lines(recs, status):

@@ -57,15 +57,14 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from lamp_core import report as rep  # noqa: E402
-from lamp_core.config import ConfigError, DataConfig, RunConfig, TrainConfig, run_key  # noqa: E402
-from lamp_core.files import atomic_write  # noqa: E402
-from lamp_core.stats import fmt_ms, mean_std, paired  # noqa: E402
-from lamp_core.sweep import (DATA_SEED_FROM_RUN, SweepProgress, SweepSpec, expand, parse_int_list,  # noqa: E402
+from lamp_core import report as rep
+from lamp_core.config import ConfigError, DataConfig, RunConfig, TrainConfig, run_key
+from lamp_core.files import atomic_write
+from lamp_core.stats import fmt_ms, mean_std, paired
+from lamp_core.sweep import (DATA_SEED_FROM_RUN, SweepProgress, SweepSpec, expand, parse_int_list,
                              run_sweep)
+
+ROOT = Path(__file__).resolve().parent.parent    # for paths only: lamp_core is the installed package
 
 DATA_ROOT = "../shared/data/mnist"
 MAX_TEST = 2000

@@ -27,8 +27,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parent.parent    # for paths only: lamp_core is the installed package
 OUT = REPO / "bench" / "results" / "class_board.md"
 
 

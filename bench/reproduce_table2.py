@@ -27,8 +27,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "bench"))   # its sibling sweep_bench, also when imported from tests
 
 from lamp_core import report as rep  # noqa: E402
 from lamp_core.sweep import SweepSpec, expand  # noqa: E402

@@ -27,16 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from lamp_core import lesson
+from lamp_core.config import DataConfig, RunConfig
+from lamp_core.convergence import summarize, training_status
+from lamp_core.files import atomic_write
+from lamp_core.stats import fmt_ms, mean_std, paired
+from lamp_core.store import RunStore
+from lamp_core.sweep import run_sweep
 
-from lamp_core import lesson  # noqa: E402
-from lamp_core.config import DataConfig, RunConfig  # noqa: E402
-from lamp_core.convergence import summarize, training_status  # noqa: E402
-from lamp_core.files import atomic_write  # noqa: E402
-from lamp_core.stats import fmt_ms, mean_std, paired  # noqa: E402
-from lamp_core.store import RunStore  # noqa: E402
-from lamp_core.sweep import run_sweep  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent    # for paths only: lamp_core is the installed package
 
 OUT = ROOT / "bench" / "results" / "upload_budget"
 

@@ -495,11 +495,12 @@ class JobQueue:
     def _stack_candidates(self, job: Job, session: str, device: str) -> list[Job]:
         # caller holds self._lock: runs that may join `job`'s slice, best first - this session's,
         # then runs already under way (they hold memory), then the others in turn order
-        m, t, d = job.cfg.model, job.cfg.train, job.cfg.data
+        # from the configs only (nothing may load under the lock); _run_slice checks stack_key
+        from .stack import stack_signature
+        sig = stack_signature(job.cfg)
         turn = {s: i for i, s in enumerate(self._turn_order())}
         out = [j for j in self._live if j is not job and j.kind == "run" and self._runnable(j, device)
-               and j.cfg.model == m and j.cfg.data.image_size == d.image_size
-               and j.cfg.train.batch_size == t.batch_size and j.cfg.train.device == t.device]
+               and stack_signature(j.cfg) == sig]
 
         def rank(j: Job):
             owners = self._owners(j)
@@ -622,7 +623,7 @@ class JobQueue:
             self._after_slice(j, device)
 
     def _after_slice(self, job: Job, device: str) -> None:
-        from .runner import RunRecord
+        from .runner import RunRecord, finish_run
         slot = job.slot
         if job.stop_flag.is_set() or slot.stopped:
             slot.stop()
@@ -640,7 +641,8 @@ class JobQueue:
         result = slot.result()
         try:
             with _on_device(device):
-                record = self._evaluate_and_store(result, slot.data)
+                # evaluated and filed as every trained run is (a stopped one was handled above)
+                record = finish_run(result, slot.data, self.store)
         except Exception as exc:  # noqa: BLE001
             self._fail([job], exc)
             return
@@ -649,16 +651,6 @@ class JobQueue:
             job.in_slice = False
             job._finish(DONE, result=record, message="done")
             self._retire(job)
-
-    def _evaluate_and_store(self, result, dataset):
-        """Evaluate a finished run and file it in the store (what `runner.run_config` does)."""
-        from .evaluate import evaluate
-        from .runner import RunRecord
-        if result.stopped or result.steps == 0 and result.config.train.epochs > 0:
-            return RunRecord(result, None, cached=False)
-        evaluation = evaluate(result.model(), dataset)
-        self.store.put(result, evaluation)
-        return RunRecord(result, evaluation, cached=False)
 
     def _mirror(self, run: Job) -> None:
         # a surface waiting for this run shows its training progress (first half of its bar)
@@ -748,10 +740,8 @@ class JobQueue:
         if job.slot is not None:
             steps = max(job.slot.steps_total - job.slot.steps, 0)
         else:
-            from . import data as data_mod
-            ds = data_mod.peek(job.cfg.data)          # never loads: this runs under the queue's lock
-            n = len(ds.train) if ds is not None else (job.cfg.data.max_train or 500)
-            steps = job.cfg.train.epochs * -(-n // max(min(job.cfg.train.batch_size, n), 1))
+            from .run_types import planned_steps
+            steps = planned_steps(job.cfg)            # never loads: this runs under the queue's lock
         return max(steps * self._step_s, 0.05)
 
     def _estimate(self) -> None:

@@ -1,6 +1,8 @@
 """What one training run is made of, below both the loop that trains it (`lamp_core.stack`) and
 its one-run entry point (`lamp_core.train`): the device, the optimizer, the seeded initial
-weights, the callbacks' types and the `TrainResult` a run ends as.
+weights, the callbacks' types, the `TrainResult` a run ends as, and how many optimizer steps a
+run takes (`steps_per_epoch`, `planned_steps`: the loop, the job queue's waiting times and the
+Ray planner all count them here).
 
 Here, not in `train`, because `stack` builds on these and `train` calls `stack`: with them below
 both, neither module imports the other's caller. `lamp_core.train` re-exports every name, so
@@ -14,12 +16,40 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from . import data as data_mod
 from .config import ConfigError, RunConfig
 from .models import build_model
 
 ProgressFn = Callable[[dict[str, Any]], None]
 StopFn = Callable[[], bool]
 PROGRESS_INTERVAL_S = 0.25
+
+
+# Training images assumed for a run whose data set is neither loaded (so its size is unknown
+# without decoding it) nor capped: the app's default cap (lamp_core.lesson.DEFAULT_CONFIG's
+# max_train, checked by tests/test_one_home.py), so a waiting run of unknown size is estimated as
+# a run of the default's size. It only ranks and estimates (queue ETAs, the order of Ray tasks);
+# no run trains on it.
+UNKNOWN_TRAIN_IMAGES = 500
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimizer steps per epoch as `lamp_core.stack.RunSlot` takes them: the batch is capped at
+    the training set, and the last batch of an epoch may be smaller; no images, no steps."""
+    if n_train <= 0:
+        return 0
+    return -(-n_train // min(batch_size, n_train))
+
+
+def planned_steps(cfg: RunConfig, n_train: int | None = None) -> int:
+    """Optimizer steps a run of `cfg` takes on `n_train` training images. Unknown (None): the
+    data set's own size where the data module holds it (`data.peek`, which never loads, so this is
+    safe under a lock), else the cap `max_train` (an upper bound: a smaller set has fewer), else
+    UNKNOWN_TRAIN_IMAGES."""
+    if n_train is None:
+        ds = data_mod.peek(cfg.data)
+        n_train = len(ds.train) if ds is not None else (cfg.data.max_train or UNKNOWN_TRAIN_IMAGES)
+    return steps_per_epoch(n_train, cfg.train.batch_size) * cfg.train.epochs
 
 
 def resolve_device(name: str) -> torch.device:

@@ -37,10 +37,10 @@ def run_config(cfg: RunConfig, *, store: RunStore | None = None, on_progress: Pr
 
 
 def finish_run(result: TrainResult, dataset: ADDataset, store: RunStore | None = None) -> RunRecord:
-    """Evaluate a trained run and file it in `store`, whether it trained alone or in a stack by a
-    sweep. (The app's job queue still evaluates its runs with a copy of this,
-    `JobQueue._evaluate_and_store`, left for the rebuild of jobs.py.) A stopped run, or one that
-    never took a step, is returned unevaluated and not stored (it is redone next time)."""
+    """Evaluate a trained run and file it in `store`: every run that trains ends here, alone
+    (`run_config`), in a sweep's stack (`sweep.train_and_finish`) or in the app's job queue
+    (`jobs.JobQueue`). A stopped run, or one that never took a step, is returned unevaluated and
+    not stored (it is redone next time)."""
     if result.stopped or result.steps == 0 and result.config.train.epochs > 0:
         return RunRecord(result, None, cached=False)
     evaluation = evaluate(result.model(), dataset)

@@ -71,7 +71,8 @@ from .data import ADDataset
 from .evaluate import anomaly_scores, image_auroc
 from .losses import base_map, lamp_map, training_loss
 from .models import forward_spec, tile, untile
-from .run_types import PROGRESS_INTERVAL_S, TrainResult, initial_model, make_optimizer, resolve_device
+from .run_types import (PROGRESS_INTERVAL_S, TrainResult, initial_model, make_optimizer, planned_steps,
+                        resolve_device, steps_per_epoch)
 
 CHANNELS_LAST = torch.channels_last     # activations
 PARAM_FORMAT = torch.channels_last      # weights (oneDNN reads them without a re-layout)
@@ -114,8 +115,8 @@ class RunSlot:
         self.x_all = data.train.to(self.device, dtype)       # (n, C, H, W) on the device
         self.n = self.x_all.shape[0]
         self.batch_size = min(t.batch_size, self.n) if self.n else t.batch_size
-        self.steps_per_epoch = -(-self.n // self.batch_size) if self.n else 0
-        self.steps_total = self.steps_per_epoch * t.epochs
+        self.steps_per_epoch = steps_per_epoch(self.n, t.batch_size)   # the one count (run_types)
+        self.steps_total = planned_steps(cfg, self.n)
         self.gen = torch.Generator().manual_seed(t.seed)     # data order; CPU generator everywhere
         self.order: torch.Tensor | None = None               # this epoch's permutation
         self.history: dict[str, list[float]] = {"loss": []}
@@ -224,13 +225,32 @@ class RunSlot:
 
 
 def stack_key(cfg: RunConfig, data: ADDataset) -> tuple:
-    """Equal keys <=> the runs may share a stack (same network shape, same batch shape per step)."""
+    """Equal keys <=> the runs may share a stack (same network shape, same batch shape per step).
+    The authority on loaded data; `stack_signature` is the shortlist a config alone gives."""
     m = cfg.model
     n = int(data.train.shape[0])
     bs = min(cfg.train.batch_size, n) if n else cfg.train.batch_size
     device = str(resolve_device(cfg.train.device))
     return (resolved_depth(m, data.image_size), m.width, m.kernel_size, m.latent_channels, m.patches,
             int(data.channels), int(data.image_size), bs, n, device)
+
+
+def stack_signature(cfg: RunConfig, *, data_size: bool = False) -> tuple:
+    """What a config alone says about which runs may share a stack, for planners that have not
+    loaded the data: the job queue (it picks stack-mates under its lock, where nothing may load)
+    and the Ray driver (its tasks load the data). Runs are put together only where their
+    signatures are equal: the same network (model config, image size), the batch size asked for
+    and the device named. `stack_key` on the loaded data decides after that (it adds the
+    training set's size and channels), so equal signatures are a shortlist, not a promise.
+
+    data_size=True adds the data fields that set the training set's size and channels (not the
+    normal class: capped classes are equally large), so that equal signatures predict equal
+    stack keys for a planner that never sees the data (the Ray driver)."""
+    key = (cfg.model, cfg.data.image_size, cfg.train.batch_size, cfg.train.device)
+    if not data_size:
+        return key
+    d = cfg.data
+    return key + (d.dataset, d.data_root, d.category, d.channels, d.max_train, d.val_fraction)
 
 
 # ----------------------------------------------------------------------------- the stacked network

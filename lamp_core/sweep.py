@@ -440,16 +440,13 @@ def ray_batches(todo: Sequence[RunConfig], stack: bool, threads: int | None = 1)
     """What each Ray task trains: runs that may share a stack (judged from the configs; the task
     plans its stacks again on the loaded data), at most a default stack's size; one run each
     without stacking or where stacking was measured not to pay."""
-    from .stack import DEFAULT_MAX_STACK, balanced_split, cpu_stack_cap
+    from .stack import DEFAULT_MAX_STACK, balanced_split, cpu_stack_cap, stack_signature
     if not stack:
         return [[c] for c in todo]
     groups: dict[tuple, list[RunConfig]] = {}
     for c in todo:
-        d = c.data
-        # fields that set the network and the per-step batch shape; the rest may differ in a stack
-        key = (c.model, d.dataset, d.data_root, d.category, d.image_size, d.channels, d.max_train,
-               d.val_fraction, c.train.batch_size, c.train.device)
-        groups.setdefault(key, []).append(c)
+        # the driver loads no data: the signature that predicts the stack key from the config
+        groups.setdefault(stack_signature(c, data_size=True), []).append(c)
     batches: list[list[RunConfig]] = []
     for group in groups.values():
         c = group[0]
@@ -459,14 +456,9 @@ def ray_batches(todo: Sequence[RunConfig], stack: bool, threads: int | None = 1)
         batches.extend(balanced_split(group, size))
     # longest first: the tasks that take longest start first, and the short ones fill the other
     # workers' gaps at the end (a stack of small-batch runs takes minutes, a large batch seconds)
-    return sorted(batches, key=lambda b: -len(b) * _optimizer_steps(b[0]))
-
-
-def _optimizer_steps(cfg: RunConfig) -> int:
-    """A run's optimizer steps, from its config (the cap on training images where set; a
-    small-batch step costs about as much as a large-batch one on a CPU, so steps rank tasks)."""
-    n = cfg.data.max_train or 1000
-    return cfg.train.epochs * -(-n // min(cfg.train.batch_size, n))
+    # (a small-batch step costs about as much as a large-batch one on a CPU, so steps rank tasks)
+    from .run_types import planned_steps
+    return sorted(batches, key=lambda b: -len(b) * planned_steps(b[0]))
 
 
 def wants_gpu(cfg: RunConfig, cluster_gpus: float) -> bool:

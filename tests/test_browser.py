@@ -196,7 +196,8 @@ def test_a_fresh_session_sees_the_default_comparison_on_batch_size(app_url):
             for name in ("base", "LAMP"):
                 expect(b.get_by_text(f"✓ {name} @ 32: 3 of 3 seeds, from the run store")).to_be_visible(timeout=60_000)
             # the points at 32 are drawn with their n, beside the labelled references
-            plot = b.locator(".js-plotly-plot").filter(has_text="AUROC against batch size")
+            # .last: while the fragment reruns, the previous drawing can stay attached beside the new one
+            plot = b.locator(".js-plotly-plot").filter(has_text="AUROC against batch size").last
             expect(plot).to_be_visible(timeout=60_000)
             expect(plot.get_by_text("n=3").first).to_be_attached()
             expect(plot.get_by_text("paper: L2-LAMP")).to_be_attached()
@@ -240,9 +241,10 @@ def test_class_experiment_hands_two_sessions_different_cells_and_the_board_count
                 expect(page.get_by_text("Your cell is done", exact=False)).to_be_visible(timeout=90_000)
             for page in pages:
                 # the board polls: both cells done and counted, on both sessions' pages
-                expect(page.get_by_test_id("stMetricValue").filter(has_text="2 of 2")).to_be_visible(timeout=30_000)
-                expect(page.get_by_test_id("stMetricValue").filter(has_text="4")).to_be_visible(timeout=30_000)
-            plot = pages[0].locator(".js-plotly-plot").filter(has_text="LAMP − L2 AUROC against batch size")
+                expect(page.get_by_test_id("stMetricValue").filter(has_text="2 of 2").first).to_be_visible(timeout=30_000)
+                expect(page.get_by_test_id("stMetricValue").filter(has_text="4").first).to_be_visible(timeout=30_000)
+            # .last: while the board's fragment reruns, the previous drawing can stay attached beside the new one
+            plot = pages[0].locator(".js-plotly-plot").filter(has_text="LAMP − L2 AUROC against batch size").last
             expect(plot).to_be_visible(timeout=30_000)
             expect(plot.get_by_text("n=2").first).to_be_attached()
             pages[0].screenshot(path=str(SCREENSHOT_DIR / "browser_class_results.png"), full_page=True)

@@ -8,6 +8,10 @@ comes back (read from the source where that is the cheap check, else from behavi
     the default image size            lamp_core.config.DEFAULT_IMAGE_SIZE
     the data-set cache                lamp_core.data.load
     a configuration's label           lamp_core.sweep.describe
+    finishing a run (evaluate, store)  lamp_core.runner.finish_run
+    which runs may share a stack      lamp_core.stack.stack_key (loaded data), stack_signature (config)
+    a run's optimizer steps           lamp_core.run_types.steps_per_epoch / planned_steps
+                                      (lamp_core.lesson.steps_per_epoch still its own: checked equal)
     the repository on sys.path        nowhere: lamp_core is the installed package
 """
 from __future__ import annotations
@@ -118,8 +122,99 @@ def test_a_configurations_label_is_written_once():
     assert lab_state.describe(DEFAULT_CONFIG).startswith("MNIST subset, normal 8 · 28 px · L2 · adam")
 
 
+def _calls(text: str) -> set[str]:
+    """Names called in `text` (f(...) and x.f(...) both give f)."""
+    return {getattr(n.func, "id", None) or getattr(n.func, "attr", None)
+            for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Call)}
+
+
+def _defs(text: str) -> set[str]:
+    return {n.name for n in ast.walk(ast.parse(text)) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def test_finishing_a_run_is_written_once():
+    # a trained run is evaluated and stored by runner.finish_run alone: the queue calls it
+    jobs = sources()["lamp_core/jobs.py"]
+    assert "finish_run" in _calls(jobs)
+    assert not _calls(jobs) & {"evaluate", "put"}, "jobs.py evaluates or stores a run itself"
+    assert not [n for n in _defs(jobs) if "evaluat" in n]
+    assert where(r"\bevaluate\(result\.model\(") == ["lamp_core/runner.py"]
+
+
+def test_which_runs_may_share_a_stack_is_decided_in_stack():
+    from lamp_core.lesson import DEFAULT_CONFIG
+    from lamp_core.stack import stack_signature
+    assert [n for n, t in sources().items() if {"stack_key", "stack_signature"} & _defs(t)] == ["lamp_core/stack.py"]
+    for name in ("lamp_core/jobs.py", "lamp_core/sweep.py"):
+        tree = ast.parse(sources()[name])
+        assert "stack_signature" in _calls(sources()[name]), name
+        # no config-to-config comparison of the fields stack_signature covers, no key tuple of them
+        fields = {"model", "image_size", "batch_size", "device"}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                assert not all(isinstance(x, ast.Attribute) and x.attr in fields for x in sides), (name, ast.unparse(node))
+            if isinstance(node, ast.Tuple):
+                attrs = {e.attr for e in node.elts if isinstance(e, ast.Attribute)}
+                assert len(attrs & fields) < 2, (name, ast.unparse(node))
+    # the Ray driver's signature refines the queue's (same network and batch, and data of one size)
+    a, b = DEFAULT_CONFIG, DEFAULT_CONFIG.with_train(seed=3, lamp=True)
+    assert stack_signature(a) == stack_signature(b) and stack_signature(a, data_size=True) == stack_signature(b, data_size=True)
+    assert stack_signature(a) != stack_signature(a.with_train(batch_size=7))
+    c = a.with_data(max_train=100)
+    assert stack_signature(a) == stack_signature(c) and stack_signature(a, data_size=True) != stack_signature(c, data_size=True)
+
+
+def test_a_runs_steps_are_counted_once():
+    from lamp_core import lesson
+    from lamp_core.data import peek
+    from lamp_core.run_types import UNKNOWN_TRAIN_IMAGES, planned_steps, steps_per_epoch
+    # no module counts steps by hand (ceil division of images by a batch) or guesses a set's size
+    counting = where(r"-\(-\w+\s*//\s*(max\(|min\(|self\.batch|\w*batch)")
+    assert "lamp_core/run_types.py" in counting and set(counting) <= {"lamp_core/run_types.py", "lamp_core/lesson.py"}
+    assert not where(r"max_train\s+or\s+\d")
+    assert [n for n, t in sources().items() if re.search(r"^def planned_steps\(", t, re.M)] == ["lamp_core/run_types.py"]
+    # lesson (off limits to that change) keeps its own steps_per_epoch: it must agree everywhere
+    for n in (0, 1, 2, 7, 100, 500, 501, 5923):
+        for bs in (1, 2, 3, 64, 128, 500, 1024):
+            assert lesson.steps_per_epoch(n, bs) == steps_per_epoch(n, bs), (n, bs)
+    cfg = lesson.DEFAULT_CONFIG
+    assert planned_steps(cfg, 123) == lesson.total_steps(cfg, 123)
+    # one documented fallback: the app's default cap, used only where the set is neither loaded nor capped
+    assert UNKNOWN_TRAIN_IMAGES == cfg.data.max_train
+    unloaded = cfg.with_data(max_train=None, normal_class=3, image_size=20)
+    assert peek(unloaded.data) is None
+    assert planned_steps(unloaded) == steps_per_epoch(UNKNOWN_TRAIN_IMAGES, cfg.train.batch_size) * cfg.train.epochs
+    assert planned_steps(unloaded.with_data(max_train=40)) == steps_per_epoch(40, cfg.train.batch_size) * cfg.train.epochs
+
+
+def test_the_queue_finishes_its_runs_through_finish_run(tmp_path, monkeypatch):
+    """Behaviour, not just source: the queue's finished run is runner.finish_run's record."""
+    from lamp_core import runner
+    from lamp_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from lamp_core.jobs import DONE, JobQueue
+    from lamp_core.store import RunStore
+    seen = []
+    real = runner.finish_run
+
+    def spy(result, dataset, store=None):
+        rec = real(result, dataset, store)
+        seen.append((result.config.key(), store))
+        return rec
+    monkeypatch.setattr(runner, "finish_run", spy)
+    cfg = RunConfig(data=DataConfig(normal_class=1, image_size=16, max_train=8, max_test=20),
+                    model=ModelConfig(width=4, latent_channels=4), train=TrainConfig(epochs=1, batch_size=4))
+    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"])
+    try:
+        view = q.wait(q.submit_run(cfg).id, 120)
+    finally:
+        q.close()
+    assert view.status == DONE and view.result.evaluation is not None and not view.result.cached
+    assert seen == [(cfg.key(), q.store)] and q.store.has(cfg)
+
+
 # scripts that other work in progress converts; drop a name here when its script loses the insert
-NOT_YET = {"batch_size_study.py", "reproduce_table1.py", "reproduce_table2.py", "class_board.py", "upload_budget.py"}
+NOT_YET: set[str] = set()
 
 
 def test_no_script_puts_the_repository_on_sys_path():

@@ -59,12 +59,9 @@ def seeds_of(cfg: RunConfig, n: int = DEFAULT_SEEDS) -> list[int]:
 
 # ----------------------------------------------------------------------------- steps and budgets
 
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """Optimizer steps per epoch as training takes them: the batch is capped at the training set,
-    and the last batch of an epoch may be smaller (lamp_core.stack.RunSlot)."""
-    if n_train <= 0:
-        return 0
-    return -(-n_train // min(batch_size, n_train))
+# Optimizer steps per epoch as training takes them (one home: lamp_core.run_types, which the
+# trainer, the queue's estimates and the Ray ordering use too)
+from .run_types import steps_per_epoch  # noqa: E402
 
 
 def train_images(cfg: RunConfig) -> int:

@@ -11,7 +11,7 @@ comes back (read from the source where that is the cheap check, else from behavi
     finishing a run (evaluate, store)  lamp_core.runner.finish_run
     which runs may share a stack      lamp_core.stack.stack_key (loaded data), stack_signature (config)
     a run's optimizer steps           lamp_core.run_types.steps_per_epoch / planned_steps
-                                      (lamp_core.lesson.steps_per_epoch still its own: checked equal)
+                                      (lamp_core.lesson re-exports it)
     the repository on sys.path        nowhere: lamp_core is the installed package
 """
 from __future__ import annotations
@@ -171,13 +171,11 @@ def test_a_runs_steps_are_counted_once():
     from lamp_core.run_types import UNKNOWN_TRAIN_IMAGES, planned_steps, steps_per_epoch
     # no module counts steps by hand (ceil division of images by a batch) or guesses a set's size
     counting = where(r"-\(-\w+\s*//\s*(max\(|min\(|self\.batch|\w*batch)")
-    assert "lamp_core/run_types.py" in counting and set(counting) <= {"lamp_core/run_types.py", "lamp_core/lesson.py"}
+    assert set(counting) == {"lamp_core/run_types.py"}, counting
     assert not where(r"max_train\s+or\s+\d")
     assert [n for n, t in sources().items() if re.search(r"^def planned_steps\(", t, re.M)] == ["lamp_core/run_types.py"]
-    # lesson (off limits to that change) keeps its own steps_per_epoch: it must agree everywhere
-    for n in (0, 1, 2, 7, 100, 500, 501, 5923):
-        for bs in (1, 2, 3, 64, 128, 500, 1024):
-            assert lesson.steps_per_epoch(n, bs) == steps_per_epoch(n, bs), (n, bs)
+    # the lesson counts with the one function, not a copy
+    assert lesson.steps_per_epoch is steps_per_epoch
     cfg = lesson.DEFAULT_CONFIG
     assert planned_steps(cfg, 123) == lesson.total_steps(cfg, 123)
     # one documented fallback: the app's default cap, used only where the set is neither loaded nor capped

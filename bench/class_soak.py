@@ -1,0 +1,736 @@
+"""A soak test of a lab session: many sessions against ONE real app server (issue 18, item 4).
+
+The server is the app as it ships (`bench/app_server.start`: `streamlit run app/streamlit_app.py`
+on a loopback port, fresh run store). Every session is a client of Streamlit's own websocket
+protocol (`/_stcore/stream`, the BackMsg/ForwardMsg protobufs the browser speaks), driven from
+one asyncio loop in this process. Each session does what the browser's frontend does for the app:
+it reruns the page with its widget states, presses buttons (trigger values), sets select boxes
+and the batch slider (their formatted option strings), uploads the example zip through the
+server's upload endpoint and its file_uploader state, and reruns every polling fragment at the
+interval the server asks for (`auto_rerun`). A page reload is a new websocket, a new session.
+Why not browsers: 30 headless Chromium pages would spend the 2 shared cores on React rendering
+that, in a real class, happens on the students' machines; they would slow the server's training
+and make `train_slowdown` and `server_cpu_share` measure the browsers. The protocol clients load
+the server exactly as browsers do (same messages, same reruns, same polling), at a few ms of
+client CPU each.
+
+The lab's mix (one plan per session, seeded): the default comparison (Train & compare's "Train
+base and LAMP"), other digits (the "Normal class" select box), a batch size (Batch size page,
+"Train batch N"), landscapes ("Compute landscapes"), an upload for every third session (assets/
+example_upload.zip on Your data, then "Use this data on Train & compare" and Train), Stop
+buttons, and page reloads, with think times in between. After `--minutes` the sessions stop
+clicking and wait up to `--drain` seconds for what they submitted (less once the queue is
+empty), then the poll phase (see `train_slowdown`) ends the run.
+
+Counting:
+* `jobs`: clicks that submitted work (Train, Train batch N, Compute landscapes);
+* `lost`: submitted jobs (not stopped by their session) whose result never appeared before the
+  end: a job's result has appeared when a full run of its page, after the click, shows no
+  progress bar (every job on the page final: ✓ or ■). Split in `lost_unfinished` (the page still
+  showed it queued/running at the end: throughput, not loss) and `lost_vanished` (the rest);
+* `duplicated`: run keys stored more than once: a watcher scans the run store every 2 s and
+  notes each run folder's evaluation.json identity (inode, mtime); the store writes it last and
+  atomically (os.replace), so a second training of a key gives a new identity;
+* `failed`: sessions whose page showed an exception or an error box (st.error) at least once;
+* `rss_*_mb`: VmRSS of the server process and its descendants (workers, if any) from /proc;
+  `rss_half_mb` is the sample at the middle of the soak, `rss_growth_last_half_mb` end - half;
+* `server_cpu_share`: CPU seconds of the server process (and descendants) over the soak's wall
+  seconds, as a share of one core (/proc/<pid>/stat utime+stime);
+* `train_slowdown`: one fixed job, the default comparison (base + LAMP x 3 seeds, 6 runs), trained
+  twice on this server in the same run: alone (a probe session on digit 0, before the class
+  connects), and in the poll phase (digit 1): after the clicks end and the queue has emptied
+  (the probe's sidebar reads "0 running · 0 queued", or `--drain` s at most) every session asks
+  for that same job (shared: trained once) and polls it every POLL_S, as a class watching one
+  run does. No other session trains digits 0 or 1; the subset's digits have the same number of
+  images. The ratio of the 6 runs' own training seconds (the `seconds` their stack measured, from
+  the store's checkpoints), polled / alone; `train_wall_slowdown` is the same for click-to-done;
+* `eta_error_median`: for each finished job whose page showed an ETA in the first 5 s after the
+  click ("about N s left" / "done in about N s"; the largest on the page), |ETA - actual| /
+  actual, actual = click to the result appearing.
+
+    nice -n 5 .venv/bin/python bench/class_soak.py --quick --json   # 30 sessions, 5 minutes
+    .venv/bin/python bench/class_soak.py                            # 30 sessions, 30 minutes
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import re
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+OUT = REPO / "bench" / "results"
+ZIP = REPO / "assets" / "example_upload.zip"
+
+TARGETS = {"lost": ("==", 0), "duplicated": ("==", 0), "failed": ("==", 0), "rss_peak_mb": ("<=", 2500),
+           "rss_growth_last_half_mb": ("<=", 0), "train_slowdown": ("<=", 1.2), "eta_error_median": ("<=", 0.3)}
+PROBE_ALONE, PROBE_SOAK = 0, 1          # digits only the probe trains
+POLL_PHASE_S = 90.0                     # at most this long for the shared job of the poll phase
+
+# ----------------------------------------------------------------------------- pure parts
+
+_ETA = re.compile(r"(?:about|done in about)\s+(\d+(?:\.\d+)?)\s*(s|min)\b")
+
+
+_COUNTS = re.compile(r"(\d+) running · (\d+) queued")
+
+
+def parse_eta(text: str) -> float | None:
+    """Seconds of the ETA in one line of the page ("… · about 12 s left", "…, done in about
+    2 min"), None when the line shows none."""
+    m = _ETA.search(text)
+    if not m:
+        return None
+    return float(m.group(1)) * (60.0 if m.group(2) == "min" else 1.0)
+
+
+def max_eta(texts) -> float | None:
+    etas = [e for e in (parse_eta(t) for t in texts) if e is not None]
+    return max(etas) if etas else None
+
+
+def read_rss_mb(pid: int, proc: str = "/proc") -> float:
+    """VmRSS of one process in MB (0 when it is gone)."""
+    try:
+        for line in Path(proc, str(pid), "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
+def read_cpu_s(pid: int, proc: str = "/proc", hz: int | None = None) -> float:
+    """utime + stime of one process in seconds, from /proc/<pid>/stat (0 when it is gone)."""
+    hz = hz or os.sysconf("SC_CLK_TCK")
+    try:
+        raw = Path(proc, str(pid), "stat").read_text()
+    except OSError:
+        return 0.0
+    fields = raw[raw.rindex(")") + 2:].split()     # the command may hold spaces and parentheses
+    return (int(fields[11]) + int(fields[12])) / hz   # fields 14, 15 of stat(5), after pid and comm
+
+
+def descendants(pid: int, proc: str = "/proc") -> list[int]:
+    """pid and every process below it (worker processes, when the server has any)."""
+    kids: dict[int, list[int]] = {}
+    for d in Path(proc).iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            raw = (d / "stat").read_text()
+            ppid = int(raw[raw.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        kids.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+class StoreWatcher:
+    """Which run keys were stored more than once: each run folder's evaluation.json identity
+    (inode, mtime_ns), noted at every scan; a change is a second store of that key."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.seen: dict[str, tuple[int, int]] = {}
+        self.rewrites: dict[str, int] = {}
+
+    def scan(self) -> None:
+        if not self.root.is_dir():
+            return
+        for d in self.root.iterdir():
+            try:
+                st = (d / "evaluation.json").stat()
+            except OSError:
+                continue
+            ident = (st.st_ino, st.st_mtime_ns)
+            old = self.seen.get(d.name)
+            if old is not None and old != ident:
+                self.rewrites[d.name] = self.rewrites.get(d.name, 0) + 1
+            self.seen[d.name] = ident
+
+    @property
+    def duplicated(self) -> int:
+        return len(self.rewrites)
+
+
+@dataclass
+class Job:
+    session: int
+    what: str
+    t_click: float
+    eta_s: float | None = None
+    t_done: float | None = None
+    stopped: bool = False
+    still_running: bool = False        # the last full run seen still showed a progress bar
+
+
+def count_jobs(jobs: list[Job]) -> dict:
+    """lost (split), stopped and the ETA errors of a list of submitted jobs."""
+    live = [j for j in jobs if not j.stopped]
+    lost = [j for j in live if j.t_done is None]
+    errs = [abs(j.eta_s - (j.t_done - j.t_click)) / (j.t_done - j.t_click)
+            for j in live if j.t_done is not None and j.eta_s and j.t_done - j.t_click > 0.5]
+    return {"jobs": len(jobs), "stopped": len(jobs) - len(live), "lost": len(lost),
+            "lost_unfinished": sum(j.still_running for j in lost),
+            "lost_vanished": sum(not j.still_running for j in lost),
+            "eta_samples": len(errs),
+            "eta_error_median": round(statistics.median(errs), 3) if errs else None}
+
+
+def verdicts(result: dict) -> dict:
+    out = {}
+    for k, (op, target) in TARGETS.items():
+        v = result.get(k)
+        if v is None:
+            out[k] = "n/a"
+        else:
+            ok = v == target if op == "==" else v <= target
+            out[k] = f"{'meets' if ok else 'MISSES'} ({op} {target})"
+    return out
+
+
+# ----------------------------------------------------------------------------- protocol client
+
+class Page:
+    """One browser tab's worth of Streamlit protocol over one websocket."""
+
+    def __init__(self, url: str, idx: int, log: list):
+        self.url, self.idx, self.log = url, idx, log
+        self.ws = None
+        self.session_id = ""
+        self.page = ""
+        self.widgets: dict[str, object] = {}         # widget id -> WidgetState kept across reruns
+        self.elements: dict[str, dict] = {}          # label -> {kind, id, options}
+        self.run_elems: list = []                    # (kind, text) of the run in progress
+        self.run_autoreruns: dict[str, float] = {}
+        self.timers: dict[str, float] = {}            # fragment id -> interval
+        self.next_fire: dict[str, float] = {}
+        self.full_runs: list[tuple[float, list]] = []  # (time, elements) of each finished full run
+        self.errors: list[str] = []
+        self.queue_counts: tuple[float, int, int] | None = None   # (time, running, queued) of the sidebar
+        self.running = False
+        self.url_resp: asyncio.Future | None = None
+        self.reader = None
+        self.poller = None
+
+    async def open(self, page: str):
+        import websockets
+        ws_url = self.url.replace("http://", "ws://") + "/_stcore/stream"
+        self.ws = await websockets.connect(ws_url, max_size=None, open_timeout=60, ping_interval=None)
+        self.widgets, self.elements, self.timers, self.next_fire = {}, {}, {}, {}
+        self.reader = asyncio.create_task(self._read())
+        self.poller = asyncio.create_task(self._poll())
+        await self.goto(page)
+
+    async def close(self):
+        for t in (self.reader, self.poller):
+            if t:
+                t.cancel()
+        if self.ws:
+            await self.ws.close()
+        self.ws = None
+
+    async def _send_rerun(self, triggers: dict | None = None, fragment: str = ""):
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        msg = BackMsg()
+        cs = msg.rerun_script
+        cs.query_string = ""
+        cs.page_name = self.page
+        for wid, st in self.widgets.items():
+            cs.widget_states.widgets.append(st)
+        for wid in (triggers or {}):
+            w = cs.widget_states.widgets.add()
+            w.id = wid
+            w.trigger_value = True
+        if fragment:
+            cs.fragment_id = fragment
+            cs.is_auto_rerun = True
+        if not fragment:
+            self.timers, self.next_fire = {}, {}
+        self.running = True
+        await self.ws.send(msg.SerializeToString())
+
+    async def rerun_and_wait(self, triggers=None, timeout=120.0):
+        n = len(self.full_runs)
+        await self._send_rerun(triggers)
+        end = time.time() + timeout
+        while len(self.full_runs) == n and time.time() < end:
+            await asyncio.sleep(0.1)
+
+    async def goto(self, page: str):
+        self.page = page
+        self.widgets = {}
+        await self.rerun_and_wait()
+
+    def find(self, kind: str, label: str | None = None, prefix: str | None = None) -> dict | None:
+        for lab, e in self.elements.items():
+            if e["kind"] == kind and (lab == label or (prefix and lab.startswith(prefix))):
+                return e
+        return None
+
+    async def click(self, label=None, prefix=None) -> bool:
+        b = self.find("button", label, prefix)
+        if not b:
+            return False
+        await self.rerun_and_wait({b["id"]: True})
+        return True
+
+    async def choose(self, kind: str, label: str, value: str) -> bool:
+        from streamlit.proto.WidgetStates_pb2 import WidgetState
+        e = self.find(kind, label)
+        if not e or value not in e["options"]:
+            return False
+        w = WidgetState(id=e["id"])
+        if kind == "selectbox":
+            w.string_value = value
+        else:
+            w.string_array_value.data.append(value)
+        self.widgets[e["id"]] = w
+        await self.rerun_and_wait()
+        return True
+
+    async def upload(self, path: Path) -> bool:
+        """The browser's upload: ask for a URL, PUT the file there (with the XSRF cookie), rerun
+        with the uploader's state."""
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.WidgetStates_pb2 import WidgetState
+        e = self.find("file_uploader", "Zip archive")
+        if not e:
+            return False
+        msg = BackMsg()
+        msg.file_urls_request.request_id = f"r{self.idx}-{time.time()}"
+        msg.file_urls_request.file_names.append(path.name)
+        msg.file_urls_request.session_id = self.session_id
+        self.url_resp = asyncio.get_running_loop().create_future()
+        await self.ws.send(msg.SerializeToString())
+        urls = await asyncio.wait_for(self.url_resp, 30)
+        fu = urls.file_urls[0]
+        data = path.read_bytes()
+        ok = await asyncio.to_thread(_put_file, self.url, fu.upload_url, path.name, data)
+        if not ok:
+            self.log.append(f"s{self.idx}: upload PUT failed")
+            return False
+        w = WidgetState(id=e["id"])
+        info = w.file_uploader_state_value.uploaded_file_info.add()
+        info.name, info.size, info.file_id = path.name, len(data), fu.file_id
+        info.file_urls.CopyFrom(fu)
+        self.widgets[e["id"]] = w
+        await self.rerun_and_wait()
+        return True
+
+    async def _poll(self):
+        while True:
+            await asyncio.sleep(0.1)
+            now = time.time()
+            if self.running:
+                continue
+            for fid, iv in list(self.timers.items()):
+                if now >= self.next_fire.get(fid, now + iv):
+                    self.next_fire[fid] = now + iv
+                    await self._send_rerun(fragment=fid)
+                    break
+                self.next_fire.setdefault(fid, now + iv)
+
+    async def _read(self):
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+        async for raw in self.ws:
+            m = ForwardMsg()
+            m.ParseFromString(raw)
+            kind = m.WhichOneof("type")
+            if kind == "new_session":
+                self.session_id = m.new_session.initialize.session_id or self.session_id
+                self.run_elems, self.run_autoreruns = [], {}
+            elif kind == "delta" and m.delta.WhichOneof("type") == "new_element":
+                self._element(m.delta.new_element)
+            elif kind == "auto_rerun":
+                self.run_autoreruns[m.auto_rerun.fragment_id] = m.auto_rerun.interval
+            elif kind == "file_urls_response" and self.url_resp and not self.url_resp.done():
+                self.url_resp.set_result(m.file_urls_response)
+            elif kind == "script_finished":
+                st = m.script_finished
+                self.running = False
+                if st == ForwardMsg.FINISHED_SUCCESSFULLY:
+                    self.timers = dict(self.run_autoreruns)
+                    self.full_runs.append((time.time(), list(self.run_elems)))
+                elif st == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY:
+                    self.timers.update(self.run_autoreruns)
+                    self.frag_elems = list(self.run_elems)
+                self.run_elems, self.run_autoreruns = [], {}
+
+    def _element(self, el):
+        kind = el.WhichOneof("type")
+        text = ""
+        if kind == "markdown":
+            text = el.markdown.body
+            m = _COUNTS.search(text)
+            if m:
+                self.queue_counts = (time.time(), int(m.group(1)), int(m.group(2)))
+        elif kind == "text":
+            text = el.text.body
+        elif kind == "progress":
+            text = el.progress.text
+        elif kind == "alert":
+            text = el.alert.body
+            if el.alert.format == 1:
+                self.errors.append(f"{self.page}: error box: {text[:200]}")
+        elif kind == "exception":
+            text = f"{el.exception.type}: {el.exception.message}"
+            self.errors.append(f"{self.page}: exception: {text[:200]}")
+        elif kind in ("button", "selectbox", "select_slider", "file_uploader"):
+            w = getattr(el, kind)
+            self.elements[w.label] = {"kind": kind, "id": w.id, "options": list(getattr(w, "options", []))}
+            text = w.label
+        self.run_elems.append((kind, text))
+
+
+def _put_file(base: str, upload_url: str, name: str, data: bytes) -> bool:
+    """PUT a file as the frontend does (multipart, XSRF cookie + header)."""
+    from streamlit.web.server.starlette.starlette_app_utils import generate_xsrf_token_string
+    token = generate_xsrf_token_string()        # double-submit: the same token as cookie and header
+    opener = urllib.request.build_opener()
+    boundary = "----soak" + str(random.randrange(10 ** 12))
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+            "Content-Type: application/zip\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    url = upload_url if upload_url.startswith("http") else base + upload_url
+    req = urllib.request.Request(url, data=body, method="PUT", headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}", "X-Xsrftoken": token,
+        "Cookie": f"_streamlit_xsrf={token}"})
+    try:
+        with opener.open(req, timeout=60) as r:
+            return 200 <= r.status < 300
+    except OSError as exc:
+        print(f"upload PUT {url}: {exc}", file=sys.stderr)
+        return False
+
+
+def progress_texts(elems) -> list[str]:
+    return [t for k, t in elems if k == "progress"]
+
+
+async def track(page: Page, job: Job, stop_at: float):
+    """Wait for the job's result: a full run after the click without a progress bar."""
+    start_runs = len(page.full_runs) - 1          # the click's own run counts
+    eta_deadline = job.t_click + 5.0
+    while time.time() < stop_at:
+        runs = page.full_runs[max(start_runs, 0):]
+        if job.eta_s is None and time.time() < eta_deadline + 1:
+            texts = progress_texts(runs[-1][1]) if runs else []
+            texts += progress_texts(getattr(page, "frag_elems", []))
+            job.eta_s = max_eta(texts)
+        for t, elems in runs:
+            if t >= job.t_click and not progress_texts(elems):
+                job.t_done = t
+                job.still_running = False
+                return
+        job.still_running = bool(runs and progress_texts(runs[-1][1]))
+        await asyncio.sleep(0.25)
+
+
+# ----------------------------------------------------------------------------- sessions
+
+@dataclass
+class Shared:
+    url: str
+    t_end_clicks: float
+    t_end: float
+    jobs: list = field(default_factory=list)
+    log: list = field(default_factory=list)
+    failed_sessions: dict = field(default_factory=dict)
+    reloads: int = 0
+    uploads_ok: int = 0
+    uploads_tried: int = 0
+    drained_s: float | None = None
+    no_button: int = 0
+    poll_phase: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def submit(page: Page, sh: Shared, idx: int, what: str, label=None, prefix=None, stop_after=None):
+    t = time.time()
+    if not await page.click(label, prefix):
+        sh.no_button += 1       # the batch page hides "Train batch N" when N is trained or in progress
+        return
+    job = Job(idx, what, t)
+    sh.jobs.append(job)
+    tr = asyncio.create_task(track(page, job, sh.t_end))
+    if stop_after is not None:
+        await asyncio.sleep(stop_after)
+        if job.t_done is None:
+            stop = page.find("button", "Stop") or page.find("button", "Stop all")
+            if stop:
+                job.stopped = True
+                await page.rerun_and_wait({stop["id"]: True})
+    await tr
+
+
+async def session(idx: int, sh: Shared, rng: random.Random, quick: bool):
+    page = Page(sh.url, idx, sh.log)
+    digits = [d for d in range(10) if d not in (PROBE_ALONE, PROBE_SOAK)]
+    try:
+        await asyncio.sleep(rng.uniform(0, 20))         # the class arrives over 20 s
+        await page.open("train_compare")
+        if idx % 3 == 0:                                  # an upload for a third of the sessions
+            sh.uploads_tried += 1
+            await page.goto("your_data")
+            if await page.upload(ZIP):
+                if page.find("button", "Use this data on Train & compare"):
+                    sh.uploads_ok += 1
+                    await page.click("Use this data on Train & compare")
+                    await page.goto("train_compare")
+                    await submit(page, sh, idx, "upload", "Train base and LAMP")
+        acts = ["default", "digit", "batch", "landscape", "digit", "stop", "reload", "batch"]
+        rng.shuffle(acts)
+        for a in acts:
+            if time.time() > sh.t_end_clicks:
+                break
+            await asyncio.sleep(rng.uniform(5, 25))         # think time
+            if time.time() > sh.t_end_clicks:
+                break
+            if a == "default":
+                await page.goto("train_compare")
+                await submit(page, sh, idx, a, "Train base and LAMP")
+            elif a == "digit":
+                await page.goto("train_compare")
+                await page.choose("selectbox", "Normal class", str(rng.choice(digits)))
+                await submit(page, sh, idx, a, "Train base and LAMP")
+            elif a == "batch":
+                await page.goto("batch_size")
+                size = str(rng.choice([16, 32, 128, 1024] if quick else [1, 4, 16, 32, 128, 1024]))
+                await page.choose("select_slider", "Batch size", size)
+                await submit(page, sh, idx, a, prefix="Train batch ")
+            elif a == "landscape":
+                await page.goto("landscape")
+                await submit(page, sh, idx, a, "Compute landscapes")
+            elif a == "stop":
+                await page.goto("train_compare")
+                await page.choose("selectbox", "Normal class", str(rng.choice(digits)))
+                await submit(page, sh, idx, a, "Train base and LAMP", stop_after=rng.uniform(1, 4))
+            elif a == "reload":
+                p = page.page
+                await page.close()
+                sh.reloads += 1
+                await page.open(p)
+        # stay connected (polling), as an open tab does, until the poll phase: then every session
+        # asks for the same job (shared: trained once) and polls it every POLL_S
+        while not sh.poll_phase.is_set() and time.time() < sh.t_end:
+            await asyncio.sleep(0.5)
+        if sh.poll_phase.is_set():
+            await page.goto("train_compare")
+            await page.choose("selectbox", "Normal class", str(PROBE_SOAK))
+            await submit(page, sh, idx, "shared", "Train base and LAMP")
+    except Exception as exc:  # noqa: BLE001 - a harness error is reported, not raised
+        sh.log.append(f"s{idx}: harness error {type(exc).__name__}: {exc}")
+    finally:
+        if page.errors:
+            sh.failed_sessions[idx] = page.errors[:3]
+        await page.close()
+
+
+async def probe_train(url: str, digit: int, sh_log: list, timeout: float, sh: Shared | None = None,
+                      drain: float = 0.0) -> tuple[float, float | None]:
+    """The probe session trains the default comparison on `digit`; (click, done time). With `sh`
+    it stays connected through the soak, waits for the clicks to end and the queue to empty
+    (its sidebar reads "0 running · 0 queued", at most `drain` s), then starts the poll phase."""
+    page = Page(url, -1, sh_log)
+    await page.open("train_compare")
+    if sh is not None:
+        while time.time() < sh.t_end_clicks:
+            await asyncio.sleep(1)
+        end = time.time() + drain
+        while time.time() < end:
+            c = page.queue_counts
+            if c and c[0] > sh.t_end_clicks and c[1] == 0 and c[2] == 0:
+                break
+            await asyncio.sleep(0.5)
+        sh.drained_s = time.time() - sh.t_end_clicks
+        sh.poll_phase.set()
+        await asyncio.sleep(1.0)          # the sessions click; the probe's click is the last
+        await page.goto("train_compare")
+        timeout = sh.t_end - time.time()
+    await page.choose("selectbox", "Normal class", str(digit))
+    job = Job(-1, "probe", time.time())
+    await page.click("Train base and LAMP")
+    await track(page, job, time.time() + timeout)
+    if page.errors:
+        sh_log.append(f"probe errors: {page.errors[:2]}")
+    await page.close()
+    return job.t_click, job.t_done
+
+
+def run_seconds(store: Path, digit: int) -> list[float]:
+    """Training seconds of the stored runs of the default comparison on `digit` (from each
+    checkpoint's own `seconds`)."""
+    import torch
+    out = []
+    for d in store.iterdir():
+        try:
+            cfg = json.loads((d / "config.json").read_text())
+            if cfg["data"]["dataset"] != "mnist" or cfg["data"]["normal_class"] != digit:
+                continue
+            ck = torch.load(d / "checkpoint.pt", map_location="cpu", weights_only=False)
+            s = ck.get("seconds") or ck.get("stack", {}).get("seconds")
+            if s:
+                out.append(float(s))
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError):
+            continue
+    return out
+
+
+# ----------------------------------------------------------------------------- the run
+
+class Sampler(threading.Thread):
+    def __init__(self, pid: int, watcher: StoreWatcher):
+        super().__init__(daemon=True)
+        self.pid, self.watcher = pid, watcher
+        self.samples: list[tuple[float, float, float]] = []   # (t, rss MB, cpu s)
+        self.halt = threading.Event()
+
+    def sample(self):
+        pids = descendants(self.pid)
+        self.samples.append((time.time(), sum(read_rss_mb(p) for p in pids), sum(read_cpu_s(p) for p in pids)))
+
+    def run(self):
+        while not self.halt.wait(2.0):
+            self.sample()
+            self.watcher.scan()
+
+
+async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, drain: float, quick: bool,
+               seed: int) -> dict:
+    log: list = []
+    watcher = StoreWatcher(store)
+    sampler = Sampler(pid, watcher)
+    # the first page view loads torch and the data into the server: done once, before measuring
+    warm = Page(url, -2, log)
+    await warm.open("train_compare")
+    await warm.close()
+    rss_before = sum(read_rss_mb(p) for p in descendants(pid))
+    t0, t1 = await probe_train(url, PROBE_ALONE, log, 180)
+    alone = run_seconds(store, PROBE_ALONE)
+
+    sampler.sample()
+    sampler.start()
+    t_start = time.time()
+    sh = Shared(url, t_start + minutes * 60, t_start + minutes * 60 + drain + POLL_PHASE_S)
+    rng = random.Random(seed)
+    tasks = [asyncio.create_task(session(i, sh, random.Random(rng.random()), quick)) for i in range(sessions)]
+
+    pt = asyncio.create_task(probe_train(url, PROBE_SOAK, log, 0, sh, drain))
+    await asyncio.gather(*tasks)
+    p0, p1 = await pt
+    t_stop = time.time()
+    sampler.halt.set()
+    sampler.join()
+    sampler.sample()
+    watcher.scan()
+    during = run_seconds(store, PROBE_SOAK)
+
+    s = sampler.samples
+    half_t = t_start + (t_stop - t_start) / 2
+    half = min(s, key=lambda x: abs(x[0] - half_t))
+    cpu = (s[-1][2] - s[0][2]) / max(t_stop - t_start, 1e-9)
+    res = {"sessions": sessions, "minutes": round((t_stop - t_start) / 60, 2),
+           "click_minutes": minutes, "drain_s": drain}
+    res.update(count_jobs(sh.jobs))
+    res.update({
+        "duplicated": watcher.duplicated, "failed": len(sh.failed_sessions),
+        "rss_first_view_mb": round(rss_before, 1),
+        "rss_start_mb": round(s[0][1], 1), "rss_peak_mb": round(max(x[1] for x in s), 1),
+        "rss_half_mb": round(half[1], 1), "rss_end_mb": round(s[-1][1], 1),
+        "rss_growth_last_half_mb": round(s[-1][1] - half[1], 1),
+        "train_seconds_alone": round(sum(alone), 2) if alone else None,
+        "train_seconds_polled": round(sum(during), 2) if len(during) == len(alone) else None,
+        "train_slowdown": round(sum(during) / sum(alone), 2) if alone and len(during) == len(alone) else None,
+        "probe_wall_alone_s": round(t1 - t0, 1) if t1 else None,
+        "probe_wall_polled_s": round(p1 - p0, 1) if p1 else None,
+        "train_wall_slowdown": round((p1 - p0) / (t1 - t0), 2) if p1 and t1 else None,
+        "drain_used_s": round(sh.drained_s, 1) if sh.drained_s is not None else None,
+        "no_button": sh.no_button,
+        "server_cpu_share": round(cpu, 3),
+        "uploads": f"{sh.uploads_ok}/{sh.uploads_tried}", "reloads": sh.reloads,
+        "runs_stored": len(watcher.seen),
+        "by_action": {a: sum(j.what == a for j in sh.jobs) for a in sorted({j.what for j in sh.jobs})},
+        "failures": {str(k): v for k, v in sorted(sh.failed_sessions.items())},
+        "harness_log": log[:30] + sh.log[:30],
+        "load_avg_end": list(os.getloadavg()), "machine": f"{platform.node()} {os.cpu_count()} cpu",
+    })
+    res["targets"] = verdicts(res)
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="30 sessions, 5 minutes of clicks")
+    ap.add_argument("--sessions", type=int, default=30)
+    ap.add_argument("--minutes", type=float, default=None)
+    ap.add_argument("--drain", type=float, default=None, help="seconds to wait for submitted jobs after the clicks")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--record", type=Path, default=None, help="write <path>.json and <path>.md")
+    a = ap.parse_args(argv)
+    minutes = a.minutes or (5.0 if a.quick else 30.0)
+    drain = a.drain if a.drain is not None else (40.0 if a.quick else 180.0)
+    from app_server import serving
+    with serving("lamp-soak-") as (url, store):
+        pid = _server_pid(url)
+        res = asyncio.run(soak(url, store, pid, a.sessions, minutes, drain, a.quick, a.seed))
+    res["quick"] = a.quick
+    if a.record:
+        a.record.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+        a.record.with_suffix(".md").write_text(render_md(res))
+    if a.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k}: {v}" + (f"   [{res['targets'][k]}]" if k in res.get("targets", {}) else ""))
+    return 0
+
+
+def _server_pid(url: str) -> int:
+    """The pid of the streamlit process listening on url's port (bench/app_server keeps its
+    Popen to itself): the process whose command line names app/streamlit_app.py and the port."""
+    port = url.rsplit(":", 1)[1]
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"streamlit" in b" ".join(cmd) and port.encode() in cmd and int(d.name) != os.getpid():
+                return int(d.name)
+    raise SystemExit("server process not found")
+
+
+def render_md(r: dict) -> str:
+    lines = [f"# class_soak {'--quick' if r.get('quick') else ''}".strip(), "",
+             "Sessions are clients of Streamlit's websocket protocol against one real app server "
+             "(`bench/app_server.py`), see the docstring of `bench/class_soak.py`.", "",
+             "| metric | value | target |", "|---|---|---|"]
+    for k, v in r.items():
+        if k in ("targets", "harness_log", "failures", "by_action"):
+            continue
+        lines.append(f"| {k} | {v} | {r['targets'].get(k, '')} |")
+    lines += ["", f"by action: {r['by_action']}", "", "failures (first 3 per session):", "```",
+              json.dumps(r["failures"], indent=1), "```", "", "harness log:", "```",
+              *r["harness_log"], "```", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

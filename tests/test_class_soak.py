@@ -1,0 +1,87 @@
+"""The pure parts of bench/class_soak.py: ETA parsing, the /proc readers, lost/duplicated counts
+(no server)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import class_soak as cs  # noqa: E402
+
+
+@pytest.mark.parametrize("text,want", [
+    ("LAMP seed 0: 40% · about 12 s left", 12.0),
+    ("base: waiting, position 3 in the queue, done in about 45 s", 45.0),
+    ("landscape: 10% · about 2 min left · shared with 1 other session(s)", 120.0),
+    ("✓ LAMP @ 32: done", None),
+    ("base: queued, position 2", None),
+])
+def test_parse_eta(text, want):
+    assert cs.parse_eta(text) == want
+
+
+def test_max_eta_takes_the_last_job_to_finish():
+    assert cs.max_eta(["a: about 5 s left", "b: done in about 30 s", "c: 10%"]) == 30.0
+    assert cs.max_eta(["✓ a: done"]) is None
+
+
+def _fake_proc(tmp: Path, pid: int, ppid: int, rss_kb: int, utime: int, stime: int, comm="py (x) y"):
+    d = tmp / str(pid)
+    d.mkdir()
+    (d / "status").write_text(f"Name:\tpython\nVmPeak:\t999 kB\nVmRSS:\t{rss_kb} kB\nThreads:\t4\n")
+    rest = ["S", str(ppid)] + ["0"] * 9 + [str(utime), str(stime)] + ["0"] * 30
+    (d / "stat").write_text(f"{pid} ({comm}) " + " ".join(rest) + "\n")
+
+
+def test_proc_readers(tmp_path):
+    _fake_proc(tmp_path, 10, 1, 2048, 300, 100)
+    _fake_proc(tmp_path, 11, 10, 1024, 50, 50)        # a worker
+    _fake_proc(tmp_path, 12, 1, 4096, 0, 0)           # unrelated
+    assert cs.read_rss_mb(10, str(tmp_path)) == 2.0
+    assert cs.read_rss_mb(99, str(tmp_path)) == 0.0
+    assert cs.read_cpu_s(10, str(tmp_path), hz=100) == 4.0
+    assert sorted(cs.descendants(10, str(tmp_path))) == [10, 11]
+
+
+def test_proc_readers_on_this_process():
+    assert cs.read_rss_mb(os.getpid()) > 1
+    assert cs.read_cpu_s(os.getpid()) > 0
+
+
+def test_store_watcher_counts_a_second_store_of_a_key(tmp_path):
+    w = cs.StoreWatcher(tmp_path)
+    for key in ("a", "b"):
+        (tmp_path / key).mkdir()
+        (tmp_path / key / "evaluation.json").write_text("{}")
+    (tmp_path / "c").mkdir()                            # incomplete entry: no evaluation yet
+    w.scan()
+    w.scan()
+    assert w.duplicated == 0 and set(w.seen) == {"a", "b"}
+    new = tmp_path / "a" / "tmp"                        # the store's atomic rewrite (os.replace)
+    new.write_text('{"again": 1}')
+    os.replace(new, tmp_path / "a" / "evaluation.json")
+    w.scan()
+    assert w.duplicated == 1 and w.rewrites == {"a": 1}
+
+
+def test_count_jobs():
+    jobs = [cs.Job(0, "default", 100.0, eta_s=20.0, t_done=120.0),      # exact ETA
+            cs.Job(1, "digit", 100.0, eta_s=10.0, t_done=120.0),        # 50% off
+            cs.Job(2, "batch", 100.0, t_done=100.2),                    # from the store: no ETA
+            cs.Job(3, "stop", 100.0, stopped=True),                     # stopped: not lost
+            cs.Job(4, "landscape", 100.0, still_running=True),          # unfinished at the end
+            cs.Job(5, "digit", 100.0)]                                  # vanished
+    c = cs.count_jobs(jobs)
+    assert c["jobs"] == 6 and c["stopped"] == 1
+    assert c["lost"] == 2 and c["lost_unfinished"] == 1 and c["lost_vanished"] == 1
+    assert c["eta_samples"] == 2 and c["eta_error_median"] == 0.25
+
+
+def test_verdicts():
+    v = cs.verdicts({"lost": 0, "duplicated": 1, "train_slowdown": 1.5, "rss_peak_mb": 900})
+    assert v["lost"].startswith("meets") and v["duplicated"].startswith("MISSES")
+    assert v["train_slowdown"].startswith("MISSES") and v["rss_peak_mb"].startswith("meets")
+    assert v["eta_error_median"] == "n/a"

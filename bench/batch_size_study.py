@@ -47,8 +47,6 @@ epochs), batch_size_study_timing.json (the estimate) and batch_size_study_determ
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 import os
@@ -59,7 +57,7 @@ from typing import Any, Iterable, Sequence
 
 from lamp_core import report as rep
 from lamp_core.config import ConfigError, DataConfig, RunConfig, TrainConfig, run_key
-from lamp_core.files import atomic_write
+from lamp_core.files import atomic_write, read_csv_rows, write_csv_rows
 from lamp_core.stats import fmt_ms, mean_std, paired
 from lamp_core.sweep import (DATA_SEED_FROM_RUN, SweepProgress, SweepSpec, expand, parse_int_list,
                              run_sweep)
@@ -168,19 +166,11 @@ def row_of(cfg: RunConfig, regime: str, run, history: dict | None) -> dict[str, 
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    return read_csv_rows(path)
 
 
 def write_rows(path: Path, rows: Iterable[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in COLUMNS})
-    atomic_write(path, buf.getvalue())
+    write_csv_rows(path, rows, COLUMNS, lineterminator="\n")
 
 
 class CsvProgress(SweepProgress):

@@ -29,7 +29,6 @@ computed, so a killed study resumes; the markdown summary is rebuilt from the CS
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -38,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 from lamp_core import data as data_mod  # noqa: E402
 from lamp_core.config import (DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER, LandscapeConfig,  # noqa: E402
                               run_key)
-from lamp_core.files import atomic_write  # noqa: E402
+from lamp_core.files import atomic_write, read_csv_rows, write_csv_rows  # noqa: E402
 from lamp_core.landscape import compute_sharpness  # noqa: E402
 from lamp_core.references import landscape_ratios  # noqa: E402
 from lamp_core.store import RunStore  # noqa: E402
@@ -63,20 +62,11 @@ def study_configs(classes, seeds, batch_sizes, max_over: str, detach_max: bool, 
 
 
 def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    return read_csv_rows(path)
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
-    import io
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS)
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: r.get(k) for k in COLUMNS})
-    atomic_write(path, buf.getvalue().encode())
+    write_csv_rows(path, rows, COLUMNS)
 
 
 def measure(cfgs, store: RunStore, csv_path: Path, lcfg: LandscapeConfig) -> list[dict]:

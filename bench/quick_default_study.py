@@ -24,8 +24,6 @@ classes 0-4 and confirmed on 5-9 by the report (`--report-only`).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 import sys
@@ -37,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from lamp_core import data as data_mod  # noqa: E402
 from lamp_core.config import DataConfig, LandscapeConfig, ModelConfig, RunConfig, TrainConfig, run_key  # noqa: E402
-from lamp_core.files import atomic_write  # noqa: E402
+from lamp_core.files import atomic_write, read_csv_rows, write_csv_rows  # noqa: E402
 from lamp_core.landscape import compute_sharpness  # noqa: E402
 from lamp_core.stats import paired  # noqa: E402
 from lamp_core.store import RunStore  # noqa: E402
@@ -68,19 +66,11 @@ def candidate_config(name: str, normal_class: int, seed: int, lamp: bool) -> Run
 
 
 def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    return read_csv_rows(path)
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS)
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: r.get(k) for k in COLUMNS})
-    atomic_write(path, buf.getvalue().encode())
+    write_csv_rows(path, rows, COLUMNS)
 
 
 def measure(candidates, classes, seeds, store: RunStore, csv_path: Path) -> None:

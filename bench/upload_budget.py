@@ -23,12 +23,13 @@ import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from lamp_core import lesson
-from lamp_core.config import DataConfig, RunConfig
+from lamp_core.config import DataConfig
 from lamp_core.convergence import summarize, training_status
 from lamp_core.files import atomic_write
 from lamp_core.stats import fmt_ms, mean_std, paired
@@ -83,8 +84,7 @@ def main(argv=None) -> int:
     store = RunStore(tmp / "store")
     rows = []
     for name, d in sets.items():
-        base = RunConfig(data=d, model=lesson.DEFAULT_CONFIG.model, train=lesson.DEFAULT_CONFIG.train.__class__(
-            **{**lesson.DEFAULT_CONFIG.train.__dict__, "device": "cpu"}))
+        base = replace(lesson.DEFAULT_CONFIG, data=d).with_train(device="cpu")
         n = lesson.train_images(base)
         for label, epochs in (("budget", lesson.budget_epochs(n, base.train.batch_size)), ("fixed 5 epochs", 5)):
             cfgs = {lamp: [base.with_train(epochs=epochs, lamp=lamp, seed=s) for s in range(a.seeds)]

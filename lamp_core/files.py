@@ -36,3 +36,26 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, *, encoding: str = 
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def read_csv_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a CSV file as dicts of strings; [] when the file does not exist yet (a
+    resumable study's first start)."""
+    import csv
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_csv_rows(path: str | os.PathLike, rows, columns, *, lineterminator: str = "\r\n") -> Path:
+    """Write rows (dicts) under `columns` atomically: missing fields empty, other fields left out,
+    so a study can rewrite its whole CSV after every run and a kill never truncates it."""
+    import csv
+    import io
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator=lineterminator)
+    w.writeheader()
+    w.writerows(rows)
+    return atomic_write(path, buf.getvalue().encode())

@@ -192,11 +192,16 @@ def load_expected(path=None) -> dict | None:
     """The recorded lesson numbers, or None where they have not been measured (a fresh checkout
     always has them: assets/expected_results.json is committed)."""
     import json
+
+    from .config import LampError
     p = expected_path() if path is None else path
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LampError(f"{p.name} is not valid JSON ({exc.__class__.__name__}): restore it from git or "
+                        "rerun `lamp lesson measure`") from None
 
 
 # ----------------------------------------------------------------------------- the class experiment

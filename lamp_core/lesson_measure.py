@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 import platform
 import sys
 import tempfile
@@ -63,11 +64,13 @@ def _misses_at(ev, pct: float = 95.0) -> dict[str, Any]:
 
 def _record(cfgs: dict[str, list[RunConfig]], store: RunStore, n_train: int, *, details: bool = False) -> dict:
     out: dict[str, Any] = {"config": cfgs["base"][0].to_dict(), "seeds": [c.train.seed for c in cfgs["base"]]}
+    every_status = []
     for name, cs in cfgs.items():
-        recs = [store.get(c) for c in cs]
+        recs = [store.get(c) for c in cs]            # read once: a record loads its checkpoint
         out[f"{name}_auroc"] = [round(r.evaluation.auroc, 6) for r in recs]
         out.setdefault("train_seconds", {})[name] = [round(r.result.seconds, 3) for r in recs]
         statuses = [training_status(r.result.history, n_train) for r in recs]
+        every_status += statuses
         out.setdefault("status", {})[name] = [s.state for s in statuses]
         out.setdefault("learning_rate_per_1000", {})[name] = [None if s.rate is None else round(s.rate, 4)
                                                               for s in statuses]
@@ -76,8 +79,7 @@ def _record(cfgs: dict[str, list[RunConfig]], store: RunStore, n_train: int, *, 
             out.setdefault("misses_95", {})[name] = [_misses_at(r.evaluation) for r in recs]
         out["steps"], out["epochs"] = recs[0].result.steps, cs[0].train.epochs
         out["run_keys"] = out.get("run_keys", []) + [run_key(c) for c in cs]
-    out["overall_status"] = summarize([training_status(store.get(c).result.history, n_train)
-                                       for cs in cfgs.values() for c in cs]).state
+    out["overall_status"] = summarize(every_status).state
     out["train_images"] = n_train
     return out
 
@@ -120,8 +122,6 @@ def measure_batch_size(store: RunStore, threads: int, log: Log) -> dict:
 def measure_landscape(store: RunStore, log: Log) -> dict:
     """The Loss landscape page's default: the first seed's base and LAMP models, in the page's
     default metric (l2) and in LAMP's own loss, at the page's grid and sharpness settings."""
-    from dataclasses import replace
-
     from .surfaces import surface_for_run
     ex = lesson.exercise("landscape")
     cfgs = _pair_configs(ex.config, ex.seeds)
@@ -146,8 +146,7 @@ def measure_upload(store: RunStore, threads: int, log: Log) -> dict:
     from .config import DataConfig
     zip_path = Path(__file__).resolve().parent.parent / "assets" / "example_upload.zip"
     data = DataConfig(dataset="folder", data_root=str(zip_path), image_size=lesson.UPLOAD_IMAGE_SIZE)
-    base = lesson.DEFAULT_CONFIG.__class__(data=data, model=lesson.DEFAULT_CONFIG.model,
-                                           train=lesson.DEFAULT_CONFIG.train)
+    base = replace(lesson.DEFAULT_CONFIG, data=data)
     n = lesson.train_images(base)
     budget = lesson.budget_epochs(n, base.train.batch_size)
     out: dict[str, Any] = {"train_images": n, "budget_epochs": budget}

@@ -3,6 +3,7 @@ an isolated cache/store so no test writes into the user's home."""
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from pathlib import Path
 
@@ -31,6 +32,19 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LAMP_CACHE", str(cache))
     monkeypatch.setenv("LAMP_STORE", str(cache / "runs"))
     yield
+
+
+def run_until(at, done, what: str, deadline_s: float = 90, poll_s: float = 0.4):
+    """Rerun an AppTest page until `done(at)` or the deadline: AppTest does not fire a fragment's
+    run_every timer, so background work is followed as a browser's timer would follow it."""
+    end = time.time() + deadline_s
+    while time.time() < end:
+        at.run()
+        assert not at.exception, at.exception[0].message
+        if done(at):
+            return at
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
 
 
 def png_bytes(arr: np.ndarray, mode: str | None = None) -> bytes:

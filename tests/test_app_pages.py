@@ -12,6 +12,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+import conftest
 from streamlit.testing.v1 import AppTest
 
 from lamp_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -31,14 +33,7 @@ def page(name: str, cfg: RunConfig | None = TINY) -> AppTest:
 
 
 def run_until(at: AppTest, done, what: str, deadline_s: float = DEADLINE_S) -> AppTest:
-    end = time.time() + deadline_s
-    while time.time() < end:
-        at.run()
-        assert not at.exception, at.exception[0].message
-        if done(at):
-            return at
-        time.sleep(0.4)
-    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+    return conftest.run_until(at, done, what, deadline_s)
 
 
 def server_queue():

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import conftest
 from streamlit.testing.v1 import AppTest
 
 from lamp_core import figures, lesson, references
@@ -38,14 +40,7 @@ def page(cfg: RunConfig | None = TINY, seeds: int | None = None) -> AppTest:
 
 
 def run_until(at: AppTest, done, what: str, deadline_s: float = DEADLINE_S) -> AppTest:
-    end = time.time() + deadline_s
-    while time.time() < end:
-        at.run()
-        assert not at.exception, at.exception[0].message
-        if done(at):
-            return at
-        time.sleep(0.4)
-    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+    return conftest.run_until(at, done, what, deadline_s)
 
 
 def texts(at: AppTest) -> str:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import conftest
+
 from lamp_core import class_experiment as ce
 from lamp_core import report
 from lamp_core.config import DataConfig, LampError, ModelConfig, RunConfig, TrainConfig, run_key
@@ -287,14 +289,7 @@ def test_the_page_without_an_experiment_says_so_and_queues_nothing(monkeypatch):
 
 
 def _run_until(at, done, what: str, deadline_s: float = 120):
-    end = time.time() + deadline_s
-    while time.time() < end:
-        at.run()
-        assert not at.exception, at.exception[0].message
-        if done(at):
-            return at
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+    return conftest.run_until(at, done, what, deadline_s, poll_s=0.3)
 
 
 def test_two_sessions_are_handed_different_cells_and_the_board_counts_both(monkeypatch):

@@ -268,3 +268,11 @@ def test_the_shipped_default_is_the_studys_choice_and_agrees_with_the_converged_
         row = next(line for line in block.splitlines() if spec in line)
         assert row.rstrip(" |").endswith("auroc, own_steeper, l2_flatter"), (section, row)
         assert f"| {30 if section == 'all ten classes' else 15} |" in row
+
+
+def test_a_damaged_measurement_is_one_line(tmp_path):
+    from lamp_core.config import LampError
+    bad = tmp_path / "expected_results.json"
+    bad.write_text("{not json")
+    with pytest.raises(LampError, match="not valid JSON.*lamp lesson measure"):
+        lesson.load_expected(bad)

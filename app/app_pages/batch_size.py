@@ -145,7 +145,10 @@ def queue_sizes(sizes: list[int]) -> None:
 def recorded_cost() -> float | None:
     """Wall seconds `lamp lesson measure` recorded for "Train every size" in this mode, when the
     recording is of exactly these runs (same configs and seeds at every size); else None."""
-    rec = ((lesson.load_expected() or {}).get("batch_size") or {})
+    try:
+        rec = ((lesson.load_expected() or {}).get("batch_size") or {})
+    except LampError:             # a damaged recording: say nothing about the cost rather than fail
+        return None
     wall = (rec.get("wall_seconds") or {}).get(mode)
     sizes = rec.get(mode) or {}
     if wall is None:

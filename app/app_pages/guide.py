@@ -16,10 +16,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import streamlit as st
 
 import lab_state
+from lamp_core.config import LampError
 from lamp_core.lesson_notes import render_guide, render_notes
 
 lab_state.setup("Lab guide")
-guide = render_guide()
+try:
+    guide = render_guide()
+except LampError as exc:          # e.g. a damaged assets/expected_results.json: one line, no traceback
+    st.error(str(exc))
+    st.stop()
 st.markdown(guide)
 st.download_button("Download the guide (Markdown)", guide.encode(), file_name="lamp_lab_guide.md",
                    mime="text/markdown", key="dl_guide", on_click="ignore",

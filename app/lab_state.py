@@ -68,6 +68,8 @@ def find_folders(kind: str, max_depth: int = 3) -> list[str]:
     return out
 
 
+# No max_entries on purpose: keyed by the run store's folder only (one $LAMP_STORE per process, so
+# one entry), and evicting a queue would orphan its running jobs.
 @st.cache_resource(show_spinner=False)
 def _queue_for(store_root: str) -> JobQueue:
     return JobQueue(RunStore(store_root))
@@ -254,16 +256,23 @@ def stale_notice(shown: str, *, button: str, key: str) -> bool:
                      help="Queue the current settings (finished runs load from the run store at once).")
 
 
+MAX_MEMO_FIGURES = 8   # figures memoised per session (a plotly figure is up to a few MB)
+
+
 def memo_figure(key: str, inputs: Any, build: Callable[[], Any]):
     """Rebuild a figure only when its inputs change: a polling page redraws every POLL_S, but
     live loss curves change once per epoch, and building plotly figures costs CPU that the
-    training worker needs."""
+    training worker needs. One figure per key and session; the keys are literals of the pages
+    (three today), and at most MAX_MEMO_FIGURES are kept, least recently built first out."""
     slot = st.session_state.setdefault("_figure_memo", {})
     hit = slot.get(key)
     if hit is not None and hit[0] == inputs:
         return hit[1]
     fig = build()
+    slot.pop(key, None)
     slot[key] = (inputs, fig)
+    while len(slot) > MAX_MEMO_FIGURES:
+        del slot[next(iter(slot))]
     return fig
 
 

@@ -40,7 +40,7 @@ import os
 import threading
 import time
 import warnings
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 
 STATE_NAME = "class_experiment.json"          # beside the runs, in the run store's folder
 TEACHER_CODE_ENV = "LAMP_TEACHER_CODE"
+# The board lives as long as the server, so its per-session and per-run memories are bounded:
+MAX_SESSIONS = 1000     # sessions whose hand-out is remembered (most recent hand-outs; ~100 B each)
+MAX_ROWS = 4096         # report rows kept in memory (least recently asked first out; ~2 KB each)
 DIGIT_DATASETS = ("digits", "mnist", "fashion-mnist")
 DONE, RUNNING, HANDED, MISSING = "done", "running", "handed out", "missing"
 STATES = (DONE, RUNNING, HANDED, MISSING)
@@ -299,10 +302,11 @@ class ClassBoard:
         self.path = store.root / STATE_NAME
         self._lock = threading.RLock()
         self._exp: Experiment | None = None
-        self._given: dict[str, Cell] = {}         # session -> its current cell
+        self._given: dict[str, Cell] = {}         # session -> its current cell (MAX_SESSIONS at most)
         self._handed: Counter = Counter()        # cell -> times handed out since the start
         self._claimed: dict[str, float] = {}      # run key -> when a session was handed it done
-        self._rows: dict[str, dict] = {}          # run key -> its report row (a stored run never changes)
+        # run key -> its report row (a stored run never changes), MAX_ROWS at most
+        self._rows: OrderedDict[str, dict] = OrderedDict()
         self._memo: tuple | None = None           # (keys, experiment, table, markdown)
         self.load_error: str | None = None
         self._load()
@@ -441,7 +445,10 @@ class ClassBoard:
                 return queue is not None and self._state(c, queue) == RUNNING
             cell = min(todo, key=lambda c: (self._handed.get(c, 0), running(c), order[c]))
             self._handed[cell] += 1
+            self._given.pop(session, None)            # re-inserted: the oldest hand-out is first out
             self._given[session] = cell
+            for old in list(self._given)[:max(0, len(self._given) - MAX_SESSIONS)]:
+                del self._given[old]                  # a forgotten session is handed a cell afresh
             self._save()
             return cell
 
@@ -483,7 +490,13 @@ class ClassBoard:
         with self._lock:
             for r in loaded:
                 self._rows[r["key"]] = r
-            return [self._rows[k] for k in keys if k in self._rows]
+            out = [self._rows[k] for k in keys if k in self._rows]
+            for k in keys:
+                if k in self._rows:
+                    self._rows.move_to_end(k)
+            while len(self._rows) > MAX_ROWS:
+                self._rows.popitem(last=False)
+            return out
 
     def board(self, queue: "JobQueue | None" = None, *, converged: dict | None = None,
               paper: dict | None = None) -> Board | None:

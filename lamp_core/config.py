@@ -292,6 +292,8 @@ def _type_of(annotation: str) -> tuple[type, bool]:
     return kinds[next(p for p in parts if p != "None")], "None" in parts
 
 
+# Unbounded lru_cache on purpose: its key is a section name and an unknown one raises (an exception
+# is never cached), so it holds at most len(SECTIONS) = 4 entries of a few KB each.
 @functools.lru_cache(maxsize=None)
 def option_specs(section: str) -> tuple[OptionSpec, ...]:
     """Every option of a config section ("data", "model", "train", "landscape"), in field order."""

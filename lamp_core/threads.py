@@ -61,6 +61,8 @@ def single_threaded_caller() -> None:
         torch.set_num_threads(1)
 
 
+# Unbounded lru_cache on purpose: it takes no arguments, so it holds one entry (a tuple of at most
+# three ctypes functions) for the life of the process.
 @functools.lru_cache(maxsize=None)
 def per_thread_setters() -> tuple:
     """C functions that set the calling thread's OpenMP and MKL thread counts, where found

@@ -61,9 +61,15 @@ OWN_STEPS = lesson.steps_per_epoch(n_train, cfg.train.batch_size) * cfg.train.ep
 ss["bs_plan"] = PLAN                        # what this page looks for, per size (the tests read it)
 
 # This session's jobs per (settings, mode, seeds): switching the mode and back finds them again.
+# Bounded: the MAX_IDENTS settings used most recently are kept (job ids only, a few KB), so a session
+# that tries many settings does not grow without end; an older one's results still load from the store.
+MAX_IDENTS = 32
 ident = (run_key(cfg), mode, n_seeds)
 ss["bs_cfg"] = ident
-ss["bs_jobs"] = ss.setdefault("bs_all_jobs", {}).setdefault(ident, {})
+_all = ss.setdefault("bs_all_jobs", {})
+ss["bs_jobs"] = _all[ident] = _all.pop(ident, {})          # re-inserted: most recently used last
+for _old in list(_all)[:max(0, len(_all) - MAX_IDENTS)]:
+    del _all[_old]
 
 
 def plural(n: int, word: str) -> str:

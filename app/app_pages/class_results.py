@@ -36,7 +36,8 @@ sid = lab_state.session_id()
 
 @st.cache_resource(show_spinner=False)
 def _board_for(store_root: str) -> ce.ClassBoard:
-    # one board per server process and run store, like the job queue (lab_state._queue_for)
+    # one board per server process and run store, like the job queue (lab_state._queue_for): keyed
+    # by the store root only, so one entry; no max_entries, as evicting it would drop the class's state
     return ce.ClassBoard(lab_state.queue().store)
 
 

@@ -9,7 +9,8 @@ their identity after a restart.
 `load` is the process's one data-set cache: the pages, the job queue, sweeps and training all
 load through it, so none decodes the same set twice and none keeps a cache of its own. Its
 memory is bounded twice for a server that a whole class shares: it remembers at most one decode
-budget of tensors (`decoded_budget_bytes()`, least recently used first out), and image sets are
+budget of tensors (`decoded_budget_bytes()`, least recently used first out) and at most
+`MAX_CACHED_SETS` sets whatever their size (so many tiny sets cannot pile up records), and image sets are
 decoded one at a time in the process, so two uploads arriving together cannot double the peak.
 Besides, a set some caller still holds (a queued run's, a sweep's) is answered with that caller's
 tensors whatever its size, through weak references only: it costs no memory that the caller does
@@ -41,7 +42,10 @@ _LOADERS = {
 }
 _DECODED_SOURCES = ("mvtec", "folder")   # image files decoded one by one (the memory-heavy ones)
 
-_cache: OrderedDict[DataConfig, ADDataset] = OrderedDict()      # recent sets, one decode budget at most
+# The recent sets, least recently used first: at most one decode budget of tensors (default 512 MB,
+# $LAMP_DECODE_BUDGET_MB) and at most MAX_CACHED_SETS sets, whichever bound is reached first.
+MAX_CACHED_SETS = 64
+_cache: OrderedDict[DataConfig, ADDataset] = OrderedDict()
 # every set a caller still holds: a handed-out record keeps its source alive (`_source`), nothing else does
 _in_use: "weakref.WeakValueDictionary[DataConfig, ADDataset]" = weakref.WeakValueDictionary()
 _cache_lock = threading.Lock()
@@ -112,13 +116,14 @@ def peek(cfg: DataConfig) -> ADDataset | None:
 
 
 def _remember(cfg: DataConfig, ds: ADDataset) -> None:
-    """Keep `ds` among the recent sets, evicting the oldest beyond the budget. Caller holds _cache_lock."""
+    """Keep `ds` among the recent sets, evicting the oldest beyond the byte budget or beyond
+    MAX_CACHED_SETS sets. Caller holds _cache_lock."""
     limit = decoded_budget_bytes()
     if _nbytes(ds) > limit:
         return
     _cache[cfg] = ds
     _cache.move_to_end(cfg)
-    while sum(_nbytes(d) for d in _cache.values()) > limit:
+    while len(_cache) > MAX_CACHED_SETS or sum(_nbytes(d) for d in _cache.values()) > limit:
         _cache.popitem(last=False)
 
 

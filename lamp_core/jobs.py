@@ -27,11 +27,18 @@ browser session of a class shares it. The rules:
   then the surface is computed in one slice. The app's grids take tens of seconds; a large grid
   holds its worker until done (a surface computation cannot yet be resumed).
 
-Workers: one thread per device (each CUDA GPU, else the CPU); a worker runs plain `lamp_core`
-code, never Streamlit, and writes progress into the job's record under a lock; pages read
-`JobView` snapshots when they poll. `tests/test_jobs.py` drives it without Streamlit.
-This module is longer than most because the scheduler, its records and its estimates are one
-idea that shares one lock.
+Workers (`lamp_core.workers`): by default one worker process per device (each CUDA GPU, else
+the CPU); Ray actors with $LAMP_RAY_ADDRESS; threads of this process with $LAMP_WORKERS=thread.
+This process keeps the scheduling: one dispatcher thread per device picks a slice under the lock
+and hands it to its worker, which trains (plain `lamp_core` code, never Streamlit) and streams
+progress back; pages read `JobView` snapshots when they poll. After every slice a run's
+checkpoint comes back with the reply, so a worker that dies is restarted and its runs go on from
+their last finished slice (nothing lost, nothing trained twice); a run in the slice of
+MAX_WORKER_DEATHS dead workers fails with the reason. Workers never write the run store: the
+server files finished runs and surfaces. Generic tasks (`submit`, closures) run in the
+dispatcher thread of this process. `tests/test_jobs.py` and `tests/test_workers.py` drive it
+without Streamlit. This module is longer than most because the scheduler, its records and its
+estimates are one idea that shares one lock.
 """
 from __future__ import annotations
 
@@ -49,6 +56,8 @@ from typing import Any, Callable
 from .config import LampError, LandscapeConfig, RunConfig, run_key
 from .store import RunStore
 from .threads import single_threaded_caller, usable_cores  # noqa: F401  (the app imports the caller's from here)
+from .workers import (RunOutcome, RunSliceRequest, SliceJob, SurfaceRequest, WorkerDied, WorkerError, connect_ray,
+                      error_text, make_worker, on_device, ray_devices, worker_kind)
 
 QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped", "failed"
 FINAL = (DONE, STOPPED, FAILED)
@@ -56,6 +65,9 @@ MAX_FINISHED = 512          # finished jobs kept in memory (their results also l
 MAX_REPLACED = 64           # stopped/failed jobs kept after a resubmission replaced them
 DEFAULT_SESSION = "-"       # the requester of calls that name no session (scripts, tests)
 SIM_MAX_TURNS = 20_000      # bound on the ETA simulation's work per update
+MAX_WORKER_DEATHS = 3       # a run in the slice of this many dead workers fails (it likely kills them)
+MAX_TRAINED_KEYS = 100_000  # run keys `trained` counts (about 100 B each; the store is the record)
+DEFAULT_MAX_STACK = 24      # runs offered to one slice at most (stack.DEFAULT_MAX_STACK)
 
 ReportFn = Callable[..., None]                     # report(progress, message, **partial)
 WorkFn = Callable[[ReportFn, Callable[[], bool]], Any]
@@ -126,8 +138,12 @@ class Job:
     queued_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
-    slot: Any = None                 # stack.RunSlot once the run has had a slice
-    device: str | None = None        # where its slot lives
+    ckpt: dict[str, Any] | None = None   # RunSlot.checkpoint() after its last finished slice
+    steps: int = 0                   # training steps done (from the worker's last reply)
+    steps_total: int = 0             # 0 until its first slice: then planned_steps counts
+    steps_per_epoch: int = 0
+    deaths: int = 0                  # worker deaths while it was in the slice
+    worker: Any = None               # the worker it is in a slice on (to send Stop to)
     in_slice: bool = False           # a worker is advancing it now
     position: int | None = None
     eta_s: float | None = None
@@ -158,15 +174,15 @@ class Job:
             if status == DONE:
                 self.progress = 1.0
             self.message = message or status
-            self.work = self.slot = self.needs = None     # drop closures, weights and data
+            self.work = self.ckpt = self.needs = self.worker = None     # drop closures and weights
             self.position = self.eta_s = None
         self.done_event.set()
 
 
 def _phase(job: Job) -> int:
-    """The step within its epoch a run is at (0 before its first slice)."""
-    slot = job.slot
-    return 0 if slot is None or not slot.steps_per_epoch else slot.steps % slot.steps_per_epoch
+    """The step within its epoch a run is at (0 before its first slice): a stack's runs draw
+    batches of one shape, and the last batch of an epoch may be smaller."""
+    return job.steps % job.steps_per_epoch if job.steps_per_epoch else 0
 
 
 def _warm_up() -> None:
@@ -191,15 +207,23 @@ def _describe(cfg: RunConfig) -> str:
 
 
 class JobQueue:
-    """Fair background jobs with one worker thread per device; see the module docstring."""
+    """Fair background jobs with one worker per device; see the module docstring."""
 
     def __init__(self, store: RunStore | None = None, devices: list[str] | None = None, *,
                  slice_s: float | None = None, max_per_session: int | None = None,
                  stacking: bool | None = None, max_stack: int | None = None, threads: int | None = None,
-                 memory_budget_mb: float | None = None):
+                 memory_budget_mb: float | None = None, workers: str | None = None):
         self.store = store if store is not None else RunStore()
-        # torch threads of each worker (LAMP_THREADS, else the usable cores); see _worker
-        self.threads = threads or int(_env_float("LAMP_THREADS", 0)) or usable_cores()
+        self.worker_kind = worker_kind(workers)
+        # torch threads of each worker ($LAMP_THREADS). A worker process or actor trains on one
+        # by default: the lesson's expected numbers were measured on one thread, so a student's
+        # run reproduces them, and on a small class server the other cores stay with the page
+        # scripts. A worker thread takes the usable cores (lamp_core.threads says what it gets).
+        self.threads = threads or int(_env_float("LAMP_THREADS", 0)) or (
+            usable_cores() if self.worker_kind == "thread" else 1)
+        if self.worker_kind == "ray" and not devices:
+            connect_ray(os.environ.get("LAMP_RAY_ADDRESS") or "local")
+            devices = ray_devices(self.threads)
         self.devices = list(devices) if devices else default_devices()
         self.slice_s = slice_s if slice_s is not None else _env_float("LAMP_SLICE_S", 2.0)
         self.max_per_session = max_per_session or int(_env_float("LAMP_MAX_QUEUED", 40))
@@ -221,9 +245,13 @@ class JobQueue:
         self._slice_end = 0.0                            # perf_counter when the current slice ends
         self.slices: deque = deque(maxlen=2000)          # (session, kind, [job ids], t0, t1): for tests and benches
         self.trained: Counter = Counter()                # run key -> times trained to completion here
+        self.steps_trained = 0                           # run-steps the workers reported done
         self._holding = 0                                # submit_runs in progress
         self._closed = False
-        self._workers = [threading.Thread(target=self._worker, args=(dev,), name=f"lamp-worker-{dev}",
+        self._handles: dict[str, Any] = {}               # device -> its worker, once started
+        self.worker_errors: deque = deque(maxlen=20)     # why a worker could not (re)start
+        self.worker_threads: dict[str, int] = {}         # device -> torch threads its worker computed on
+        self._workers = [threading.Thread(target=self._worker, args=(dev,), name=f"lamp-dispatch-{dev}",
                                           daemon=True) for dev in self.devices]
         for w in self._workers:
             w.start()
@@ -267,19 +295,11 @@ class JobQueue:
         def ready():
             return land.cached_surface(cfg, lcfg, self.store)
 
-        def work(report: ReportFn, should_stop):
-            def on_progress(surface) -> None:
-                done = surface.fraction_done()
-                msg = ("sharpness numbers" if surface.complete and not surface.sharpness else
-                       "done" if surface.complete else f"{done:.0%} of the grid")
-                report(0.5 + 0.5 * (0.9 * done + (0.1 if surface.sharpness else 0.0)), msg, surface=surface)
-            return land.surface_for_run(cfg, lcfg, self.store, on_progress=on_progress, should_stop=should_stop)
-
         loss = f"{cfg.train.base_loss}{' LAMP' if cfg.train.lamp else ''}"
         with self._lock:
             self._check_cap(session, int(self._would_add(key, session)))
         job = self._submit(key, "surface", f"landscape {loss}, batch {cfg.train.batch_size}", session,
-                           ready, work=work, lcfg=lcfg, cfg=cfg)
+                           ready, lcfg=lcfg, cfg=cfg)
         return job.view()
 
     def _submit_run(self, cfg: RunConfig, session: str) -> Job:
@@ -410,6 +430,8 @@ class JobQueue:
     def _stop_locked(self, job: Job) -> None:
         # caller holds self._lock; nobody wants `job` any more
         job.stop_flag.set()
+        if job.in_slice and job.worker is not None:
+            job.worker.stop(job.id)          # within a step, in whichever process trains it
         dep = job.needs
         if dep is not None and dep.status not in FINAL:
             dep.requesters.discard(f"job:{job.id}")
@@ -419,14 +441,17 @@ class JobQueue:
             self._close_stopped(job)
 
     def _close_stopped(self, job: Job) -> None:
-        # caller holds self._lock; the job is not in a slice: finish it here
-        if job.slot is not None:
+        # caller holds self._lock; the job is not in a slice: finish it here, from its checkpoint
+        if job.ckpt is not None:
             from .runner import RunRecord
-            job.slot.stop()
-            job._finish(STOPPED, result=RunRecord(job.slot.result(), None, cached=False),
+            from .stack import result_from_checkpoint
+            job._finish(STOPPED, result=RunRecord(result_from_checkpoint(job.cfg, job.ckpt, stopped=True), None,
+                                                  cached=False),
                         message="stopped; partial results kept")
         else:
             job._finish(STOPPED, message="stopped before it started")
+        for handle in self._handles.values():
+            handle.forget([job.id])          # a worker's cached slot of it
         self._retire(job)
 
     def wait(self, job_id: int, timeout: float | None = None) -> JobView | None:
@@ -444,12 +469,26 @@ class JobQueue:
             self._closed = True
             for job in list(self._live):
                 job.stop_flag.set()
+                if job.in_slice and job.worker is not None:
+                    job.worker.stop(job.id)
                 if not job.in_slice:
                     job._finish(STOPPED, message="stopped: the server shut down")
             self._live = [j for j in self._live if j.in_slice]
             self._wake.notify_all()
         for w in self._workers:
             w.join(timeout=timeout)
+        for handle in list(self._handles.values()):
+            handle.close()
+
+    def worker_pids(self) -> dict[str, int | None]:
+        """device -> the process id of its worker (the server's own for worker threads)."""
+        with self._lock:
+            return {d: h.pid for d, h in self._handles.items()}
+
+    @property
+    def worker_restarts(self) -> int:
+        with self._lock:
+            return sum(h.restarts for h in self._handles.values())
 
     # ------------------------------------------------------------------ choosing the next slice
 
@@ -471,8 +510,6 @@ class JobQueue:
 
     def _runnable(self, job: Job, device: str) -> bool:
         if job.in_slice or job.status in FINAL or job.stop_flag.is_set():
-            return False
-        if job.device is not None and job.device != device:
             return False
         return job.kind != "surface" or job.needs is None or job.needs.status == DONE
 
@@ -504,26 +541,37 @@ class JobQueue:
 
         def rank(j: Job):
             owners = self._owners(j)
-            return (session not in owners, j.slot is None,
+            return (session not in owners, j.ckpt is None,
                     min((turn.get(s, len(turn)) for s in owners), default=len(turn)), j.order)
         return sorted(out, key=rank)
 
     # ------------------------------------------------------------------ the workers
 
+    def _start_worker(self, device: str):
+        """Start the worker of `device`, retrying while it fails (and the queue is open)."""
+        delay = 1.0
+        while not self._closed:
+            try:
+                return make_worker(self.worker_kind, device, self.threads)
+            except Exception as exc:  # noqa: BLE001 - say why, try again
+                self.worker_errors.append(f"{device}: {error_text(exc).splitlines()[0]}")
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        return None
+
     def _worker(self, device: str) -> None:
-        # Set here, in the worker thread. torch's thread count is not simply per thread
-        # (lamp_core.threads): this call also sets a process-wide value, and a thread takes that
-        # value at its first torch operation, overwriting what it set before. The worker runs
-        # none before its first job, and in the app a page thread has called
-        # `single_threaded_caller()` by then (it sets the process-wide value to 1), so in practice
-        # the worker trains on one thread once a page has run; `lamp lesson measure` measures on
-        # one thread for that reason. The page threads compute on one thread on purpose: beside
-        # another thread's OpenMP team of several threads, a worker's training step ran about
-        # 2.2x slower (bench/results/thread_contention.md: 0.31 s per run alone or beside a
-        # one-thread caller, 0.68 s beside a caller that used all cores).
-        import torch
-        torch.set_num_threads(self.threads)
-        _warm_up()
+        # The dispatcher of one device: it picks slices under the lock and hands them to its
+        # worker (a process, a Ray actor, or this thread). A worker thread sets its torch thread
+        # count here; lamp_core.threads says why it still ends up on one thread in the app.
+        if self.worker_kind == "thread":
+            import torch
+            torch.set_num_threads(self.threads)
+            _warm_up()
+        handle = self._start_worker(device)
+        if handle is None:
+            return
+        with self._lock:
+            self._handles[device] = handle
         while True:
             with self._lock:
                 picked = None
@@ -535,121 +583,172 @@ class JobQueue:
                 if self._closed:
                     return
                 session, job = picked
-                candidates = self._stack_candidates(job, session, device) if job.kind == "run" else []
+                job.worker = handle
+                mates: list[Job] = []
+                if job.kind == "run" and self.stacking:
+                    # reserved now, released as soon as the worker says which ones it stacked
+                    cap = (self.max_stack or DEFAULT_MAX_STACK) - 1
+                    mates = [c for c in self._stack_candidates(job, session, device)
+                             if _phase(c) == _phase(job)][:cap]
+                    for c in mates:
+                        c.in_slice, c.worker = True, handle
             try:
                 if job.kind == "run":
-                    self._run_slice(session, job, candidates, device)
+                    self._run_slice(handle, session, job, mates)
+                elif job.kind == "surface":
+                    self._surface_slice(handle, session, job)
                 else:
                     self._task_slice(session, job, device)
-            except Exception as exc:  # noqa: BLE001 - a worker must survive anything
-                self._fail([job], exc)
+            except WorkerDied as exc:
+                handle = self._worker_died(device, handle, [job, *mates], exc)
+                if handle is None:
+                    return
+            except Exception as exc:  # noqa: BLE001 - a dispatcher must survive anything
+                self._fail([j for j in (job, *mates) if j.in_slice], exc)
             with self._lock:
                 self._estimate()
                 self._wake.notify_all()
 
-    def _dataset(self, cfg: RunConfig):
-        from . import data as data_mod     # the process's one data-set cache
-        return data_mod.load(cfg.data)
-
-    def _run_slice(self, session: str, job: Job, candidates: list[Job], device: str) -> None:
-        from . import stack
+    def _worker_died(self, device: str, handle, jobs: list[Job], exc: Exception):
+        """A worker died in a slice: restart it; its jobs go back to the queue from their last
+        finished slice (their checkpoints), except one that has now killed MAX_WORKER_DEATHS
+        workers, which fails with the reason."""
+        with self._lock:
+            for j in jobs:
+                if j.in_slice:
+                    j.deaths += 1
+        handle.restarts += 1
         try:
-            main_data = self._dataset(job.cfg)
-        except Exception as exc:  # noqa: BLE001 - e.g. an upload that no longer loads
-            self._fail([job], exc)
-            return
-        group = [job]
-        if self.stacking and candidates:
-            items, mates = [(job.cfg, main_data)], []
-            key = stack.stack_key(job.cfg, main_data)
-            for c in candidates:
-                try:
-                    cd = self._dataset(c.cfg)
-                except Exception:  # noqa: BLE001 - that run fails in its own turn, with its message
+            handle.close()
+        except Exception:  # noqa: BLE001 - it is dead already
+            pass
+        fresh = self._start_worker(device)
+        with self._lock:
+            if fresh is not None:
+                fresh.restarts = handle.restarts
+                self._handles[device] = fresh
+            for j in jobs:
+                if not j.in_slice:
                     continue
-                # same stack key, and at the same step of its epoch: a stack's runs draw batches of
-                # one shape, and the last batch of an epoch may be smaller
-                if stack.stack_key(c.cfg, cd) == key and _phase(c) == _phase(job):
-                    items.append((c.cfg, cd))
-                    mates.append(c)
-            plan = stack.plan_stacks(items, max_stack=self.max_stack, memory_budget_mb=self.memory_budget_mb)
-            first = next(g for g in plan if 0 in g)
-            with self._lock:
-                for i in first:
-                    if i and self._runnable(mates[i - 1], device):
-                        mates[i - 1].in_slice = True
-                        group.append(mates[i - 1])
-        now = time.time()
-        for j in group:
-            try:
-                if j.slot is None:
-                    j.slot = stack.RunSlot(j.cfg, self._dataset(j.cfg), device)
-                    j.device = device
-            except Exception as exc:  # noqa: BLE001
-                self._fail([j], exc)
-                continue
-            with j.lock:
-                if j.status == QUEUED:
-                    j.status, j.started_at = RUNNING, now
-                j.message = f"training on {device}"
-        group = [j for j in group if j.status not in FINAL]
-        by_slot = {id(j.slot): j for j in group}
+                j.in_slice, j.worker = False, None
+                if j.deaths >= MAX_WORKER_DEATHS:
+                    j._finish(FAILED, error=f"its worker died {j.deaths} times while training it "
+                              f"(out of memory? last: {exc}); try a smaller batch or image size",
+                              message="failed")
+                    self._retire(j)
+                elif j.stop_flag.is_set():
+                    self._close_stopped(j)
+                else:
+                    j.message = "its worker restarted: going on from its last slice"
+            self._wake.notify_all()
+        return fresh
 
-        def on_progress(slot, p: dict[str, Any]) -> None:
-            j = by_slot[id(slot)]
-            steps = max(p.get("steps_total", 0), 1)
-            frac = p.get("step", 0) / steps
-            j.report(frac, f"epoch {p.get('epoch', 0)}/{p.get('epochs', 0)}, loss {p.get('loss', float('nan')):.4g}",
-                     history=p.get("history", {}), loss=p.get("loss"))
-            self._mirror(j)
+    def _run_slice(self, handle, session: str, job: Job, mates: list[Job]) -> None:
+        offered = {j.id: j for j in (job, *mates)}
+        request = RunSliceRequest([SliceJob(j.id, j.cfg, j.ckpt) for j in offered.values()], self.slice_s,
+                                  stacking=self.stacking, max_stack=self.max_stack,
+                                  memory_budget_mb=self.memory_budget_mb)
 
-        steps_before = sum(j.slot.steps for j in group)
+        def on_event(event) -> None:
+            if event[0] == "group":
+                now, chosen = time.time(), set(event[1])
+                with self._lock:
+                    for jid, j in offered.items():
+                        if jid not in chosen:
+                            j.in_slice, j.worker = False, None     # free for another slice
+                            continue
+                        with j.lock:
+                            if j.status == QUEUED:
+                                j.status, j.started_at = RUNNING, now
+                            j.message = f"training on {handle.device}"
+                    self._wake.notify_all()
+            elif event[0] == "progress":
+                j, p = offered[event[1]], event[2]
+                frac = p.get("step", 0) / max(p.get("steps_total", 0), 1)
+                j.report(frac, f"epoch {p.get('epoch', 0)}/{p.get('epochs', 0)}, loss {p.get('loss', float('nan')):.4g}",
+                         history=p.get("history", {}), loss=p.get("loss"))
+                with self._lock:
+                    self._mirror(j)
+
         t0 = time.perf_counter()
         with self._lock:
             self._slice_end = t0 + self.slice_s
-        try:
-            with _on_device(device):
-                stack.train_slots([j.slot for j in group], deadline=t0 + self.slice_s, on_progress=on_progress,
-                                  should_stop=lambda slot: by_slot[id(slot)].stop_flag.is_set())
-        except Exception as exc:  # noqa: BLE001
-            self._fail(group, exc)
-            return
+        reply = handle.run(request, on_event)
         t1 = time.perf_counter()
-        advanced = sum(j.slot.steps for j in group) - steps_before
-        if advanced:
-            self._step_s = 0.7 * self._step_s + 0.3 * (t1 - t0) / advanced
-        self.slices.append((session, "run", [j.id for j in group], t0, t1))
-        for j in group:
-            self._after_slice(j, device)
+        self.worker_threads[handle.device] = reply.threads
+        self.steps_trained += reply.steps_advanced
+        if reply.steps_advanced:
+            self._step_s = 0.7 * self._step_s + 0.3 * reply.seconds / reply.steps_advanced
+        self.slices.append((session, "run", list(reply.group), t0, t1))
+        for out in reply.outcomes:
+            self._after_slice(offered[out.job_id], out)
 
-    def _after_slice(self, job: Job, device: str) -> None:
-        from .runner import RunRecord, finish_run
-        slot = job.slot
-        if job.stop_flag.is_set() or slot.stopped:
-            slot.stop()
-            with self._lock:
-                job.in_slice = False
-                job._finish(STOPPED, result=RunRecord(slot.result(), None, cached=False),
-                            message="stopped; partial results kept")
-                self._retire(job)
-            return
-        if not slot.finished:
-            with self._lock:
-                job.in_slice = False
-                job.message = "waiting for its next turn" + (" (training)" if slot.steps else "")
-            return
-        result = slot.result()
-        try:
-            with _on_device(device):
-                # evaluated and filed as every trained run is (a stopped one was handled above)
-                record = finish_run(result, slot.data, self.store)
-        except Exception as exc:  # noqa: BLE001
-            self._fail([job], exc)
-            return
+    def _after_slice(self, job: Job, out: RunOutcome) -> None:
+        from .runner import file_run
+        if out.status == "done":
+            try:
+                # evaluated by the worker, filed here (the store is the server's)
+                file_run(out.record, self.store)
+            except Exception as exc:  # noqa: BLE001
+                self._fail([job], exc)
+                return
         with self._lock:
-            self.trained[job.key] += 1
-            job.in_slice = False
-            job._finish(DONE, result=record, message="done")
+            job.in_slice, job.worker = False, None
+            job.steps, job.steps_total, job.steps_per_epoch = out.steps, out.steps_total, out.steps_per_epoch
+            if out.status == "running":
+                job.ckpt = out.checkpoint
+                if job.stop_flag.is_set():       # Stop arrived after the worker's last check
+                    self._close_stopped(job)
+                else:
+                    job.message = "waiting for its next turn (training)"
+                return
+            if out.status == "done":
+                self.trained[job.key] += 1
+                if len(self.trained) > MAX_TRAINED_KEYS:      # oldest first (dicts keep insertion order)
+                    del self.trained[next(iter(self.trained))]
+                job._finish(DONE, result=out.record, message="done")
+            elif out.status == "stopped":
+                job._finish(STOPPED, result=out.record, message="stopped; partial results kept")
+            else:
+                job._finish(FAILED, error=out.error, message="failed")
+            self._retire(job)
+
+    def _surface_slice(self, handle, session: str, job: Job) -> None:
+        land = _landscape()
+        stored = self.store.get(job.cfg)
+        if stored is None:
+            raise LampError("its trained run is not in the run store any more: ask for the landscape again")
+        with job.lock:
+            job.status, job.message = RUNNING, f"running on {handle.device}"
+            job.started_at = job.started_at or time.time()
+
+        def on_event(event) -> None:
+            if event[0] == "surface":
+                surface = event[2]
+                done = surface.fraction_done()
+                msg = ("sharpness numbers" if surface.complete and not surface.sharpness else
+                       "done" if surface.complete else f"{done:.0%} of the grid")
+                job.report(0.5 + 0.5 * (0.9 * done + (0.1 if surface.sharpness else 0.0)), msg, surface=surface)
+
+        t0 = time.perf_counter()
+        with self._lock:
+            self._slice_end = t0 + self._estimate_task(job)
+        reply = handle.run(SurfaceRequest(job.id, job.cfg, job.lcfg, stored.result), on_event)
+        t1 = time.perf_counter()
+        if reply.error is not None:
+            raise WorkerError(reply.error)
+        surf = reply.surface
+        self._point_s = 0.7 * self._point_s + 0.3 * reply.seconds / max(job.lcfg.nx * job.lcfg.ny, 1)
+        self.slices.append((session, "surface", [job.id], t0, t1))
+        stopped = job.stop_flag.is_set() or not surf.complete
+        if not stopped and surf.sharpness:
+            land.save_surface(job.cfg, job.lcfg, surf, self.store)
+        with self._lock:
+            job.in_slice, job.worker = False, None
+            if stopped:
+                job._finish(STOPPED, result=surf, message="stopped; partial results kept")
+            else:
+                job._finish(DONE, result=surf, message="done")
             self._retire(job)
 
     def _mirror(self, run: Job) -> None:
@@ -665,6 +764,7 @@ class JobQueue:
                     parent.report(0.5 * p.progress, f"training first: {p.message}", history=p.partial.get("history", {}))
 
     def _task_slice(self, session: str, job: Job, device: str) -> None:
+        # a generic task's closure runs here, in the dispatcher thread of the server process
         with job.lock:
             job.status, job.message = RUNNING, f"running on {device}"
             job.started_at = job.started_at or time.time()
@@ -672,26 +772,24 @@ class JobQueue:
         with self._lock:
             self._slice_end = t0 + self._estimate_task(job)
         try:
-            with _on_device(device):
+            with on_device(device):
                 result = job.work(job.report, job.stop_flag.is_set)
         except Exception as exc:  # noqa: BLE001
             self._fail([job], exc)
             return
         t1 = time.perf_counter()
-        if job.kind == "surface" and job.lcfg is not None:
-            self._point_s = 0.7 * self._point_s + 0.3 * (t1 - t0) / max(job.lcfg.nx * job.lcfg.ny, 1)
         self.slices.append((session, job.kind, [job.id], t0, t1))
         stopped = job.stop_flag.is_set() or bool(getattr(getattr(result, "result", None), "stopped", False))
         with self._lock:
             job.in_slice = False
-            if stopped or (job.kind == "surface" and not getattr(result, "complete", True)):
+            if stopped:
                 job._finish(STOPPED, result=result, message="stopped; partial results kept")
             else:
                 job._finish(DONE, result=result, message="done")
             self._retire(job)
 
     def _fail(self, jobs: list[Job], exc: Exception) -> None:
-        if isinstance(exc, LampError):            # a problem the user can fix: one line, no traceback
+        if isinstance(exc, (LampError, WorkerError)):   # a user's problem in one line, or formatted already
             error = str(exc)
         else:
             error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
@@ -737,8 +835,8 @@ class JobQueue:
     def _remaining(self, job: Job) -> float:
         if job.kind != "run":
             return self._estimate_task(job)
-        if job.slot is not None:
-            steps = max(job.slot.steps_total - job.slot.steps, 0)
+        if job.steps_total:
+            steps = max(job.steps_total - job.steps, 0)
         else:
             from .run_types import planned_steps
             steps = planned_steps(job.cfg)            # never loads: this runs under the queue's lock
@@ -789,23 +887,3 @@ def close_all(timeout: float = 30.0) -> None:
     """Close every queue of this process (registered to run at exit)."""
     for q in list(_QUEUES):
         q.close(timeout)
-
-
-class _on_device:
-    """Make `device` the current CUDA device of this worker thread (no-op on the CPU)."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self._ctx = None
-
-    def __enter__(self):
-        if self.device.startswith("cuda:"):
-            import torch
-            self._ctx = torch.cuda.device(int(self.device.split(":", 1)[1]))
-            self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self._ctx is not None:
-            self._ctx.__exit__(*exc)
-        return False

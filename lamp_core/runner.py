@@ -38,15 +38,23 @@ def run_config(cfg: RunConfig, *, store: RunStore | None = None, on_progress: Pr
 
 def finish_run(result: TrainResult, dataset: ADDataset, store: RunStore | None = None) -> RunRecord:
     """Evaluate a trained run and file it in `store`: every run that trains ends here, alone
-    (`run_config`), in a sweep's stack (`sweep.train_and_finish`) or in the app's job queue
-    (`jobs.JobQueue`). A stopped run, or one that never took a step, is returned unevaluated and
+    (`run_config`), in a sweep's stack (`sweep.train_and_finish`) or in a worker of the app's
+    job queue (`workers.SliceRunner`, with store=None: the server files it with `file_run`). A stopped run, or one that never took a step, is returned unevaluated and
     not stored (it is redone next time)."""
     if result.stopped or result.steps == 0 and result.config.train.epochs > 0:
         return RunRecord(result, None, cached=False)
-    evaluation = evaluate(result.model(), dataset)
+    record = RunRecord(result, evaluate(result.model(), dataset), cached=False)
     if store is not None:
-        store.put(result, evaluation)
-    return RunRecord(result, evaluation, cached=False)
+        file_run(record, store)
+    return record
+
+
+def file_run(record: RunRecord, store: RunStore) -> None:
+    """File an evaluated run in the store: here, for finish_run, and for the processes that
+    evaluate elsewhere and leave the filing to the one that owns the store (the app's workers,
+    the sweep's Ray tasks). A stopped, unevaluated run is never filed."""
+    if record.evaluation is not None and not record.result.stopped:
+        store.put(record.result, record.evaluation)
 
 
 def compare_configs(cfg: RunConfig) -> tuple[RunConfig, RunConfig]:

@@ -92,6 +92,26 @@ DEFAULT_CPU_BUDGET_MB = 2048.0
 VAL_POINTS = 50          # validation scores recorded per run (where the data holds validation images)
 
 
+def _to_cpu(v: Any) -> Any:
+    """A deep copy of an optimizer state dict with every tensor on the CPU."""
+    if isinstance(v, torch.Tensor):
+        return v.detach().to("cpu", copy=True)
+    if isinstance(v, dict):
+        return {k: _to_cpu(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(_to_cpu(x) for x in v)
+    return v
+
+
+def result_from_checkpoint(cfg: RunConfig, ckpt: dict[str, Any], *, stopped: bool | None = None) -> TrainResult:
+    """The run as `RunSlot.result()` would give it at the checkpoint (no data or model needed)."""
+    return TrainResult(
+        config=cfg, state_dict=ckpt["model"], in_channels=ckpt["in_channels"], image_size=ckpt["image_size"],
+        history={k: list(v) for k, v in ckpt["history"].items()},
+        stopped=ckpt["stopped"] if stopped is None else stopped, epochs_done=len(ckpt["history"]["loss"]),
+        steps=ckpt["steps"], seconds=ckpt["seconds"], device=ckpt["device"], diverged=ckpt["diverged"])
+
+
 # ----------------------------------------------------------------------------- one run's state
 
 class RunSlot:
@@ -162,6 +182,40 @@ class RunSlot:
             image_size=self.data.image_size, history={k: list(v) for k, v in self.history.items()},
             stopped=self.stopped, epochs_done=len(self.history["loss"]), steps=self.steps,
             seconds=self.seconds, device=str(self.device), diverged=self.diverged)
+
+    # -- moving a run between processes (the app's worker processes and Ray actors)
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything needed to go on from this step elsewhere, as CPU tensors and builtins: a
+        worker sends it after every slice, so a worker that dies costs at most the slice it was
+        in, and the run resumes on the next worker with the same weights, optimizer state and
+        data order (nothing is trained twice). Call between slices, not inside a stack."""
+        self._flush_bn()
+        return {
+            "model": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
+            "opt": _to_cpu(self.opt.state_dict()),
+            "gen": self.gen.get_state(),
+            "order": None if self.order is None else self.order.to("cpu", copy=True),
+            "epoch_total": self.epoch_total.detach().to("cpu", copy=True),
+            "history": {k: list(v) for k, v in self.history.items()},
+            "epochs_done": self.epochs_done, "steps": self.steps, "step_in_epoch": self.step_in_epoch,
+            "steps_per_epoch": self.steps_per_epoch, "steps_total": self.steps_total,
+            "stopped": self.stopped, "diverged": self.diverged, "finished": self.finished,
+            "seconds": self.seconds, "in_channels": self.data.channels, "image_size": self.data.image_size,
+            "device": str(self.device),
+        }
+
+    def restore(self, ckpt: dict[str, Any]) -> "RunSlot":
+        """Continue from `checkpoint()`'s dict (taken from a slot of the same config and data)."""
+        self.model.load_state_dict(ckpt["model"])
+        self.model.to(memory_format=PARAM_FORMAT)
+        self.opt.load_state_dict(ckpt["opt"])
+        self.gen.set_state(ckpt["gen"])
+        self.order = None if ckpt["order"] is None else ckpt["order"].to(self.device)
+        self.epoch_total = ckpt["epoch_total"].to(self.device, self.epoch_total.dtype)
+        self.history = {k: list(v) for k, v in ckpt["history"].items()}
+        for name in ("epochs_done", "steps", "step_in_epoch", "stopped", "diverged", "finished", "seconds"):
+            setattr(self, name, ckpt[name])
+        return self
 
     @property
     def active(self) -> bool:

@@ -44,13 +44,26 @@ def surface_for_run(run_cfg: RunConfig, lcfg: LandscapeConfig, store: RunStore |
     record = run_config(run_cfg, store=store, should_stop=should_stop)
     if record.result.stopped:
         return empty_surface(lcfg)
-    dataset = data_mod.load(run_cfg.data)
-    surf = compute_surface(record.result, dataset, lcfg, on_progress=on_progress, should_stop=should_stop)
+    surf = surface_of_result(record.result, lcfg, on_progress=on_progress, should_stop=should_stop)
+    if surf.complete and surf.sharpness and store is not None:
+        save_surface(run_cfg, lcfg, surf, store)
+    return surf
+
+
+def surface_of_result(result, lcfg: LandscapeConfig, *, on_progress: ProgressFn | None = None,
+                      should_stop: StopFn | None = None) -> Surface:
+    """Cut a trained run's surface and, when it completes, its sharpness numbers. Touches no
+    store: the app's workers compute, the server files (`save_surface`)."""
+    dataset = data_mod.load(result.config.data)
+    surf = compute_surface(result, dataset, lcfg, on_progress=on_progress, should_stop=should_stop)
     if not surf.complete or (should_stop is not None and should_stop()):
         return surf
-    surf.sharpness = compute_sharpness(record.result, dataset, lcfg)
+    surf.sharpness = compute_sharpness(result, dataset, lcfg)
     if on_progress is not None:
         on_progress(surf.copy())
-    if store is not None:
-        store.save_arrays(run_cfg, landscape_key(lcfg), surf.to_arrays())
     return surf
+
+
+def save_surface(run_cfg: RunConfig, lcfg: LandscapeConfig, surf: Surface, store: RunStore) -> None:
+    """File a complete surface with its run, so asking again costs nothing."""
+    store.save_arrays(run_cfg, landscape_key(lcfg), surf.to_arrays())

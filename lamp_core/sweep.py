@@ -472,6 +472,7 @@ def _run_ray(todo, store, runs, progress, *, address, num_cpus, cpus_per_run, gp
     except ImportError:
         raise ConfigError("the ray executor needs Ray: pip install 'lamp-lab[ray]' (or use --executor local)") \
             from None
+    from .runner import RunRecord, file_run
     if not todo:
         return False
     started_here = not ray.is_initialized()
@@ -526,7 +527,7 @@ def _run_ray(todo, store, runs, progress, *, address, num_cpus, cpus_per_run, gp
                         run = SweepRun(cfg, None, 0.0, 0, cached=False, error=ev)
                     else:
                         result, evaluation = TrainResult.from_checkpoint(ckpt), Evaluation.from_dict(ev)
-                        store.put(result, evaluation)     # each run filed as soon as its stack ends
+                        file_run(RunRecord(result, evaluation, cached=False), store)   # as soon as its stack ends
                         run = SweepRun(cfg, evaluation, result.seconds, result.steps, cached=False,
                                        diverged=result.diverged)
                     runs[cfg.key()] = run

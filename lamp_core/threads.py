@@ -15,18 +15,17 @@ tests/test_threads.py, so a torch that behaves otherwise fails there first):
   at its first operation, from the last value any thread set before that moment.
 
 The app. Its page threads call `single_threaded_caller()`, so that their own computations (the
-figures' scores, reconstructions) run one OpenMP team of one thread and do not compete with the
-queue's worker for the cores (bench/results/thread_contention.md: a training step ran about 2.2x
-slower beside a caller that used all cores). The queue's worker calls
-`torch.set_num_threads(threads)` when it starts (the usable cores unless $LAMP_THREADS or
-`threads=` say otherwise), but it runs no torch operation that reads the count before its first
-job, and every Streamlit run of a page is a new thread that calls `single_threaded_caller()`,
-which sets the process-wide value to 1. So once a page has run before the worker's first job -
-always, in the app: a job starts from a click, and a click is a page run - the worker takes 1 at
-its first operation and trains on one thread. That is why `lamp lesson measure` measures on one
-thread by default (lamp_core/cli_lesson.py): a run's last digits depend on the thread count, and
-one thread reproduces the app's numbers. It is left as it is: changing the worker's count would
-move the lesson's recorded results.
+figures' scores, reconstructions) run one OpenMP team of one thread and leave the other cores to
+training (bench/results/thread_contention.md: a training step ran about 2.2x slower beside a
+caller that used all cores). Training runs in worker processes (`lamp_core.workers`), which set
+their own count when they start (one by default, $LAMP_THREADS otherwise) and are out of reach of
+the page threads: one thread reproduces the lesson's recorded numbers, measured on one thread by
+`lamp lesson measure` (a run's last digits depend on the thread count). With
+$LAMP_WORKERS=thread the queue's worker is a thread of the server: it calls
+`torch.set_num_threads(threads)` when it starts but runs no torch operation that reads the count
+before its first job, and every Streamlit run of a page is a new thread that calls
+`single_threaded_caller()`, which sets the process-wide value to 1; so that worker, too, takes 1
+at its first operation and trains on one thread.
 
 The landscape's point pool. Its threads call `single_threaded_worker()`: it lets torch initialise
 the thread first (so that torch's lazy initialisation cannot undo the setting later), then sets

@@ -7,6 +7,7 @@ wall-clock thresholds; a gate task holds the single worker where a test needs a 
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -302,18 +303,28 @@ def test_replaced_stopped_jobs_are_forgotten_beyond_a_cap(queue, monkeypatch):
 
 
 def test_workers_train_at_the_queues_thread_count_and_callers_on_one(tmp_path):
-    """The worker sets its torch thread count when it starts and keeps it where no other thread
-    sets one before its first operation (lamp_core.threads; tests/test_threads.py shows the app's
-    order, where it ends on one); the app's page threads compute on one thread, so no second
-    multi-thread OpenMP team slows the worker down (bench/results/thread_contention.md)."""
+    """A worker thread sets its torch thread count when it starts and keeps it where no other
+    thread sets one before its first operation (lamp_core.threads); a worker process trains on
+    the queue's count (one by default), whatever the server's threads do; the app's page threads
+    compute on one thread, so no second multi-thread OpenMP team slows a worker down
+    (bench/results/thread_contention.md)."""
     import torch
 
     from lamp_core.jobs import single_threaded_caller
     for threads in (1, 3):
-        q = JobQueue(RunStore(tmp_path / f"runs{threads}"), devices=["cpu"], threads=threads)
+        q = JobQueue(RunStore(tmp_path / f"runs{threads}"), devices=["cpu"], threads=threads, workers="thread")
         try:
             v = q.submit("count", lambda report, should_stop: torch.get_num_threads(), session="s")
             assert q.wait(v.id, timeout=30).result == threads
+        finally:
+            q.close()
+    for threads in (None, 2):
+        q = JobQueue(RunStore(tmp_path / f"proc{threads}"), devices=["cpu"], threads=threads, workers="process")
+        try:
+            v = q.submit_run(TINY, session="s")
+            assert q.wait(v.id, timeout=60).status == DONE
+            assert q.worker_threads == {"cpu": threads or 1}
+            assert q.worker_pids()["cpu"] != os.getpid()
         finally:
             q.close()
     before, seen = torch.get_num_threads(), []

@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, str, set[str]]] = [
      {"data", "losses", "models", "run_types", "stack", "train", "evaluate", "landscape", "threads"}),
     ("orchestration", "runs named by their configs: stored, trained on demand, queued, swept, "
                       "reported, drawn, and the lesson built from them",
-     {"store", "runner", "surfaces", "sweep", "jobs", "report", "figures", "landscape_figures",
+     {"store", "runner", "surfaces", "sweep", "workers", "jobs", "report", "figures", "landscape_figures",
       "lesson", "lesson_measure", "lesson_notes", "references", "class_experiment"}),
     ("interface", "the `lamp` command and the package's public names: they call everything below, and "
                   "nothing below calls them",

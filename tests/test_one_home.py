@@ -133,12 +133,16 @@ def _defs(text: str) -> set[str]:
 
 
 def test_finishing_a_run_is_written_once():
-    # a trained run is evaluated and stored by runner.finish_run alone: the queue calls it
-    jobs = sources()["lamp_core/jobs.py"]
-    assert "finish_run" in _calls(jobs)
+    # a trained run is evaluated by runner.finish_run alone (the app's workers call it) and filed
+    # by runner.file_run alone (the queue and the sweep's Ray driver, which own the store, call it)
+    workers, jobs = sources()["lamp_core/workers.py"], sources()["lamp_core/jobs.py"]
+    assert "finish_run" in _calls(workers) and "file_run" in _calls(jobs)
     assert not _calls(jobs) & {"evaluate", "put"}, "jobs.py evaluates or stores a run itself"
-    assert not [n for n in _defs(jobs) if "evaluat" in n]
+    assert "evaluate" not in _calls(workers)          # (its put()s are its inbox's)
+    for text in (workers, jobs):
+        assert not [n for n in _defs(text) if "evaluat" in n]
     assert where(r"\bevaluate\(result\.model\(") == ["lamp_core/runner.py"]
+    assert where(r"\bstore\.put\(") == ["lamp_core/runner.py"]
 
 
 def test_which_runs_may_share_a_stack_is_decided_in_stack():
@@ -187,28 +191,34 @@ def test_a_runs_steps_are_counted_once():
 
 
 def test_the_queue_finishes_its_runs_through_finish_run(tmp_path, monkeypatch):
-    """Behaviour, not just source: the queue's finished run is runner.finish_run's record."""
+    """Behaviour, not just source: the queue's finished run is runner.finish_run's record (made
+    in the worker, here a thread so the spy sees it), filed by runner.file_run in the server."""
     from lamp_core import runner
     from lamp_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from lamp_core.jobs import DONE, JobQueue
     from lamp_core.store import RunStore
     seen = []
-    real = runner.finish_run
+    real_finish, real_file = runner.finish_run, runner.file_run
 
-    def spy(result, dataset, store=None):
-        rec = real(result, dataset, store)
-        seen.append((result.config.key(), store))
+    def spy_finish(result, dataset, store=None):
+        rec = real_finish(result, dataset, store)
+        seen.append(("finish", result.config.key(), store))
         return rec
-    monkeypatch.setattr(runner, "finish_run", spy)
+
+    def spy_file(record, store):
+        seen.append(("file", record.result.config.key(), store))
+        real_file(record, store)
+    monkeypatch.setattr(runner, "finish_run", spy_finish)
+    monkeypatch.setattr(runner, "file_run", spy_file)
     cfg = RunConfig(data=DataConfig(normal_class=1, image_size=16, max_train=8, max_test=20),
                     model=ModelConfig(width=4, latent_channels=4), train=TrainConfig(epochs=1, batch_size=4))
-    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"])
+    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], workers="thread")
     try:
         view = q.wait(q.submit_run(cfg).id, 120)
     finally:
         q.close()
     assert view.status == DONE and view.result.evaluation is not None and not view.result.cached
-    assert seen == [(cfg.key(), q.store)] and q.store.has(cfg)
+    assert seen == [("finish", cfg.key(), None), ("file", cfg.key(), q.store)] and q.store.has(cfg)
 
 
 # scripts that other work in progress converts; drop a name here when its script loses the insert

@@ -66,6 +66,7 @@ MAX_REPLACED = 64           # stopped/failed jobs kept after a resubmission repl
 DEFAULT_SESSION = "-"       # the requester of calls that name no session (scripts, tests)
 SIM_MAX_TURNS = 20_000      # bound on the ETA simulation's work per update
 MAX_WORKER_DEATHS = 3       # a run in the slice of this many dead workers fails (it likely kills them)
+MAX_COST_KEYS = 256         # kinds of run (and data sets) whose measured speed the ETAs keep
 MAX_TRAINED_KEYS = 100_000  # run keys `trained` counts (about 100 B each; the store is the record)
 DEFAULT_MAX_STACK = 24      # runs offered to one slice at most (stack.DEFAULT_MAX_STACK)
 
@@ -240,7 +241,14 @@ class JobQueue:
         self._by_key: OrderedDict[str, Job] = OrderedDict()
         self._by_id: dict[int, Job] = {}
         self._ids = itertools.count(1)
-        self._step_s = 0.01                              # measured seconds per run-step (EMA)
+        self._step_s = 0.01                              # measured seconds per run-step (EMA), any run
+        # ETAs: a worker's calibration (overhead, seconds per input value of a step) predicts a
+        # run's step before it has trained; measured seconds per run-step of each kind of run
+        # (network, image, batch, LAMP) and per evaluation of each data set replace it after
+        self._calibration: tuple[float, float] | None = None
+        self._ratio = 1.0                                # measured / calibrated step seconds (EMA)
+        self._step_cost: OrderedDict[tuple, float] = OrderedDict()
+        self._eval_cost: OrderedDict[str, float] = OrderedDict()
         self._point_s = 0.05                             # measured seconds per landscape point (EMA)
         self._slice_end = 0.0                            # perf_counter when the current slice ends
         self.slices: deque = deque(maxlen=2000)          # (session, kind, [job ids], t0, t1): for tests and benches
@@ -572,6 +580,7 @@ class JobQueue:
             return
         with self._lock:
             self._handles[device] = handle
+            self._calibration = self._calibration or getattr(handle, "calibration", None)
         while True:
             with self._lock:
                 picked = None
@@ -678,7 +687,9 @@ class JobQueue:
         self.worker_threads[handle.device] = reply.threads
         self.steps_trained += reply.steps_advanced
         if reply.steps_advanced:
-            self._step_s = 0.7 * self._step_s + 0.3 * reply.seconds / reply.steps_advanced
+            with self._lock:
+                self._learn_speed(job.cfg, reply.seconds / reply.steps_advanced,
+                                  [(offered[o.job_id].cfg, o.eval_s) for o in reply.outcomes if o.eval_s])
         self.slices.append((session, "run", list(reply.group), t0, t1))
         for out in reply.outcomes:
             self._after_slice(offered[out.job_id], out)
@@ -840,7 +851,47 @@ class JobQueue:
         else:
             from .run_types import planned_steps
             steps = planned_steps(job.cfg)            # never loads: this runs under the queue's lock
-        return max(steps * self._step_s, 0.05)
+        return max(steps * self._run_step_s(job.cfg) + self._evaluation_s(job.cfg), 0.05)
+
+    # caller holds self._lock for the four below
+    def _values_per_step(self, cfg: RunConfig) -> int:
+        channels = cfg.data.channels or (1 if cfg.data.dataset in ("digits", "mnist", "fashion-mnist") else 3)
+        return cfg.train.batch_size * channels * cfg.data.image_size ** 2
+
+    def _run_step_s(self, cfg: RunConfig) -> float:
+        from .stack import stack_signature
+        known = self._step_cost.get((stack_signature(cfg), cfg.train.lamp))
+        if known is not None:
+            return known
+        if self._calibration is None:
+            return self._step_s
+        overhead, per_value = self._calibration
+        return (overhead + per_value * self._values_per_step(cfg)) * self._ratio
+
+    def _evaluation_s(self, cfg: RunConfig) -> float:
+        known = self._eval_cost.get(repr(cfg.data))
+        if known is not None or self._calibration is None:
+            return known or 0.0
+        # a forward pass costs about a third of a training step; the test set size is a guess
+        # until one evaluation of this data set has been timed
+        images = cfg.data.max_test or 2000
+        return self._calibration[1] * self._values_per_step(cfg) / cfg.train.batch_size * images / 3 * self._ratio
+
+    def _learn_speed(self, cfg: RunConfig, run_step_s: float, evals: list[tuple[RunConfig, float]]) -> None:
+        from .stack import stack_signature
+        self._step_s = 0.7 * self._step_s + 0.3 * run_step_s
+        if self._calibration is not None:
+            overhead, per_value = self._calibration
+            predicted = overhead + per_value * self._values_per_step(cfg)
+            if predicted > 0:
+                self._ratio = 0.8 * self._ratio + 0.2 * run_step_s / predicted
+        for table, key, value in [(self._step_cost, (stack_signature(cfg), cfg.train.lamp), run_step_s),
+                                  *[(self._eval_cost, repr(c.data), e) for c, e in evals]]:
+            old = table.get(key)
+            table[key] = value if old is None else 0.5 * old + 0.5 * value
+            table.move_to_end(key)
+            while len(table) > MAX_COST_KEYS:
+                table.popitem(last=False)
 
     def _estimate(self) -> None:
         """Simulate the round-robin (one turn = one slice of a session's oldest job) and store

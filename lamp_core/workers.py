@@ -89,6 +89,7 @@ class RunOutcome:
     steps: int = 0
     steps_total: int = 0
     steps_per_epoch: int = 0
+    eval_s: float = 0.0            # seconds its evaluation took (done runs)
 
 
 @dataclass
@@ -227,8 +228,9 @@ class SliceRunner:
                 out.record = finish_run(slot.result(), slot.data, None)     # partial: never evaluated
             elif slot.finished:
                 try:
+                    t_eval = time.perf_counter()
                     out.record = finish_run(slot.result(), slot.data, None)  # the server files it
-                    out.status = "done"
+                    out.status, out.eval_s = "done", time.perf_counter() - t_eval
                 except Exception as exc:  # noqa: BLE001
                     out.status, out.error = "failed", error_text(exc)
             else:
@@ -265,6 +267,35 @@ class SliceRunner:
         return reply
 
 
+def calibrate(device: str = "cpu") -> tuple[float, float]:
+    """Seconds per training step of the default autoencoder as `overhead + per_value * values`
+    (values = batch x channels x pixels of one step), from a few steps at two batch sizes on
+    random images. The queue's first ETAs come from it, before any run has reported its own
+    speed (about 0.3 s, once per worker start)."""
+    import torch
+
+    from .config import ModelConfig, TrainConfig
+    from .losses import training_loss
+    from .models import build_model
+    model = build_model(ModelConfig(), 1, 28).to(device)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    train_cfg = TrainConfig()
+    per_step = {}
+    for batch in (8, 64):
+        x = torch.rand(batch, 1, 28, 28, device=device)
+        for i in range(5):
+            if i == 2:
+                t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            training_loss(x, model(x), train_cfg).backward()
+            opt.step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+        per_step[batch] = (time.perf_counter() - t0) / 3
+    per_value = max(per_step[64] - per_step[8], 1e-9) / ((64 - 8) * 28 * 28)
+    return max(per_step[8] - 8 * 28 * 28 * per_value, 0.0), per_value
+
+
 # ----------------------------------------------------------------------------- three kinds of worker
 
 class ThreadWorker:
@@ -275,6 +306,8 @@ class ThreadWorker:
         self.device, self.threads = device, threads
         self.runner = SliceRunner(device)
         self.restarts = 0
+        with on_device(device):
+            self.calibration = calibrate(device)
 
     @property
     def pid(self) -> int:
@@ -326,8 +359,7 @@ def _process_main(conn, device: str, threads: int) -> None:
                 inbox.put(msg)
 
     threading.Thread(target=reader, name="lamp-worker-reader", daemon=True).start()
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])    # the first optimizer imports torch._dynamo
-    send(("hello", os.getpid()))
+    send(("hello", calibrate(device)))          # (its first optimizer also imports torch._dynamo)
     while True:
         msg = inbox.get()
         if msg is None or msg[0] == "close":
@@ -390,7 +422,7 @@ class ProcessWorker:
         while not parent.poll(0.2):
             if not proc.is_alive() or time.monotonic() > deadline:
                 raise WorkerDied(f"the worker process for {self.device} did not start")
-        kind, _pid = parent.recv()
+        kind, self.calibration = parent.recv()
         assert kind == "hello"
 
     def _send(self, msg) -> None:
@@ -458,6 +490,7 @@ class _RayRunner:
         if device == "cuda":
             device = "cuda:0"               # Ray shows the actor its own GPU as device 0
         self.runner = SliceRunner(device)
+        self.calibration = calibrate(device)
 
     def run(self, request) -> tuple[list, SliceReply]:
         events: list = []
@@ -469,8 +502,8 @@ class _RayRunner:
     def forget(self, job_ids: list[int]) -> None:
         self.runner.forget(job_ids)
 
-    def ping(self) -> int:
-        return os.getpid()
+    def ping(self) -> tuple[int, tuple[float, float]]:
+        return os.getpid(), self.calibration
 
 
 def connect_ray(address: str) -> Any:
@@ -524,7 +557,7 @@ class RayWorker:
                          max_concurrency=2, max_restarts=0)(_RayRunner)
         self._actor = cls.remote("cuda" if on_gpu else "cpu", self.threads)
         try:
-            self._pid = ray.get(self._actor.ping.remote(), timeout=START_TIMEOUT_S)
+            self._pid, self.calibration = ray.get(self._actor.ping.remote(), timeout=START_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - no node could host it
             raise WorkerDied(f"the Ray worker {self.device} did not start: {exc}") from None
 

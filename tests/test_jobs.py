@@ -336,3 +336,23 @@ def test_workers_train_at_the_queues_thread_count_and_callers_on_one(tmp_path):
     t.start()
     t.join()
     assert seen == [1] and torch.get_num_threads() == before     # only the calling thread changed
+
+
+def test_etas_come_from_the_calibration_then_from_what_each_kind_of_run_measured(tmp_path):
+    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], workers="thread")
+    try:
+        until(lambda: q._calibration is not None, "the worker's calibration")
+        overhead, per_value = q._calibration
+        assert overhead >= 0 and per_value > 0
+        small, big = TINY.with_train(batch_size=4), TINY.with_train(batch_size=16)
+        with q._lock:
+            q._calibration, q._ratio = (0.01, 1e-6), 1.0
+            assert q._run_step_s(small) == pytest.approx(0.01 + 1e-6 * 4 * 16 * 16)
+            assert q._run_step_s(big) == pytest.approx(0.01 + 1e-6 * 16 * 16 * 16)
+            q._learn_speed(big, 0.5, [(big, 2.0)])             # measured: this kind of run, this data
+            assert q._run_step_s(big) == 0.5 and q._evaluation_s(big) == 2.0
+            # other kinds follow the calibration, scaled by how far off it was here
+            assert q._ratio == pytest.approx(0.8 + 0.2 * 0.5 / (0.01 + 1e-6 * 16 ** 3))
+            assert q._run_step_s(small) == pytest.approx((0.01 + 1e-6 * 4 * 16 * 16) * q._ratio)
+    finally:
+        q.close()

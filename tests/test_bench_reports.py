@@ -116,27 +116,39 @@ def test_table2_training_check_judges_on_the_validation_curve(tmp_path):
     assert "**1 of 4**" in text and "3 of 4 settings recorded that validation curve" in text
 
 
-def test_a_report_from_an_empty_store_is_one_line_and_writes_nothing(tmp_path):
+def run_bench(script: str, args: list[str], capsys, monkeypatch) -> tuple[int, str]:
+    """`python bench/SCRIPT.py ARGS` in this process: its `__main__` block's call, `run_script(main)`,
+    with sys.argv set as the shell sets it (a fresh interpreter would cost a torch import each)."""
+    import importlib
+
+    from lamp_core.cli import run_script
+    mod = importlib.import_module(script)
+    monkeypatch.setattr(sys, "argv", [str(BENCH / f"{script}.py"), *args])
+    capsys.readouterr()
+    try:
+        code = run_script(mod.main, script)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+def test_a_report_from_an_empty_store_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
     """--report-only on a store without the spec's runs: exit 2, one line, no table replaced."""
-    import subprocess
     out = tmp_path / "table2"
-    r = subprocess.run([sys.executable, str(BENCH / "reproduce_table2.py"), "--store", str(tmp_path / "empty"),
-                        "--report-only", "--out", str(out)], capture_output=True, text=True)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip().count("\n") == 0 and "no finished run of this spec" in r.stderr
+    code, err = run_bench("reproduce_table2", ["--store", str(tmp_path / "empty"), "--report-only",
+                                               "--out", str(out)], capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().count("\n") == 0 and "no finished run of this spec" in err
     assert not list(tmp_path.glob("table2*"))
 
 
-def test_a_gpu_benchmark_without_a_gpu_is_one_line():
-    import subprocess
-
+def test_a_gpu_benchmark_without_a_gpu_is_one_line(capsys, monkeypatch):
     import torch
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    r = subprocess.run([sys.executable, str(BENCH / "classroom.py"), "--device", "cuda", "--quick", "--no-record"],
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
-    assert "no CUDA GPU" in r.stderr
+    code, err = run_bench("classroom", ["--device", "cuda", "--quick", "--no-record"], capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in err and err.strip().count("\n") == 0
+    assert "no CUDA GPU" in err
 
 
 def test_table1_timing_refuses_a_store_that_holds_grid_runs(tmp_path, monkeypatch):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
 import sys
 
 import pytest
@@ -185,17 +184,28 @@ def test_teacher_notes_are_not_on_the_students_guide(monkeypatch):
     assert any("teacher notes" in lab.lower() for lab in labels), labels
 
 
-def test_lamp_notes_prints_the_notes_and_refuses_bad_output(tmp_path):
-    lamp = [sys.executable, "-m", "lamp_core.cli"]
-    out = subprocess.run(lamp + ["notes"], capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout == (REPO / "assets" / "teacher_notes.md").read_text(encoding="utf-8")
-    bad = subprocess.run(lamp + ["notes", "--out", str(tmp_path / "missing" / "notes.md")], capture_output=True,
-                         text=True, cwd=REPO, timeout=120)
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "does not exist" in bad.stderr
-    bad = subprocess.run(lamp + ["lesson", "measure", "--parts", "everything"], capture_output=True, text=True,
-                         cwd=REPO, timeout=120)
-    assert bad.returncode == 2 and "unknown part" in bad.stderr and "Traceback" not in bad.stderr
+def test_lamp_notes_prints_the_notes_and_refuses_bad_output(tmp_path, capsys):
+    """`lamp notes` through `lamp_core.cli.main` in this process (argparse's errors exit through
+    SystemExit, as in the shell): a fresh interpreter per command would cost a torch import each,
+    and tests/test_cli.py runs the real console entry in a subprocess."""
+    from lamp_core.cli import main
+
+    def lamp(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = lamp("notes")
+    assert code == 0, err
+    assert out == (REPO / "assets" / "teacher_notes.md").read_text(encoding="utf-8")
+    code, _, err = lamp("notes", "--out", str(tmp_path / "missing" / "notes.md"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "does not exist" in err
+    code, _, err = lamp("lesson", "measure", "--parts", "everything")
+    assert code == 2 and "unknown part" in err and "Traceback" not in err
 
 
 def test_notes_numbers_come_from_the_measurement():

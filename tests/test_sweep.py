@@ -262,17 +262,18 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, extra, words):
 
 
 @pytest.mark.slow
-def test_a_really_killed_sweep_resumes(tmp_path):
-    """SIGKILL a `lamp sweep` process mid-way; the rerun trains only what was not stored."""
+def test_a_really_killed_sweep_resumes(tmp_path, capsys):
+    """SIGKILL a `lamp sweep` process mid-way; the rerun trains only what was not stored (the rerun
+    calls `lamp_core.cli.main` in this process: it reads the store the killed process left)."""
     store = tmp_path / "store"
     # two batch sizes: two stacks of four runs, stored as each stack ends (one run at a time
     # without stacking)
-    args = [sys.executable, "-m", "lamp_core", "sweep", "--store", str(store), "--dataset", "digits",
+    args = ["sweep", "--store", str(store), "--dataset", "digits",
             "--classes", "0-1", "--lamp", "both", "--epochs", "4", "--max-train", "64", "--max-test", "40",
             "--batch-sizes", "4,8", "--out", str(tmp_path / "r"), "--threads", "1"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "lamp_core", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(store.glob("*/evaluation.json"))) < 1:
         time.sleep(0.05)
@@ -280,11 +281,13 @@ def test_a_really_killed_sweep_resumes(tmp_path):
     proc.wait()
     done = len(list(store.glob("*/evaluation.json")))
     assert 1 <= done < 8, "the sweep finished before it could be killed: make the runs longer"
-    res = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    capsys.readouterr()
+    code = main(args)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
     assert summary["runs"] == 8 and summary["trained"] == 8 - done
-    assert f"{done} already in" in res.stderr
+    assert f"{done} already in" in err
 
 
 def test_settings_report_splits_by_image_size(tmp_path):

@@ -50,7 +50,7 @@ import time
 import traceback
 import weakref
 from collections import Counter, OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from .config import LampError, LandscapeConfig, RunConfig, run_key
@@ -62,6 +62,7 @@ from .workers import (RunOutcome, RunSliceRequest, SliceJob, SurfaceRequest, Wor
 QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped", "failed"
 FINAL = (DONE, STOPPED, FAILED)
 MAX_FINISHED = 512          # finished jobs kept in memory (their results also live in the store)
+MAX_FINISHED_RESULTS = 64  # finished runs and surfaces whose results stay in memory (the rest: the store)
 MAX_REPLACED = 64           # stopped/failed jobs kept after a resubmission replaced them
 DEFAULT_SESSION = "-"       # the requester of calls that name no session (scripts, tests)
 SIM_MAX_TURNS = 20_000      # bound on the ETA simulation's work per update
@@ -136,6 +137,7 @@ class Job:
     result: Any = None
     error: str | None = None
     cached: bool = False
+    evicted: bool = False            # done, and its result let go: the store has it (_trim)
     queued_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
@@ -272,7 +274,7 @@ class JobQueue:
         """Queue `work(report, should_stop)` under `key` as one slice, or join the job that
         already has that key. `ready()` (called in the caller's thread) may return a finished
         result, e.g. from the run store; the job is then done at once and never queued."""
-        return self._submit(key, kind, label or key, session, ready, work=work).view()
+        return self._view(self._submit(key, kind, label or key, session, ready, work=work))
 
     def submit_run(self, cfg: RunConfig, *, session: str = DEFAULT_SESSION) -> JobView:
         """Train and evaluate one config, through the run store."""
@@ -286,7 +288,7 @@ class JobQueue:
             self._check_cap(session, new)
             self._holding += 1            # workers wait until all are in, so they can share a stack
         try:
-            return [self._submit_run(c, session).view() for c in cfgs]
+            return [self._view(self._submit_run(c, session)) for c in cfgs]
         finally:
             with self._lock:
                 self._holding -= 1
@@ -308,7 +310,7 @@ class JobQueue:
             self._check_cap(session, int(self._would_add(key, session)))
         job = self._submit(key, "surface", f"landscape {loss}, batch {cfg.train.batch_size}", session,
                            ready, lcfg=lcfg, cfg=cfg)
-        return job.view()
+        return self._view(job)
 
     def _submit_run(self, cfg: RunConfig, session: str) -> Job:
         def ready():
@@ -386,15 +388,29 @@ class JobQueue:
 
     # ------------------------------------------------------------------ reading and stopping
 
+    def _view(self, job: Job) -> JobView | None:
+        """The job's snapshot; a finished job whose result was let go (`_trim`) reads it from the
+        store again (None in the odd case that the store lost it: the page asks to press again)."""
+        view = job.view()
+        if not (job.evicted and view.status == DONE):
+            return view
+        if job.kind == "surface":
+            result = _landscape().cached_surface(job.cfg, job.lcfg, self.store)
+        else:
+            from .runner import RunRecord
+            stored = self.store.get(job.cfg)
+            result = None if stored is None else RunRecord(stored.result, stored.evaluation, cached=view.cached)
+        return None if result is None else replace(view, result=result)
+
     def get(self, job_id: int) -> JobView | None:
         with self._lock:
             job = self._by_id.get(job_id)
-        return None if job is None else job.view()
+        return None if job is None else self._view(job)
 
     def find(self, key: str) -> JobView | None:
         with self._lock:
             job = self._by_key.get(key)
-        return None if job is None else job.view()
+        return None if job is None else self._view(job)
 
     def find_run(self, cfg: RunConfig) -> JobView | None:
         return self.find(f"run:{run_key(cfg)}")
@@ -406,7 +422,7 @@ class JobQueue:
                 jobs = list(self._by_id.values())
             else:
                 jobs = [j for j in self._live if session in self._owners(j)]
-        return [j.view() for j in jobs]
+        return [self._view(j) for j in jobs]
 
     def counts(self) -> dict[str, int]:
         """Unfinished jobs of the whole server: running (had a slice) and queued (waiting for their first)."""
@@ -468,7 +484,7 @@ class JobQueue:
         if job is None:
             return None
         job.done_event.wait(timeout)
-        return job.view()
+        return self._view(job)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop every job and the workers (tests, and at interpreter exit: a worker thread
@@ -483,10 +499,24 @@ class JobQueue:
                     job._finish(STOPPED, message="stopped: the server shut down")
             self._live = [j for j in self._live if j.in_slice]
             self._wake.notify_all()
-        for w in self._workers:
-            w.join(timeout=timeout)
-        for handle in list(self._handles.values()):
+            started = dict(self._handles)
+        # a dispatcher whose worker is still starting closes it itself when it is up
+        for device, w in zip(self.devices, self._workers):
+            if device in started:
+                w.join(timeout=timeout)
+        for handle in started.values():
             handle.close()
+
+    def wait_ready(self, timeout: float = 120.0) -> bool:
+        """Wait until every device's worker has started (a worker process imports torch and
+        calibrates first: a few seconds); True when all have."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self._lock:
+                if len(self._handles) == len(self.devices):
+                    return True
+            time.sleep(0.02)
+        return False
 
     def worker_pids(self) -> dict[str, int | None]:
         """device -> the process id of its worker (the server's own for worker threads)."""
@@ -579,6 +609,9 @@ class JobQueue:
         if handle is None:
             return
         with self._lock:
+            if self._closed:                 # closed while it started: close() did not wait for it
+                handle.close()
+                return
             self._handles[device] = handle
             self._calibration = self._calibration or getattr(handle, "calibration", None)
         while True:
@@ -835,6 +868,14 @@ class JobQueue:
         replaced = [i for i, j in self._by_id.items() if self._by_key.get(j.key) is not j]
         for i in replaced[: max(0, len(replaced) - MAX_REPLACED)]:
             del self._by_id[i]
+        # a finished run's record (weights, scores, ROC: about 0.6 MB at the default) or surface
+        # stays in memory for the most recent MAX_FINISHED_RESULTS only; older ones are read
+        # from the store when asked for (`_view`), so the server's memory stops growing
+        held = [j for j in self._by_key.values()
+                if j.status == DONE and j.kind in ("run", "surface") and j.result is not None]
+        for job in held[: max(0, len(held) - MAX_FINISHED_RESULTS)]:
+            with job.lock:
+                job.result, job.evicted = None, True
 
     # ------------------------------------------------------------------ positions and ETAs
 

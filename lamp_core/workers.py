@@ -474,8 +474,8 @@ class ProcessWorker:
 
     def close(self) -> None:
         try:
-            self._send(("close",))
-            self._proc.join(timeout=5)
+            self._send(("close",))           # it leaves after its slice (the queue stopped every job)
+            self._proc.join(timeout=1)
         except (OSError, BrokenPipeError, AttributeError):
             pass
         self._kill()

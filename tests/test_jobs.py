@@ -356,3 +356,20 @@ def test_etas_come_from_the_calibration_then_from_what_each_kind_of_run_measured
             assert q._run_step_s(small) == pytest.approx((0.01 + 1e-6 * 4 * 16 * 16) * q._ratio)
     finally:
         q.close()
+
+
+def test_old_finished_results_leave_memory_and_come_back_from_the_store(tmp_path, monkeypatch):
+    monkeypatch.setattr("lamp_core.jobs.MAX_FINISHED_RESULTS", 1)
+    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], workers="thread")
+    try:
+        first, second = (q.wait(q.submit_run(TINY.with_train(seed=s), session="a").id, 60) for s in (1, 2))
+        assert first.status == second.status == DONE
+        old = q._by_id[first.id]
+        assert old.result is None and old.evicted                # only the newest result is held
+        assert q._by_id[second.id].result is not None
+        again = q.get(first.id)                                   # read back from the store
+        assert again.status == DONE and again.result.evaluation.auroc == first.result.evaluation.auroc
+        assert again.result.result.history == first.result.result.history
+        assert q.submit_run(TINY.with_train(seed=1), session="b").result.evaluation.auroc == first.result.evaluation.auroc
+    finally:
+        q.close()

@@ -33,6 +33,8 @@ def _shape(z) -> tuple[int, ...]:
 
 
 def test_coarse_picture_appears_before_the_refined_one(monkeypatch):
+    # the gate below patches this process's compute_surface: the queue's worker must be a thread here
+    monkeypatch.setenv("LAMP_WORKERS", "thread")
     from lamp_core import surfaces as surfaces_mod
     real = surfaces_mod.compute_surface
     gates = [threading.Event(), threading.Event()]

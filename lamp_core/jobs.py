@@ -67,6 +67,7 @@ MAX_REPLACED = 64           # stopped/failed jobs kept after a resubmission repl
 DEFAULT_SESSION = "-"       # the requester of calls that name no session (scripts, tests)
 SIM_MAX_TURNS = 20_000      # bound on the ETA simulation's work per update
 MAX_WORKER_DEATHS = 3       # a run in the slice of this many dead workers fails (it likely kills them)
+ETA_LEARN_MIN_S = 2.0       # jobs with a shorter first ETA do not teach the ETA scale (too noisy)
 MAX_COST_KEYS = 256         # kinds of run (and data sets) whose measured speed the ETAs keep
 MAX_TRAINED_KEYS = 100_000  # run keys `trained` counts (about 100 B each; the store is the record)
 DEFAULT_MAX_STACK = 24      # runs offered to one slice at most (stack.DEFAULT_MAX_STACK)
@@ -150,6 +151,7 @@ class Job:
     in_slice: bool = False           # a worker is advancing it now
     position: int | None = None
     eta_s: float | None = None
+    eta_first: tuple[float, float] | None = None   # (its first simulated ETA, when): to learn the scale
     stop_flag: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     done_event: threading.Event = field(default_factory=threading.Event)
@@ -249,6 +251,7 @@ class JobQueue:
         # (network, image, batch, LAMP) and per evaluation of each data set replace it after
         self._calibration: tuple[float, float] | None = None
         self._ratio = 1.0                                # measured / calibrated step seconds (EMA)
+        self._eta_scale = 1.0                            # actual waits / simulated ones (EMA, _retire)
         self._step_cost: OrderedDict[tuple, float] = OrderedDict()
         self._eval_cost: OrderedDict[str, float] = OrderedDict()
         self._point_s = 0.05                             # measured seconds per landscape point (EMA)
@@ -848,6 +851,13 @@ class JobQueue:
         # caller holds self._lock: a job became final; surfaces that needed it follow it
         if job in self._live:
             self._live.remove(job)
+        if job.status == DONE and job.eta_first is not None and job.eta_first[0] >= ETA_LEARN_MIN_S:
+            # The simulation sees only the work queued now; in a class, sessions keep arriving
+            # and take their turns first, so waits run longer than simulated by a factor that
+            # depends on the class. Learn it from finished jobs: actual wait / first estimate.
+            predicted, at = job.eta_first
+            ratio = min(max((job.finished_at - at) / predicted, 0.25), 8.0)
+            self._eta_scale = 0.8 * self._eta_scale + 0.2 * ratio
         for other in list(self._live):
             if other.needs is job:
                 if job.status == DONE:
@@ -892,7 +902,7 @@ class JobQueue:
         else:
             from .run_types import planned_steps
             steps = planned_steps(job.cfg)            # never loads: this runs under the queue's lock
-        return max(steps * self._run_step_s(job.cfg) + self._evaluation_s(job.cfg), 0.05)
+        return max(steps * self._run_step_s(job.cfg) + self._test_pass_s(job.cfg), 0.05)
 
     # caller holds self._lock for the four below
     def _values_per_step(self, cfg: RunConfig) -> int:
@@ -909,7 +919,7 @@ class JobQueue:
         overhead, per_value = self._calibration
         return (overhead + per_value * self._values_per_step(cfg)) * self._ratio
 
-    def _evaluation_s(self, cfg: RunConfig) -> float:
+    def _test_pass_s(self, cfg: RunConfig) -> float:
         known = self._eval_cost.get(repr(cfg.data))
         if known is not None or self._calibration is None:
             return known or 0.0
@@ -965,10 +975,14 @@ class JobQueue:
                     finish[j.id] = clock
             if turns == turns_before:          # nothing can move (a surface whose run is not queued)
                 break
+        wall = time.time()
         for j in self._live:
             with j.lock:
                 j.position = first_turn.get(j.id) if j.status == QUEUED else None
-                j.eta_s = finish.get(j.id)
+                raw = finish.get(j.id)
+                if raw is not None and j.eta_first is None:
+                    j.eta_first = (raw, wall)
+                j.eta_s = None if raw is None else raw * self._eta_scale
 
 
 _QUEUES: "weakref.WeakSet[JobQueue]" = weakref.WeakSet()

@@ -31,6 +31,11 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.mktemp("lamp-cache")
     monkeypatch.setenv("LAMP_CACHE", str(cache))
     monkeypatch.setenv("LAMP_STORE", str(cache / "runs"))
+    # The page tests (AppTest) run the queue's worker as a thread of the test process: they test
+    # the pages, and a worker process per test would cost seconds each. The shipped default, worker
+    # processes, is what tests/test_jobs.py, tests/test_workers.py and the real-browser tests
+    # (their servers are started with LAMP_WORKERS=process) run on.
+    monkeypatch.setenv("LAMP_WORKERS", "thread")
     yield
 
 

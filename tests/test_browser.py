@@ -94,7 +94,7 @@ def browser(_chromium):
 def app_url(tmp_path):
     _require_browser()
     env = dict(os.environ, LAMP_STORE=str(tmp_path / "runs"), LAMP_CACHE=str(tmp_path / "cache"),
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1", LAMP_WORKERS="process")       # the app as it ships
     port = free_port()
     proc = start_app(port, env)
     try:

@@ -44,10 +44,18 @@ def test_proc_readers(tmp_path):
     assert cs.read_rss_mb(99, str(tmp_path)) == 0.0
     assert cs.read_cpu_s(10, str(tmp_path), hz=100) == 4.0
     assert sorted(cs.descendants(10, str(tmp_path))) == [10, 11]
+    assert cs.read_pss_mb(10, str(tmp_path)) == 2.0            # no smaps_rollup: VmRSS
+    (tmp_path / "11" / "smaps_rollup").write_text("Rss:    1024 kB\nPss:     512 kB\nShared_Clean: 9 kB\n")
+    assert cs.read_pss_mb(11, str(tmp_path)) == 0.5
+    (tmp_path / "10" / "cmdline").write_bytes(b"python\0-m\0streamlit\0run\0app.py\0")
+    (tmp_path / "11" / "cmdline").write_bytes(b"/venv/bin/python\0-c\0from multiprocessing.forkserver import main\0")
+    assert cs.parent_of(11, str(tmp_path)) == 10 and cs.parent_of(99, str(tmp_path)) is None
+    assert cs.process_name(10, str(tmp_path)) == "server" and cs.process_name(11, str(tmp_path)) == "forkserver"
 
 
 def test_proc_readers_on_this_process():
     assert cs.read_rss_mb(os.getpid()) > 1
+    assert 0 < cs.read_pss_mb(os.getpid()) <= cs.read_rss_mb(os.getpid()) + 1
     assert cs.read_cpu_s(os.getpid()) > 0
 
 

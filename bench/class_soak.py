@@ -32,10 +32,13 @@ Counting:
   notes each run folder's evaluation.json identity (inode, mtime); the store writes it last and
   atomically (os.replace), so a second training of a key gives a new identity;
 * `failed`: sessions whose page showed an exception or an error box (st.error) at least once;
-* `rss_*_mb`: VmRSS of the server process and its descendants (workers, if any) from /proc;
-  `rss_half_mb` is the sample at the middle of the soak, `rss_growth_last_half_mb` end - half;
-* `server_cpu_share`: CPU seconds of the server process (and descendants) over the soak's wall
-  seconds, as a share of one core (/proc/<pid>/stat utime+stime);
+* `rss_*_mb`: memory of the server process and its descendants (the forkserver and the worker
+  processes) together: the sum of their proportional set sizes (PSS, /proc/<pid>/smaps_rollup),
+  which counts each page once; a sum of VmRSS would count torch's shared libraries, and the pages a
+  forked worker shares with its forkserver, once per process. `rss_half_mb` is the sample at the
+  middle of the soak, `rss_growth_last_half_mb` end - half; `memory_by_process_*` splits them;
+* `server_cpu_share`: CPU seconds of the Streamlit process over the soak's wall seconds, as a
+  share of one core (/proc/<pid>/stat utime+stime); `tree_cpu_share` with its workers;
 * `train_slowdown`: one fixed job, the default comparison (base + LAMP x 3 seeds, 6 runs), trained
   twice on this server in the same run: alone (a probe session on digit 0, before the class
   connects), and in the poll phase (digit 1): after the clicks end and the queue has emptied
@@ -76,6 +79,7 @@ ZIP = REPO / "assets" / "example_upload.zip"
 TARGETS = {"lost": ("==", 0), "duplicated": ("==", 0), "failed": ("==", 0), "rss_peak_mb": ("<=", 2500),
            "rss_growth_last_half_mb": ("<=", 0), "train_slowdown": ("<=", 1.2), "eta_error_median": ("<=", 0.3)}
 PROBE_ALONE, PROBE_SOAK = 0, 1          # digits only the probe trains
+CLIENT_NICE = 10                        # the protocol clients' niceness once the server runs
 POLL_PHASE_S = 90.0                     # at most this long for the shared job of the poll phase
 
 # ----------------------------------------------------------------------------- pure parts
@@ -109,6 +113,41 @@ def read_rss_mb(pid: int, proc: str = "/proc") -> float:
     except (OSError, ValueError, IndexError):
         pass
     return 0.0
+
+
+def read_pss_mb(pid: int, proc: str = "/proc") -> float:
+    """Proportional set size of one process in MB: its private pages plus its share of the pages
+    it shares (torch's libraries, pages a forked worker still shares with the forkserver). Summed
+    over processes it counts each page once, where VmRSS sums count shared pages in every process
+    that maps them. Falls back to VmRSS where smaps_rollup is missing (0 when the process is gone)."""
+    try:
+        for line in Path(proc, str(pid), "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return read_rss_mb(pid, proc)
+
+
+def process_name(pid: int, proc: str = "/proc") -> str:
+    """server, worker, forkserver or other: what a process of the app server's tree is."""
+    try:
+        cmd = Path(proc, str(pid), "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "gone"
+    if "streamlit" in cmd:
+        return "server"
+    if "forkserver" in cmd:
+        return "forkserver"
+    return "worker" if "python" in cmd else "other"
+
+
+def parent_of(pid: int, proc: str = "/proc") -> int | None:
+    try:
+        raw = Path(proc, str(pid), "stat").read_text()
+        return int(raw[raw.rindex(")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def read_cpu_s(pid: int, proc: str = "/proc", hz: int | None = None) -> float:
@@ -598,12 +637,21 @@ class Sampler(threading.Thread):
     def __init__(self, pid: int, watcher: StoreWatcher):
         super().__init__(daemon=True)
         self.pid, self.watcher = pid, watcher
-        self.samples: list[tuple[float, float, float]] = []   # (t, rss MB, cpu s)
+        # (t, memory MB of the whole tree (PSS), server CPU s, tree CPU s, {kind: MB})
+        self.samples: list[tuple[float, float, float, float, dict]] = []
         self.halt = threading.Event()
 
     def sample(self):
         pids = descendants(self.pid)
-        self.samples.append((time.time(), sum(read_rss_mb(p) for p in pids), sum(read_cpu_s(p) for p in pids)))
+        by_kind: dict[str, float] = {}
+        names = {p: process_name(p) for p in pids}
+        for p in pids:
+            name = names[p]
+            if names.get(parent_of(p)) == "forkserver":
+                name = "worker"             # forked from it, so its command line is the forkserver's
+            by_kind[name] = round(by_kind.get(name, 0.0) + read_pss_mb(p), 1)
+        self.samples.append((time.time(), sum(by_kind.values()), read_cpu_s(self.pid),
+                             sum(read_cpu_s(p) for p in pids), by_kind))
 
     def run(self):
         while not self.halt.wait(2.0):
@@ -620,7 +668,7 @@ async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, d
     warm = Page(url, -2, log)
     await warm.open("train_compare")
     await warm.close()
-    rss_before = sum(read_rss_mb(p) for p in descendants(pid))
+    rss_before = sum(read_pss_mb(p) for p in descendants(pid))
     t0, t1 = await probe_train(url, PROBE_ALONE, log, 180)
     alone = run_seconds(store, PROBE_ALONE)
 
@@ -645,6 +693,7 @@ async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, d
     half_t = t_start + (t_stop - t_start) / 2
     half = min(s, key=lambda x: abs(x[0] - half_t))
     cpu = (s[-1][2] - s[0][2]) / max(t_stop - t_start, 1e-9)
+    cpu_tree = (s[-1][3] - s[0][3]) / max(t_stop - t_start, 1e-9)
     res = {"sessions": sessions, "minutes": round((t_stop - t_start) / 60, 2),
            "click_minutes": minutes, "drain_s": drain}
     res.update(count_jobs(sh.jobs))
@@ -662,7 +711,9 @@ async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, d
         "train_wall_slowdown": round((p1 - p0) / (t1 - t0), 2) if p1 and t1 else None,
         "drain_used_s": round(sh.drained_s, 1) if sh.drained_s is not None else None,
         "no_button": sh.no_button,
-        "server_cpu_share": round(cpu, 3),
+        "server_cpu_share": round(cpu, 3), "tree_cpu_share": round(cpu_tree, 3),
+        "memory_by_process_start_mb": s[0][4], "memory_by_process_half_mb": half[4],
+        "memory_by_process_end_mb": s[-1][4],
         "uploads": f"{sh.uploads_ok}/{sh.uploads_tried}", "reloads": sh.reloads,
         "runs_stored": len(watcher.seen),
         "by_action": {a: sum(j.what == a for j in sh.jobs) for a in sorted({j.what for j in sh.jobs})},
@@ -689,7 +740,12 @@ def main(argv=None) -> int:
     from app_server import serving
     with serving("lamp-soak-") as (url, store):
         pid = _server_pid(url)
+        # In a class the 30 clients run on the students' machines. Here they share the server's
+        # two cores, so once the server is up (at its own priority) the clients step back: they
+        # take what the server and its workers leave, as the students' browsers would not.
+        os.nice(CLIENT_NICE)
         res = asyncio.run(soak(url, store, pid, a.sessions, minutes, drain, a.quick, a.seed))
+        res["client_nice"] = CLIENT_NICE
     res["quick"] = a.quick
     if a.record:
         a.record.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")

@@ -115,6 +115,7 @@ def serve(long_job, per_session, *, stacking: bool, slice_s: float, device: str 
     q = JobQueue(RunStore(store_dir), devices=["cuda:0" if device == "cuda" else "cpu"], stacking=stacking,
                  slice_s=slice_s)
     try:
+        q.wait_ready()           # a server starts its workers before the class arrives
         t0 = time.perf_counter()
         long_views = q.submit_runs(long_job, session="long")
         while not q.slices and time.perf_counter() - t0 < 600:      # the long job has the worker

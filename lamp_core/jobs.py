@@ -220,12 +220,11 @@ class JobQueue:
                  memory_budget_mb: float | None = None, workers: str | None = None):
         self.store = store if store is not None else RunStore()
         self.worker_kind = worker_kind(workers)
-        # torch threads of each worker ($LAMP_THREADS). A worker process or actor trains on one
-        # by default: the lesson's expected numbers were measured on one thread, so a student's
-        # run reproduces them, and on a small class server the other cores stay with the page
-        # scripts. A worker thread takes the usable cores (lamp_core.threads says what it gets).
-        self.threads = threads or int(_env_float("LAMP_THREADS", 0)) or (
-            usable_cores() if self.worker_kind == "thread" else 1)
+        # torch threads of each worker ($LAMP_THREADS, default one): the lesson's expected numbers
+        # were measured on one thread, so a student's run reproduces them, and on a small class
+        # server the other cores stay with the page scripts. A worker computes (its calibration)
+        # right after setting its count, so no page thread can change it (lamp_core.threads).
+        self.threads = threads or int(_env_float("LAMP_THREADS", 0)) or 1
         if self.worker_kind == "ray" and not devices:
             connect_ray(os.environ.get("LAMP_RAY_ADDRESS") or "local")
             devices = ray_devices(self.threads)

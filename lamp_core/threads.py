@@ -17,15 +17,13 @@ tests/test_threads.py, so a torch that behaves otherwise fails there first):
 The app. Its page threads call `single_threaded_caller()`, so that their own computations (the
 figures' scores, reconstructions) run one OpenMP team of one thread and leave the other cores to
 training (bench/results/thread_contention.md: a training step ran about 2.2x slower beside a
-caller that used all cores). Training runs in worker processes (`lamp_core.workers`), which set
-their own count when they start (one by default, $LAMP_THREADS otherwise) and are out of reach of
-the page threads: one thread reproduces the lesson's recorded numbers, measured on one thread by
-`lamp lesson measure` (a run's last digits depend on the thread count). With
-$LAMP_WORKERS=thread the queue's worker is a thread of the server: it calls
-`torch.set_num_threads(threads)` when it starts but runs no torch operation that reads the count
-before its first job, and every Streamlit run of a page is a new thread that calls
-`single_threaded_caller()`, which sets the process-wide value to 1; so that worker, too, takes 1
-at its first operation and trains on one thread.
+caller that used all cores). The queue's workers (`lamp_core.workers`: processes by default, or
+threads of the server with $LAMP_WORKERS=thread) set their count when they start (one by default,
+$LAMP_THREADS otherwise) and compute at once (a short calibration of the step time), so the
+count is theirs from then on: a worker process is out of the page threads' reach anyway, and a
+worker thread has taken its count before any page thread's call could reach it. One thread
+reproduces the lesson's recorded numbers, measured on one thread by `lamp lesson measure` (a
+run's last digits depend on the thread count).
 
 The landscape's point pool. Its threads call `single_threaded_worker()`: it lets torch initialise
 the thread first (so that torch's lazy initialisation cannot undo the setting later), then sets

@@ -46,22 +46,24 @@ def test_a_thread_takes_the_process_wide_count_at_its_first_operation():
     assert _count_after_another_thread_sets_one(compute_first=True) == 2
 
 
-def test_the_queue_worker_trains_on_one_thread_once_a_page_has_run(tmp_path):
-    """The app's order: the worker sets its count at start, a page thread calls
-    single_threaded_caller() before the worker's first torch operation (a click is a page run)."""
+def test_a_worker_thread_keeps_its_count_whatever_the_page_threads_set(tmp_path):
+    """The app's order: the worker sets its count at start and computes at once (its calibration),
+    so a page thread calling single_threaded_caller() before the worker's first job cannot change
+    it (torch fixes a thread's count at its first operation); the default count is one."""
     before = torch.get_num_threads()
-    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], threads=2)
     try:
-        # a job with no torch operation: the worker has set its count and warmed up, and has not
-        # yet computed anything that reads the count
-        assert q.wait(q.submit("plain", lambda report, should_stop: 0, session="s").id, timeout=60).result == 0
-        page = threading.Thread(target=single_threaded_caller)
-        page.start()
-        page.join()
-        v = q.submit("count", lambda report, should_stop: torch.get_num_threads(), session="s")
-        assert q.wait(v.id, timeout=60).result == 1
+        for threads, expected in ((2, 2), (None, 1)):
+            q = JobQueue(RunStore(tmp_path / f"runs{threads}"), devices=["cpu"], threads=threads, workers="thread")
+            try:
+                assert q.wait_ready(60)
+                page = threading.Thread(target=single_threaded_caller)
+                page.start()
+                page.join()
+                v = q.submit("count", lambda report, should_stop: torch.get_num_threads(), session="s")
+                assert q.wait(v.id, timeout=60).result == expected
+            finally:
+                q.close()
     finally:
-        q.close()
         torch.set_num_threads(before)
 
 

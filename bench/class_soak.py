@@ -218,6 +218,7 @@ class Job:
     t_done: float | None = None
     stopped: bool = False
     still_running: bool = False        # the last full run seen still showed a progress bar
+    last_seen: str = ""                # for a lost job: what its page showed last
 
 
 def count_jobs(jobs: list[Job]) -> dict:
@@ -226,7 +227,11 @@ def count_jobs(jobs: list[Job]) -> dict:
     lost = [j for j in live if j.t_done is None]
     errs = [abs(j.eta_s - (j.t_done - j.t_click)) / (j.t_done - j.t_click)
             for j in live if j.t_done is not None and j.eta_s and j.t_done - j.t_click > 0.5]
+    pairs = [(round(j.eta_s, 1), round(j.t_done - j.t_click, 1))
+             for j in live if j.t_done is not None and j.eta_s and j.t_done - j.t_click > 0.5]
     return {"jobs": len(jobs), "stopped": len(jobs) - len(live), "lost": len(lost),
+            "lost_detail": [f"session {j.session} {j.what}: {j.last_seen}" for j in lost][:20],
+            "eta_and_actual_s": pairs,
             "lost_unfinished": sum(j.still_running for j in lost),
             "lost_vanished": sum(not j.still_running for j in lost),
             "eta_samples": len(errs),
@@ -479,6 +484,8 @@ async def track(page: Page, job: Job, stop_at: float):
                 job.still_running = False
                 return
         job.still_running = bool(runs and progress_texts(runs[-1][1]))
+        job.last_seen = (" | ".join(progress_texts(runs[-1][1])[:2])[:160] if runs else
+                         f"no full run of the page since the click ({len(page.full_runs)} in all)")
         await asyncio.sleep(0.25)
 
 

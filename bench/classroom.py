@@ -61,19 +61,19 @@ def class_configs(sessions: int, quick: bool, epochs: int | None = None, device:
     return long_job, per_session
 
 
-def in_own_thread(fn, *args):
-    """fn(*args) in a fresh thread at the queue's thread count, as the queue's worker trains. The
+def in_own_thread(fn, *args, threads: int | None = None):
+    """fn(*args) in a fresh thread at the queue's thread count (`threads`; JobQueue's default:
+    $LAMP_THREADS, else one), as the queue's worker trains. The
     main thread stays on one thread, like the app's page threads: an OpenMP team of several
     threads left in another thread slows a worker's training about 2x (lamp_core.jobs._worker),
     and a thread's team ends with the thread."""
     import threading
 
     import torch
-    from lamp_core.threads import usable_cores
     out = {}
 
     def run():
-        torch.set_num_threads(usable_cores())
+        torch.set_num_threads(threads or int(os.environ.get("LAMP_THREADS", 0) or 0) or 1)
         try:
             out["value"] = fn(*args)
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread

@@ -630,8 +630,13 @@ class JobQueue:
                 job.worker = handle
                 mates: list[Job] = []
                 if job.kind == "run" and self.stacking:
-                    # reserved now, released as soon as the worker says which ones it stacked
+                    # reserved now, released as soon as the worker says which ones it stacked;
+                    # none where a stack cannot pay (on the CPU above a small step: stack.cpu_stack_cap),
+                    # so the worker does not weigh dozens of runs it would train alone anyway
                     cap = (self.max_stack or DEFAULT_MAX_STACK) - 1
+                    if not device.endswith(("cuda",)) and not device.startswith("cuda"):
+                        from .stack import cpu_stack_cap
+                        cap = min(cap, cpu_stack_cap(job.cfg, None, self.threads) - 1)
                     mates = [c for c in self._stack_candidates(job, session, device)
                              if _phase(c) == _phase(job)][:cap]
                     for c in mates:

@@ -360,6 +360,7 @@ def _process_main(conn, device: str, threads: int) -> None:
 
     threading.Thread(target=reader, name="lamp-worker-reader", daemon=True).start()
     send(("hello", calibrate(device)))          # (its first optimizer also imports torch._dynamo)
+    _warm_data()
     while True:
         msg = inbox.get()
         if msg is None or msg[0] == "close":
@@ -369,6 +370,17 @@ def _process_main(conn, device: str, threads: int) -> None:
             send(("reply", reply))
         except BaseException as exc:  # noqa: BLE001 - the server decides; the process lives on
             send(("error", error_text(exc)))
+
+
+def _warm_data() -> None:
+    """Load the lesson's default data set now, while the worker waits for its first slice: the
+    first Train click of a class is on it, and a fresh process decodes it in about a second."""
+    try:
+        from . import data as data_mod
+        from .lesson import DEFAULT_CONFIG
+        data_mod.load(DEFAULT_CONFIG.data)
+    except Exception:  # noqa: BLE001 - only a warm-up: the run itself will say what is wrong
+        pass
 
 
 _CONTEXT = None

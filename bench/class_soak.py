@@ -14,7 +14,7 @@ and make `train_slowdown` and `server_cpu_share` measure the browsers. The proto
 the server exactly as browsers do (same messages, same reruns, same polling), at a few ms of
 client CPU each.
 
-The lab's mix (one plan per session, seeded): the default comparison (Train & compare's "Train
+The lab's mix (one plan per session, seeded, reshuffled round after round until the clicks end): the default comparison (Train & compare's "Train
 base and LAMP"), other digits (the "Normal class" select box), a batch size (Batch size page,
 "Train batch N"), landscapes ("Compute landscapes"), an upload for every third session (assets/
 example_upload.zip on Your data, then "Use this data on Train & compare" and Train), Stop
@@ -540,9 +540,16 @@ async def session(idx: int, sh: Shared, rng: random.Random, quick: bool):
                     await page.click("Use this data on Train & compare")
                     await page.goto("train_compare")
                     await submit(page, sh, idx, "upload", "Train base and LAMP")
-        acts = ["default", "digit", "batch", "landscape", "digit", "stop", "reload", "batch"]
-        rng.shuffle(acts)
-        for a in acts:
+        # the lab's mix, reshuffled round after round until the clicks end: a class keeps
+        # working for the whole session (later rounds also hit the store, as a class does)
+        base_acts = ["default", "digit", "batch", "landscape", "digit", "stop", "reload", "batch"]
+
+        def rounds():
+            while time.time() <= sh.t_end_clicks:
+                acts = list(base_acts)
+                rng.shuffle(acts)
+                yield from acts
+        for a in rounds():
             if time.time() > sh.t_end_clicks:
                 break
             await asyncio.sleep(rng.uniform(5, 25))         # think time

@@ -146,7 +146,8 @@ class SliceRunner:
 
     def _slot(self, job: SliceJob, data):
         from .stack import RunSlot
-        slot = self._slots.get(job.job_id)
+        with self._lock:
+            slot = self._slots.get(job.job_id)
         steps = 0 if job.checkpoint is None else job.checkpoint["steps"]
         if slot is not None and slot.steps == steps and not slot.stopped:
             return slot
@@ -213,7 +214,7 @@ class SliceRunner:
                               should_stop=lambda s: self._stopping(by_slot[id(s)]))
         except Exception as exc:  # noqa: BLE001 - every run of the stack fails with the message
             for j, _ in group:
-                self._slots.pop(j.job_id, None)
+                self.forget([j.job_id])
                 reply.outcomes.append(RunOutcome(j.job_id, "failed", error=error_text(exc)))
             return reply
         reply.seconds = time.perf_counter() - t0
@@ -236,13 +237,15 @@ class SliceRunner:
             else:
                 out.checkpoint = slot.checkpoint()
             if out.status == "running":
-                self._slots[job.job_id] = slot
-                self._slots.move_to_end(job.job_id)
+                with self._lock:          # the reader thread's forget() edits it too
+                    self._slots[job.job_id] = slot
+                    self._slots.move_to_end(job.job_id)
             else:
                 self.forget([job.job_id])
             reply.outcomes.append(out)
-        while len(self._slots) > MAX_CACHED_SLOTS:
-            self._slots.popitem(last=False)
+        with self._lock:
+            while len(self._slots) > MAX_CACHED_SLOTS:
+                self._slots.popitem(last=False)
         return reply
 
     def _surface(self, req: SurfaceRequest, emit) -> SliceReply:

@@ -5,6 +5,9 @@ STAMP  := $(VENV)/.installed
 DEV    := $(VENV)/.installed-dev
 PORT   ?= 8501
 TEACHER ?=
+# test processes: much of the suite waits on servers, browsers and worker processes, so two
+# processes finish it in about two thirds of the time on a 2-core machine
+TEST_JOBS ?= 2
 
 .PHONY: install app test bench clean
 
@@ -29,7 +32,7 @@ app: $(STAMP)
 	LAMP_TEACHER=$(TEACHER) $(PY) -m streamlit run app/streamlit_app.py --server.port $(PORT) --browser.gatherUsageStats false
 
 test: $(DEV)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -3,6 +3,7 @@ an isolated cache/store so no test writes into the user's home."""
 from __future__ import annotations
 
 import io
+import os
 import time
 import zipfile
 from pathlib import Path
@@ -16,6 +17,13 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 MNIST_DIR = SHARED_DATA / "mnist"
 MVTEC_DIR = SHARED_DATA / "mvtec_ad"
 HAZELNUT_DIR = SHARED_DATA / "hazelnut_toy"
+
+# `make test` runs the suite in two processes (pytest-xdist) on a 2-core machine. Each computes on
+# one thread, so two of them do not oversubscribe the cores: set before any test module imports
+# torch, which reads it when its thread pool starts, and inherited by the servers and worker
+# processes the tests start. Tests of thread counts set their own.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 needs_mnist = pytest.mark.skipif(not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
                                  reason="real MNIST files not beside the repo (../shared/data/mnist)")
@@ -37,6 +45,19 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     # (their servers are started with LAMP_WORKERS=process) run on.
     monkeypatch.setenv("LAMP_WORKERS", "thread")
     yield
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    """One local Ray instance (2 CPUs) for the tests that need a running one: starting Ray costs
+    seconds of CPU. Tests that use it are in the xdist group "ray", so they share one process."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
 
 
 def run_until(at, done, what: str, deadline_s: float = 90, poll_s: float = 0.4):

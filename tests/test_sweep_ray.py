@@ -17,14 +17,17 @@ TINY = RunConfig(data=DataConfig(dataset="digits", max_train=16, max_test=30),
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_ray_gives_the_local_numbers_and_resumes(tmp_path):
+@pytest.mark.xdist_group("ray")          # shares the process, and so the Ray instance, of the other Ray tests
+def test_ray_gives_the_local_numbers_and_resumes(tmp_path, request):
     ray = pytest.importorskip("ray")
     cfgs = expand(SweepSpec(base=TINY, grids=[{"train.seed": [0, 1], "train.lamp": [False, True]}]))
     local = run_sweep(cfgs, RunStore(tmp_path / "local"), executor="local", threads=1)
     store = RunStore(tmp_path / "ray")
     # a local instance with 2 CPUs; each task asks for 1 CPU and runs torch with 1 thread
+    running_before = ray.is_initialized()        # True when another Ray test of this process ran first
     remote = run_sweep(cfgs, store, executor="ray", num_cpus=2, threads=1)
-    assert not ray.is_initialized()                       # the instance it started is shut down
+    # an instance the sweep started is shut down; one it found running is left running
+    assert ray.is_initialized() == running_before
     assert remote.trained == 4 and remote.failed == 0
     for a, b in zip(local.runs, remote.runs):
         assert a.config == b.config
@@ -34,7 +37,9 @@ def test_ray_gives_the_local_numbers_and_resumes(tmp_path):
     again = run_sweep(cfgs, store, executor="ray", num_cpus=2)
     assert again.trained == 0 and all(r.cached for r in again.runs)
     # one task per run without stacking: the same runs, equal to float rounding
+    request.getfixturevalue("ray_instance")      # the shared instance from here on: one start less
     alone = run_sweep(cfgs, RunStore(tmp_path / "alone"), executor="ray", num_cpus=2, threads=1, stack=False)
+    assert ray.is_initialized()                  # the sweep used the running instance and left it
     assert alone.trained == 4
     for a, b in zip(remote.runs, alone.runs):
         assert abs(a.evaluation.auroc - b.evaluation.auroc) < 1e-3

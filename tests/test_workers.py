@@ -103,28 +103,25 @@ def test_a_run_that_keeps_killing_its_worker_fails_and_the_others_finish(tmp_pat
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_the_queue_on_a_local_ray_instance(tmp_path, monkeypatch):
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+@pytest.mark.xdist_group("ray")
+def test_the_queue_on_a_local_ray_instance(tmp_path, monkeypatch, ray_instance):
+    ray = ray_instance
+    monkeypatch.delenv("LAMP_WORKERS", raising=False)
+    monkeypatch.setenv("LAMP_RAY_ADDRESS", "auto")
+    q = JobQueue(RunStore(tmp_path / "runs"), slice_s=0.3)          # the kind follows the address
     try:
-        monkeypatch.delenv("LAMP_WORKERS", raising=False)
-        monkeypatch.setenv("LAMP_RAY_ADDRESS", "auto")
-        q = JobQueue(RunStore(tmp_path / "runs"), slice_s=0.3)          # the kind follows the address
-        try:
-            assert q.worker_kind == "ray" and q.devices == ["ray:0:cpu", "ray:1:cpu"]
-            cfgs = [TINY.with_train(epochs=30, seed=s) for s in range(3)]
-            views = q.submit_runs(cfgs, session="a")
-            surf = q.submit_surface(TINY, LandscapeConfig(nx=3, ny=3, n_images=8, hessian_iters=2, hutchinson_samples=2, radius_directions=1), session="b")
-            until(lambda: any(q.get(v.id).progress > 0.1 for v in views), "training under way")
-            victim = next(d for d in q.devices if q.worker_pids().get(d))
-            ray.kill(q._handles[victim]._actor, no_restart=True)
-            finals = [q.wait(v.id, timeout=180) for v in views]
-            assert [f.status for f in finals] == [DONE] * 3, [f.error for f in finals]
-            s = q.wait(surf.id, timeout=180)
-            assert s.status == DONE and s.result.complete and s.result.sharpness
-            assert sorted(q.trained.values()) == [1] * 4      # three runs and the surface's run
-            assert all(q.store.has(c) for c in cfgs)          # the server filed every run
-        finally:
-            q.close()
+        assert q.worker_kind == "ray" and q.devices == ["ray:0:cpu", "ray:1:cpu"]
+        cfgs = [TINY.with_train(epochs=30, seed=s) for s in range(3)]
+        views = q.submit_runs(cfgs, session="a")
+        surf = q.submit_surface(TINY, LandscapeConfig(nx=3, ny=3, n_images=8, hessian_iters=2, hutchinson_samples=2, radius_directions=1), session="b")
+        until(lambda: any(q.get(v.id).progress > 0.1 for v in views), "training under way")
+        victim = next(d for d in q.devices if q.worker_pids().get(d))
+        ray.kill(q._handles[victim]._actor, no_restart=True)
+        finals = [q.wait(v.id, timeout=180) for v in views]
+        assert [f.status for f in finals] == [DONE] * 3, [f.error for f in finals]
+        s = q.wait(surf.id, timeout=180)
+        assert s.status == DONE and s.result.complete and s.result.sharpness
+        assert sorted(q.trained.values()) == [1] * 4      # three runs and the surface's run
+        assert all(q.store.has(c) for c in cfgs)          # the server filed every run
     finally:
-        ray.shutdown()
+        q.close()

@@ -6,7 +6,8 @@ DEV    := $(VENV)/.installed-dev
 PORT   ?= 8501
 TEACHER ?=
 # test processes: much of the suite waits on servers, browsers and worker processes, so two
-# processes finish it in about two thirds of the time on a 2-core machine
+# processes finish it in about two thirds of the time on a 2-core machine. worksteal: an idle
+# process takes queued tests from a busy one, so the long tests (browsers, Ray) spread out.
 TEST_JOBS ?= 2
 
 .PHONY: install app test bench clean
@@ -32,7 +33,7 @@ app: $(STAMP)
 	LAMP_TEACHER=$(TEACHER) $(PY) -m streamlit run app/streamlit_app.py --server.port $(PORT) --browser.gatherUsageStats false
 
 test: $(DEV)
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist worksteal
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

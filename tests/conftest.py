@@ -49,8 +49,8 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def ray_instance():
-    """One local Ray instance (2 CPUs) for the tests that need a running one: starting Ray costs
-    seconds of CPU. Tests that use it are in the xdist group "ray", so they share one process."""
+    """One local Ray instance (2 CPUs) per test process for the tests that need a running one:
+    starting Ray costs seconds of CPU."""
     ray = pytest.importorskip("ray")
     started = not ray.is_initialized()
     if started:

@@ -17,7 +17,6 @@ TINY = RunConfig(data=DataConfig(dataset="digits", max_train=16, max_test=30),
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.xdist_group("ray")          # shares the process, and so the Ray instance, of the other Ray tests
 def test_ray_gives_the_local_numbers_and_resumes(tmp_path, request):
     ray = pytest.importorskip("ray")
     cfgs = expand(SweepSpec(base=TINY, grids=[{"train.seed": [0, 1], "train.lamp": [False, True]}]))

@@ -103,7 +103,6 @@ def test_a_run_that_keeps_killing_its_worker_fails_and_the_others_finish(tmp_pat
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.xdist_group("ray")
 def test_the_queue_on_a_local_ray_instance(tmp_path, monkeypatch, ray_instance):
     ray = ray_instance
     monkeypatch.delenv("LAMP_WORKERS", raising=False)

@@ -27,7 +27,7 @@ and batches, 10 digits x ``--seeds`` (default 0-4; the epoch check 0-2). Runs go
 With ``--executor ray --num-cpus 2`` two one-thread workers train at once (as bench/table1_timing.py;
 batches above 16 do not stack on a CPU). Every run is a row of bench/results/batch_size_study.csv as
 soon as it finishes (columns: normal_class, seed, data_seed, batch_size, train_images, epochs, steps,
-regime, loss, lamp, auroc, then final_loss, test_images, seconds, run_key, auroc_curve).
+regime, loss, lamp, auroc, then lr, final_loss, test_images, seconds, run_key, auroc_curve).
 
     # 1. choose the paper-level epochs on digits 0-4 (L2 only, one curve per run; minutes)
     nice -n 19 .venv/bin/python bench/batch_size_study.py --choose-epochs --store ../lamp-sweeps \\
@@ -68,12 +68,14 @@ DATA_ROOT = "../shared/data/mnist"
 MAX_TEST = 2000
 PAPER_L2_1024, PAPER_LAMP_1024 = 0.658, 0.712
 PAPER_TOL = 0.02                 # the paper-level regime: L2 within this of the paper's 0.658
+DEFAULT_LR = TrainConfig().lr    # the engine's; the paper tuned its learning rate per setting (Sec. 4)
+SCAN_LRS = (DEFAULT_LR, 5e-4)    # in whole epochs, 1e-3 steps over 0.658 (0.580 -> 0.694 on digits 0-4)
 CONVERGED_TARGET = 0.90          # the converged regime's target L2
 MATCHED_IMAGES = 5120            # 5 x 1024 = 40 x 128: both batch sizes take whole epochs
 TABLE1_IMAGES, TABLE1_EPOCHS = 1000, 20
 REGIMES = ("paper_level", "converged", "step_matched", "epoch_check")
 COLUMNS = ("normal_class", "seed", "data_seed", "batch_size", "train_images", "epochs", "steps", "regime", "loss",
-           "lamp", "auroc", "final_loss", "test_images", "seconds", "run_key", "auroc_curve")
+           "lamp", "auroc", "lr", "final_loss", "test_images", "seconds", "run_key", "auroc_curve")
 OUT = "bench/results/batch_size_study"
 
 
@@ -90,15 +92,16 @@ def _expand(base: RunConfig, **grid: list) -> list[RunConfig]:
     return expand(SweepSpec(name="batch-size-study", base=base, grids=[grid]))
 
 
-def scan_configs(classes, seeds, epochs: int, **kw) -> list[RunConfig]:
-    """--choose-epochs: L2 at batch 1024 on the whole class, test AUROC after every epoch."""
+def scan_configs(classes, seeds, epochs: int, lrs: Sequence[float] = (DEFAULT_LR,), **kw) -> list[RunConfig]:
+    """--choose-epochs: L2 at batch 1024 on the whole class, test AUROC after every epoch, at each
+    learning rate of the scan."""
     return _expand(_base(max_train=None, curve=True, **kw), **{
         "train.seed": list(seeds), "data.normal_class": list(classes), "train.batch_size": [1024],
-        "train.epochs": [epochs], "train.lamp": [False]})
+        "train.epochs": [epochs], "train.lamp": [False], "train.lr": list(lrs)})
 
 
 def regime_configs(regime: str, classes, seeds, *, paper_epochs: int | None, converged_epochs: int,
-                   matched_steps: Sequence[int], **kw) -> list[RunConfig]:
+                   matched_steps: Sequence[int], paper_lr: float = DEFAULT_LR, **kw) -> list[RunConfig]:
     """The runs of one regime (L2 and LAMP of every digit and seed)."""
     both = {"train.lamp": [False, True]}
     if regime == "paper_level":
@@ -107,7 +110,7 @@ def regime_configs(regime: str, classes, seeds, *, paper_epochs: int | None, con
                               f"{OUT}_epochs.json) or pass --paper-epochs N")
         return _expand(_base(max_train=None, **kw), **{
             "train.seed": list(seeds), "data.normal_class": list(classes), "train.batch_size": [1024],
-            "train.epochs": [paper_epochs], **both})
+            "train.epochs": [paper_epochs], "train.lr": [paper_lr], **both})
     if regime == "converged":
         return _expand(_base(max_train=None, curve=True, **kw), **{
             "train.seed": list(seeds), "data.normal_class": list(classes), "train.batch_size": [1024],
@@ -159,7 +162,7 @@ def row_of(cfg: RunConfig, regime: str, run, history: dict | None) -> dict[str, 
     return {"normal_class": d.normal_class, "seed": t.seed, "data_seed": d.seed, "batch_size": t.batch_size,
             "train_images": min(n, d.max_train) if d.max_train else n, "epochs": t.epochs, "steps": run.steps,
             "regime": regime, "loss": t.base_loss, "lamp": t.lamp,
-            "auroc": None if run.evaluation is None else round(run.evaluation.auroc, 6),
+            "auroc": None if run.evaluation is None else round(run.evaluation.auroc, 6), "lr": t.lr,
             "final_loss": round(losses[-1], 6) if losses else None, "test_images": d.max_test,
             "seconds": round(run.seconds, 2), "run_key": run_key(cfg),
             "auroc_curve": json.dumps([round(v, 5) for v in curve]) if curve else ""}
@@ -220,30 +223,47 @@ def choose_epochs(curves: Sequence[Sequence[float]], target: float = PAPER_L2_10
             "first_epoch_at_target": next((e + 1 for e, m in enumerate(means) if m >= CONVERGED_TARGET), None)}
 
 
+def choose_setting(curves_by_lr: dict[float, Sequence[Sequence[float]]], target: float = PAPER_L2_1024,
+                   default_lr: float = DEFAULT_LR) -> dict[str, Any]:
+    """The (learning rate, epochs) of the paper-level regime: the engine's learning rate where one of
+    its epoch counts lands within PAPER_TOL of `target`; otherwise the scanned rate whose closest
+    epoch count is nearest (the paper tuned its learning rate, Sec. 4). Each rate's choice is kept."""
+    by_lr = {lr: choose_epochs(c, target) for lr, c in curves_by_lr.items() if c}
+    if default_lr in by_lr and by_lr[default_lr]["within"]:
+        lr = default_lr
+    else:
+        lr = min(by_lr, key=lambda r: (abs(by_lr[r]["l2"] - target), r != default_lr))
+    return {**by_lr[lr], "lr": lr, "by_lr": {str(r): v for r, v in sorted(by_lr.items(), reverse=True)}}
+
+
 def run_choose_epochs(a, out: Path) -> int:
     classes, seeds = parse_int_list(a.choose_classes), parse_int_list(a.choose_seeds)
-    cfgs = scan_configs(classes, seeds, a.scan_epochs, device=a.device, data_root=a.data_root)
+    lrs = [float(v) for v in a.scan_lrs.split(",") if v.strip()]
+    cfgs = scan_configs(classes, seeds, a.scan_epochs, lrs, device=a.device, data_root=a.data_root)
     from lamp_core.store import RunStore
     store = RunStore(a.store)
     outcome = run_sweep(cfgs, store, executor=a.executor, num_cpus=a.num_cpus if a.executor == "ray" else None,
                         threads=1, progress=SweepProgress(len(cfgs)))
-    curves, per_run = [], []
+    curves: dict[float, list] = {}
+    per_run = []
     for r in outcome.ok:
         h = store.get(r.config).result.history
-        curves.append(h["test_auroc"])
+        curves.setdefault(r.config.train.lr, []).append(h["test_auroc"])
         per_run.append({"normal_class": r.config.data.normal_class, "seed": r.config.train.seed,
-                        "data_seed": r.config.data.seed, "steps_per_epoch": r.steps // max(r.config.train.epochs, 1),
+                        "data_seed": r.config.data.seed, "lr": r.config.train.lr,
+                        "steps_per_epoch": r.steps // max(r.config.train.epochs, 1),
                         "auroc_curve": [round(v, 5) for v in h["test_auroc"]]})
     if not curves:
         print("no finished scan run", file=sys.stderr)
         return 1
-    choice = choose_epochs(curves)
+    choice = choose_setting(curves)
     record = {"target_l2": PAPER_L2_1024, "tolerance": PAPER_TOL, "classes": classes, "seeds": seeds,
               "scan_epochs": a.scan_epochs, "batch_size": 1024, "when": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
               **choice, "runs": per_run}
     path = out.parent / (out.name + "_epochs.json")
     atomic_write(path, json.dumps(record, indent=1) + "\n")
-    print(f"paper-level epochs: {choice['epochs']} (mean L2 AUROC {choice['l2']:.3f} over {len(curves)} runs on "
+    print(f"paper-level setting: learning rate {choice['lr']:g}, {choice['epochs']} epochs (mean L2 AUROC "
+          f"{choice['l2']:.3f} over {choice['curves']} runs on "
           f"digits {a.choose_classes}; {'within' if choice['within'] else 'NOT within'} {PAPER_TOL} of "
           f"{PAPER_L2_1024}); written to {path.relative_to(ROOT)}")
     return 0 if not outcome.failed else 1
@@ -264,6 +284,7 @@ def _stat_rows(rows: Sequence[dict]) -> list[dict]:
         out.append({"unit": str(r["normal_class"]), "seed": int(r["seed"]), "lamp": _b(r["lamp"]),
                     "auroc": float(r["auroc"]), "val_score": None, "regime": r["regime"],
                     "batch_size": int(r["batch_size"]), "epochs": int(r["epochs"]), "steps": int(r["steps"]),
+                    "lr": float(r.get("lr") or DEFAULT_LR),      # rows before the column: the engine's
                     "curve": json.loads(r["auroc_curve"]) if r.get("auroc_curve") else None})
     return out
 
@@ -409,37 +430,46 @@ def report(rows_csv: Sequence[dict], epochs_info: dict | None, timing: dict | No
           "digit (5421-6742 images, 6-7 steps per epoch); every seed its own data draw (data seed = run seed: the "
           f"{MAX_TEST}-image stratified test set, and the training subset where one is drawn); L2 against LAMP "
           "(the engine's default reading), each pair with the same initial weights and batches; Adam, learning "
-          "rate 1e-3. Pair-level Δ: LAMP − L2 over every (digit, seed) pair with a 95% t-interval; class-level Δ: "
+          f"rate {DEFAULT_LR:g} (the paper-level regime: the rate chosen below). Pair-level Δ: LAMP − L2 over every (digit, seed) pair with a 95% t-interval; class-level Δ: "
           "each digit's Δ averaged over its seeds, 95% t-interval over the digits. The paper (Table 1, batch "
           f"1024, no seeds): L2 {PAPER_L2_1024}, L2-LAMP {PAPER_LAMP_1024}, Δ "
           f"{PAPER_LAMP_1024 - PAPER_L2_1024:+.3f}.", "",
           f"Runs recorded: {len(rows)} ("
           + ", ".join(f"{g}: {len(by[g])}" for g in REGIMES) + ").", ""]
     if epochs_info:
-        mc = epochs_info["mean_curve"]
-        md += ["## Choosing the paper-level epochs (digits " + ", ".join(map(str, epochs_info["classes"]))
+        lr = epochs_info.get("lr", DEFAULT_LR)
+        by_lr = epochs_info.get("by_lr") or {str(lr): epochs_info}
+        default = by_lr.get(str(DEFAULT_LR), epochs_info)
+        mc = default["mean_curve"]        # the engine's learning rate: the curve the converged regime follows
+        n = max(len(v["mean_curve"]) for v in by_lr.values())
+        md += ["## Choosing the paper-level setting (digits " + ", ".join(map(str, epochs_info["classes"]))
                + ")", "",
-               f"L2 at batch 1024 on the whole class, {epochs_info['curves']} runs (seeds "
-               f"{', '.join(map(str, epochs_info['seeds']))}), test AUROC after every epoch; chosen: the epochs "
-               f"whose mean is closest to {PAPER_L2_1024}: **{epochs_info['epochs']} epochs, L2 "
+               f"L2 at batch 1024 on the whole class, {epochs_info['curves']} runs per learning rate (seeds "
+               f"{', '.join(map(str, epochs_info['seeds']))}), test AUROC after every epoch. Chosen: the engine's "
+               f"learning rate {DEFAULT_LR:g} where one of its epoch counts lands within {PAPER_TOL} of "
+               f"{PAPER_L2_1024}, else the scanned rate whose closest epoch count is nearest (the paper tuned its "
+               f"learning rate, Sec. 4): **learning rate {lr:g}, {epochs_info['epochs']} epochs, L2 "
                f"{epochs_info['l2']:.3f}** ({'within' if epochs_info['within'] else 'NOT within'} {PAPER_TOL}).", "",
-               "| epoch | " + " | ".join(str(e + 1) for e in range(len(mc))) + " |",
-               "|---|" + "---:|" * len(mc),
-               "| mean L2 AUROC | " + " | ".join(f"{m:.3f}" for m in mc) + " |", ""]
+               "| mean L2 AUROC after epoch | " + " | ".join(str(e + 1) for e in range(n)) + " |",
+               "|---|" + "---:|" * n,
+               *("| learning rate " + k + " | " + " | ".join(f"{m:.3f}" for m in v["mean_curve"]) + " |"
+                 for k, v in by_lr.items()), ""]
         cross = next((e for e in range(1, len(mc)) if mc[e - 1] < PAPER_L2_1024 <= mc[e]), None)
-        if not epochs_info["within"] and cross is not None:
+        if not default["within"] and cross is not None:
             md += [f"The mean curve passes {PAPER_L2_1024} between epochs {cross} and {cross + 1} ({mc[cross - 1]:.3f} "
                    f"→ {mc[cross]:.3f}): on these runs, in whole epochs of the whole class (6-7 steps each), no epoch count lands "
-                   f"within {PAPER_TOL}. The paper's L2 sits on the steep part of the curve, where one epoch moves "
+                   f"within {PAPER_TOL} at learning rate {DEFAULT_LR:g}. The paper's L2 sits on the steep part of the curve, where one epoch moves "
                    "the AUROC by 0.1 or more and digits differ widely, so the paper-level regime compares L2 and "
                    "LAMP in mid-rise, a comparison of how fast each trains.", ""]
-        first = epochs_info.get("first_epoch_at_target")
+        first = default.get("first_epoch_at_target")
         if first:
-            md += [f"The same curve reaches {CONVERGED_TARGET} after {first} epochs and ends at {mc[-1]:.3f} after "
-                   f"{len(mc)}.", ""]
+            md += [f"At learning rate {DEFAULT_LR:g} the curve reaches {CONVERGED_TARGET} after {first} epochs and ends at "
+                   f"{mc[-1]:.3f} after {len(mc)}.", ""]
     if by["paper_level"]:
         ep = sorted({r["epochs"] for r in by["paper_level"]})
-        md += [f"## Paper-level regime (batch 1024, {', '.join(map(str, ep))} epochs)", "", *_by_digits(
+        lrs = sorted({r["lr"] for r in by["paper_level"]}, reverse=True)
+        md += [f"## Paper-level regime (batch 1024, {', '.join(map(str, ep))} epochs, learning rate "
+               f"{', '.join(f'{v:g}' for v in lrs)})", "", *_by_digits(
             by["paper_level"], PAPER_1024, chosen=True), ""]
         l2 = _cell(by["paper_level"])
         if l2 is not None:
@@ -626,6 +656,11 @@ def main(argv=None) -> int:
     ap.add_argument("--choose-classes", default="0-4")
     ap.add_argument("--choose-seeds", default="0")
     ap.add_argument("--scan-epochs", type=int, default=20, help="the scan's epochs (its curve covers 1..N)")
+    ap.add_argument("--scan-lrs", default=",".join(f"{v:g}" for v in SCAN_LRS),
+                    help="the scan's learning rates; the engine's is kept where one of its epoch counts lands "
+                    f"within {PAPER_TOL} of the paper's L2")
+    ap.add_argument("--paper-lr", type=float, help="learning rate of the paper-level regime (default: the choice "
+                    "recorded by --choose-epochs)")
     ap.add_argument("--report-only", action="store_true", help="write the report from the CSV; train nothing")
     ap.add_argument("--time", action="store_true", help="only time one run of each kind and estimate the study")
     ap.add_argument("--determinism", action="store_true", help="only the rerun check (about a minute)")
@@ -637,6 +672,7 @@ def main(argv=None) -> int:
     timing_path = out.parent / (out.name + "_timing.json")
     epochs_info = json.loads(epochs_path.read_text()) if epochs_path.is_file() else None
     paper_epochs = a.paper_epochs or (epochs_info or {}).get("epochs")
+    paper_lr = a.paper_lr or (epochs_info or {}).get("lr", DEFAULT_LR)
     matched = parse_int_list(a.matched_steps)
     if a.time:
         t = time_runs(a.data_root)
@@ -669,6 +705,7 @@ def main(argv=None) -> int:
         regimes_of: dict[str, list[str]] = {}
         for g in regimes:
             for c in regime_configs(g, parse_int_list(a.classes), parse_int_list(a.seeds), paper_epochs=paper_epochs,
+                                    paper_lr=paper_lr,
                                     converged_epochs=a.converged_epochs, matched_steps=matched, device=a.device,
                                     data_root=a.data_root):
                 k = run_key(c)

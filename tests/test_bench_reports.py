@@ -241,6 +241,21 @@ def test_batch_size_study_chooses_the_epochs_closest_to_the_paper():
     assert not B.choose_epochs([[0.9, 0.95]])["within"]
 
 
+def test_batch_size_study_keeps_the_engines_learning_rate_unless_only_another_lands_at_the_paper():
+    import batch_size_study as B
+    steep = [[0.47, 0.58, 0.69, 0.82]]             # 1e-3: whole epochs step over 0.658
+    slow = [[0.45, 0.52, 0.60, 0.655, 0.74]]       # 5e-4: epoch 4 lands within 0.02
+    got = B.choose_setting({1e-3: steep, 5e-4: slow})
+    assert got["lr"] == 5e-4 and got["epochs"] == 4 and got["within"]
+    assert set(got["by_lr"]) == {"0.001", "0.0005"} and not got["by_lr"]["0.001"]["within"]
+    # the engine's rate is kept when it lands, even if another lands closer
+    got = B.choose_setting({1e-3: [[0.5, 0.645]], 5e-4: [[0.5, 0.657]]})
+    assert got["lr"] == 1e-3 and got["epochs"] == 2
+    paper = B.regime_configs("paper_level", [0], [0, 1], paper_epochs=4, converged_epochs=20, matched_steps=[160],
+                             paper_lr=5e-4)
+    assert {c.train.lr for c in paper} == {5e-4} and len(paper) == 4
+
+
 def test_batch_size_study_report_has_both_intervals_and_the_paper():
     import batch_size_study as B
     rows = []
@@ -255,7 +270,7 @@ def test_batch_size_study_report_has_both_intervals_and_the_paper():
                                  "auroc": a, "auroc_curve": json.dumps([a - 0.1, a - 0.05, a])
                                  if regime == "converged" else ""})
     md = B.report([{k: str(v) for k, v in r.items()} for r in rows], None, None)
-    assert "## Paper-level regime (batch 1024, 8 epochs)" in md and "0-4 (chose the epochs)" in md
+    assert "## Paper-level regime (batch 1024, 8 epochs, learning rate 0.001)" in md and "0-4 (chose the epochs)" in md
     line = next(ln for ln in md.splitlines() if ln.startswith("| all ten |"))
     assert "+0.009 [" in line and "(10)" in line and "0.658 → 0.712, +0.054" in line
     assert "Where the curve stands" in md and "| 3 | 18 |" in md

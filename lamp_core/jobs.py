@@ -21,6 +21,9 @@ browser session of a class shares it. The rules:
 * **Position and ETA.** After every slice and submission the queue simulates its round-robin
   with each job's remaining work (steps left x the measured seconds per run-step; ignoring
   stacking, so the ETA is an upper estimate) and stores each waiting job's position and ETA.
+  A session that clicked in the last minute and waits for nothing is expected to click again
+  with the work of its last click (in a class, sessions keep arriving and take their turns
+  first); a scale learned from finished jobs (actual wait / first estimate) corrects the rest.
 * **A cap per session.** A session may have at most `max_per_session` ($LAMP_MAX_QUEUED, default
   40) unfinished jobs; more raises `QueueFull` with one line to show.
 * **Landscapes** are jobs too: the run is trained first (as a run job, in slices, stackable),
@@ -69,6 +72,9 @@ SIM_MAX_TURNS = 20_000      # bound on the ETA simulation's work per update
 MAX_WORKER_DEATHS = 3       # a run in the slice of this many dead workers fails (it likely kills them)
 ETA_LEARN_MIN_S = 2.0       # jobs with a shorter first ETA do not teach the ETA scale (too noisy)
 MAX_COST_KEYS = 256         # kinds of run (and data sets) whose measured speed the ETAs keep
+ARRIVAL_WINDOW_S = 60.0     # a session that clicked this recently and waits for nothing will click again
+CLICK_GAP_S = 1.0           # submissions this close together are one click (a comparison's runs)
+MAX_RECENT_SESSIONS = 1000  # sessions whose last click the ETAs remember
 MAX_TRAINED_KEYS = 100_000  # run keys `trained` counts (about 100 B each; the store is the record)
 DEFAULT_MAX_STACK = 24      # runs offered to one slice at most (stack.DEFAULT_MAX_STACK)
 
@@ -254,6 +260,9 @@ class JobQueue:
         self._step_cost: OrderedDict[tuple, float] = OrderedDict()
         self._eval_cost: OrderedDict[str, float] = OrderedDict()
         self._point_s = 0.05                             # measured seconds per landscape point (EMA)
+        # session -> (time of its last click, the work in seconds that click submitted): the ETA
+        # simulation expects a recently active session that waits for nothing to click again
+        self._clicks: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._slice_end = 0.0                            # perf_counter when the current slice ends
         self.slices: deque = deque(maxlen=2000)          # (session, kind, [job ids], t0, t1): for tests and benches
         self.trained: Counter = Counter()                # run key -> times trained to completion here
@@ -341,6 +350,7 @@ class JobQueue:
                 self._by_key.move_to_end(key)
                 if job.status not in FINAL:
                     self._want(job, session)
+                    self._note_click(session, job)
                     self._estimate()
                 return job
         cached = ready() if ready is not None else None
@@ -364,6 +374,7 @@ class JobQueue:
                 job.order = next(self._ids)
                 self._live.append(job)
                 self._want(job, session)
+                self._note_click(session, job)
                 self._estimate()
                 self._wake.notify_all()
             self._trim()
@@ -948,13 +959,41 @@ class JobQueue:
             while len(table) > MAX_COST_KEYS:
                 table.popitem(last=False)
 
+    def _note_click(self, session: str, job: Job) -> None:
+        # caller holds self._lock: the work a session's click submitted (a comparison's runs come
+        # as several submissions within CLICK_GAP_S: one click)
+        now = time.time()
+        work = self._remaining(job) + (self._remaining(job.needs) if job.needs is not None else 0.0)
+        last = self._clicks.pop(session, None)
+        if last is not None and now - last[0] <= CLICK_GAP_S:
+            work += last[1]
+        self._clicks[session] = (now, work)
+        while len(self._clicks) > MAX_RECENT_SESSIONS:
+            self._clicks.popitem(last=False)
+
+    def _expected_arrivals(self, busy: set[str]) -> list[tuple[str, float]]:
+        # caller holds self._lock: sessions that clicked within ARRIVAL_WINDOW_S and wait for
+        # nothing now. In a class they come back with another click and, in the round-robin, take
+        # turns before the jobs queued now finish; the simulation counts each as about to submit
+        # the work of its last click, at the end of the turn order.
+        now = time.time()
+        return [(s, work) for s, (t, work) in self._clicks.items()
+                if s not in busy and now - t <= ARRIVAL_WINDOW_S]
+
     def _estimate(self) -> None:
-        """Simulate the round-robin (one turn = one slice of a session's oldest job) and store
-        each unfinished job's position (order of its first turn) and ETA. Caller holds the lock."""
+        """Simulate the round-robin (one turn = one slice of a session's oldest job), with the
+        sessions expected to click again (`_expected_arrivals`), and store each unfinished job's
+        position (order of its first turn) and ETA. Caller holds the lock."""
         left = {j.id: self._remaining(j) for j in self._live}
         owners = {j.id: self._owners(j) for j in self._live}
         queues = {s: sorted((j for j in self._live if s in owners[j.id]), key=lambda j: j.order)
                   for s in self._turn_order()}
+        busy = {s for s, q in queues.items() if q}
+        for n, (session, work) in enumerate(self._expected_arrivals(busy)):
+            expected = _ExpectedClick(id=-1 - n)
+            left[expected.id] = work
+            queues.pop(session, None)
+            queues[session] = [expected]       # after everyone queued now
         now = time.perf_counter()
         clock = max(self._slice_end - now, 0.0)
         first_turn: dict[int, int] = {}
@@ -987,6 +1026,16 @@ class JobQueue:
                 if raw is not None and j.eta_first is None:
                     j.eta_first = (raw, wall)
                 j.eta_s = None if raw is None else raw * self._eta_scale
+
+
+@dataclass
+class _ExpectedClick:
+    """The simulation's stand-in for a click a recently active session is expected to make."""
+    id: int
+    kind: str = "run"
+    status: str = "expected"
+    in_slice: bool = False
+    needs: None = None
 
 
 _QUEUES: "weakref.WeakSet[JobQueue]" = weakref.WeakSet()

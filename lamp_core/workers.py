@@ -362,7 +362,7 @@ def _process_main(conn, device: str, threads: int) -> None:
                 inbox.put(msg)
 
     threading.Thread(target=reader, name="lamp-worker-reader", daemon=True).start()
-    send(("hello", calibrate(device)))          # (its first optimizer also imports torch._dynamo)
+    send(("hello", calibrate(device)))          # (torch._dynamo, which its first optimizer needs, is preloaded)
     _warm_data()
     while True:
         msg = inbox.get()
@@ -396,7 +396,10 @@ def _context():
     global _CONTEXT
     if _CONTEXT is None:
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "lamp_core.stack", "lamp_core.surfaces", "lamp_core.runner"])
+        # torch._dynamo: a process's first optimizer step imports it (about 1 s), once here instead
+        # of in every worker start and restart
+        ctx.set_forkserver_preload(["torch", "torch._dynamo", "lamp_core.stack", "lamp_core.surfaces",
+                                    "lamp_core.runner"])
         _CONTEXT = ctx
     return _CONTEXT
 

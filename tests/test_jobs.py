@@ -103,7 +103,7 @@ def test_generic_job_reports_progress_and_partials(queue):
     mid = queue.get(v.id)
     assert mid.status == RUNNING and mid.message == "half" and mid.partial["partial_value"] == 41
     gate.set()
-    end = queue.wait(v.id, timeout=10)
+    end = queue.wait(v.id, timeout=60)
     assert end.status == DONE and end.result == 42
 
 
@@ -145,6 +145,31 @@ def test_positions_and_etas_follow_the_round_robin(queue):
     for v in (a1, a2, b1, c1):
         end = queue.wait(v.id, 60)
         assert end.status == DONE and end.position is None and end.eta_s is None
+
+
+def test_a_session_that_clicked_a_moment_ago_is_expected_to_click_again(tmp_path):
+    """In a class, sessions keep arriving: a session that clicked within ARRIVAL_WINDOW_S and waits
+    for nothing now takes a turn (its last click's work) in the ETA simulation; after the window it
+    no longer does."""
+    import lamp_core.jobs as J
+    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], slice_s=0.2, workers="thread")
+    try:
+        gate, _ = hold_worker(q)
+        a = q.submit_run(TINY.with_train(epochs=200, seed=1), session="A")
+        assert q.cancel(a.id, "A")                   # A clicked, then pressed Stop: it waits for nothing
+        b = q.submit_run(TINY.with_train(epochs=200, seed=2), session="B")
+        with_a = q.get(b.id).eta_s
+        t, work = q._clicks["A"]
+        assert work > 0
+        q._clicks["A"] = (t - J.ARRIVAL_WINDOW_S - 1, work)       # a minute later
+        q.submit_run(TINY.with_train(seed=3), session="C")        # any submission estimates again
+        without_a = q.get(b.id).eta_s
+        # B's 200 epochs take many turns; A's expected click of the same size takes a turn
+        # between each of them, so B's ETA is about twice what it is without A
+        assert with_a > 1.5 * without_a, (with_a, without_a)
+        gate.set()
+    finally:
+        q.close()
 
 
 def test_a_session_cannot_queue_more_than_its_cap(tmp_path):
@@ -275,7 +300,7 @@ def test_failing_job_reports_one_line_and_worker_survives(queue):
     bad = TINY.with_data(dataset="folder", data_root="/nonexistent/upload.zip")
     v = queue.wait(queue.submit_run(bad).id, timeout=30)
     assert v.status == FAILED and "does not exist" in v.error and "\n" not in v.error
-    ok = queue.wait(queue.submit("after", lambda r, s: "fine").id, timeout=10)
+    ok = queue.wait(queue.submit("after", lambda r, s: "fine").id, timeout=60)
     assert ok.status == DONE and ok.result == "fine"
 
 
@@ -283,7 +308,7 @@ def test_unexpected_exception_is_kept_with_its_type(queue):
     def boom(report, should_stop):
         raise RuntimeError("kaboom")
 
-    v = queue.wait(queue.submit("boom", boom).id, timeout=10)
+    v = queue.wait(queue.submit("boom", boom).id, timeout=60)
     assert v.status == FAILED and v.error.startswith("RuntimeError: kaboom")
 
 
@@ -297,7 +322,7 @@ def test_replaced_stopped_jobs_are_forgotten_beyond_a_cap(queue, monkeypatch):
         queue.cancel(v.id)                                          # stopped while queued
         ids.append(v.id)
     gate.set()
-    queue.wait(blocker.id, timeout=10)
+    queue.wait(blocker.id, timeout=60)
     kept = [i for i in ids if queue.get(i) is not None]
     assert kept == ids[-3:]        # the current one (last) and the two most recent replaced ones
 

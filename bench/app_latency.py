@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_server import CHROMIUM, CHROMIUM_ARGS as ARGS, serving  # noqa: E402
+from app_server import CHROMIUM, CHROMIUM_ARGS as ARGS, choose, serving  # noqa: E402
 OUT = REPO / "bench" / "results"
 TARGET_TRAIN_S, TARGET_SLIDER_S = 20.0, 1.0  # Train -> ROC: the lesson's budget for 3 seeds x base and LAMP
 
@@ -132,16 +132,6 @@ def measure(repeats: int) -> dict:
             out["two_digits_train_to_roc_s"] = [round(done.get(i, float("nan")), 1) for i in range(2)]
             browser.close()
     return out
-
-
-def choose(page, label: str, option: str) -> None:
-    """Pick `option` in the Streamlit selectbox labelled `label`."""
-    from playwright.sync_api import expect
-    box = page.get_by_role("combobox", name=label, exact=True)
-    expect(box).to_be_visible(timeout=90_000)
-    box.click()
-    box.fill(option)                     # the combobox filters its options as one types
-    page.get_by_role("option", name=option, exact=True).first.click()
 
 
 def render_md(runs: list[dict]) -> str:

@@ -60,6 +60,17 @@ def ray_instance():
         ray.shutdown()
 
 
+def until(cond, what, timeout: float = 90) -> None:
+    """Poll `cond()` until it holds or the deadline (a deadline, not a timing: the test fails with
+    `what`, or `what()` when it is a callable that describes the state)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
+
+
 def run_until(at, done, what: str, deadline_s: float = 90, poll_s: float = 0.4):
     """Rerun an AppTest page until `done(at)` or the deadline: AppTest does not fire a fragment's
     run_every timer, so background work is followed as a browser's timer would follow it."""

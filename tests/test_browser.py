@@ -8,19 +8,16 @@ Waits only on visible text and the health endpoint, never on fixed sleeps.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+sys.path.insert(0, str(REPO / "bench"))     # the one home of starting the app in a browser (not a package)
+from app_server import CHROMIUM, CHROMIUM_ARGS, choose, free_port, launch, wait_healthy  # noqa: E402
 SCREENSHOT_DIR = Path(os.environ.get("LAMP_SCREENSHOT_DIR", REPO / ".pytest_cache" / "screenshots"))
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -37,35 +34,6 @@ def _require_browser() -> None:
         if os.environ.get("LAMP_REQUIRE_BROWSER") == "1":
             pytest.fail("playwright is missing but LAMP_REQUIRE_BROWSER=1: pip install playwright")
         pytest.skip("playwright not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(port: int, env: dict) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "streamlit_app.py"),
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def wait_healthy(proc: subprocess.Popen, port: int, timeout_s: float = 60) -> None:
-    end = time.time() + timeout_s
-    url = f"http://127.0.0.1:{port}/_stcore/health"
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"streamlit exited early:\n{proc.stdout.read().decode(errors='replace')}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)   # polling interval of the health check, not a wait on the app's state
-    raise AssertionError(f"{url} not healthy after {timeout_s}s")
 
 
 @pytest.fixture(scope="module")
@@ -96,26 +64,15 @@ def app_url(tmp_path):
     env = dict(os.environ, LAMP_STORE=str(tmp_path / "runs"), LAMP_CACHE=str(tmp_path / "cache"),
                PYTHONUNBUFFERED="1", LAMP_WORKERS="process")       # the app as it ships
     port = free_port()
-    proc = start_app(port, env)
+    proc = launch(port, env, output=subprocess.PIPE)     # piped: an early exit shows the app's output
     try:
-        wait_healthy(proc, port)
-        yield f"http://127.0.0.1:{port}"
+        yield wait_healthy(proc, port, timeout_s=60)
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=40)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-def choose(page, label: str, option: str) -> None:
-    """Pick `option` in the Streamlit selectbox labelled `label`."""
-    from playwright.sync_api import expect
-    box = page.get_by_role("combobox", name=label, exact=True)
-    expect(box).to_be_visible(timeout=90_000)
-    box.click()
-    box.fill(option)                     # the combobox filters its options as one types
-    page.get_by_role("option", name=option, exact=True).first.click()
 
 
 def set_number(page, label: str, value: int) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import pytest
+from conftest import until
 
 from lamp_core.config import DataConfig, LandscapeConfig, ModelConfig, RunConfig, TrainConfig, run_key
 from lamp_core.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED, JobQueue, QueueFull
@@ -27,15 +27,6 @@ def queue(tmp_path):
     q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], slice_s=0.2, workers="process")   # as shipped
     yield q
     q.close()
-
-
-def until(cond, what: str, timeout: float = 60) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def hold_worker(q: JobQueue):

@@ -13,6 +13,7 @@ comes back (read from the source where that is the cheap check, else from behavi
     a run's optimizer steps           lamp_core.run_types.steps_per_epoch / planned_steps
                                       (lamp_core.lesson re-exports it)
     the repository on sys.path        nowhere: lamp_core is the installed package
+    the test and bench helpers        HELPER_HOMES below (starting the app, browser choices, polls)
 """
 from __future__ import annotations
 
@@ -236,3 +237,19 @@ def test_no_script_puts_the_repository_on_sys_path():
         text = page.read_text(encoding="utf-8")
         if "sys.path.insert" in text and page.name != "class_results.py":
             assert "only the main script's folder on sys.path" in text, page.name
+
+
+# helpers of the tests and bench scripts, each defined in one file only
+HELPER_HOMES = {"free_port": "bench/app_server.py", "wait_healthy": "bench/app_server.py",
+                "launch": "bench/app_server.py", "choose": "bench/app_server.py",
+                "until": "tests/conftest.py"}     # (run_until: the page tests wrap conftest's with their deadline)
+
+
+def test_test_and_bench_helpers_have_one_home():
+    found: dict[str, list[str]] = {}
+    for root in (REPO / "tests", REPO / "bench"):
+        for name, text in sources(root).items():
+            for node in ast.parse(text).body:           # module-level functions (a page's method may share a name)
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in HELPER_HOMES:
+                    found.setdefault(node.name, []).append(name)
+    assert {k: sorted(set(v)) for k, v in found.items()} == {k: [v] for k, v in HELPER_HOMES.items()}

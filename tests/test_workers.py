@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
+from conftest import until
 import torch
 
 from lamp_core import data as data_mod
@@ -21,15 +21,6 @@ from lamp_core.workers import ThreadWorker, WorkerDied
 
 TINY = RunConfig(data=DataConfig(image_size=16, max_train=24, max_test=40),
                  model=ModelConfig(width=4, latent_channels=4), train=TrainConfig(epochs=2, batch_size=8))
-
-
-def until(cond, what, timeout: float = 90) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
 
 
 def test_a_checkpoint_resumes_a_run_bit_for_bit():

@@ -150,7 +150,7 @@ def _sidebar() -> None:
 
 def job_line(v: JobView) -> str:
     """One line about a job: its state, its place in the queue and when it should be done."""
-    eta = f" · about {_seconds(v.eta_s)} left" if v.eta_s else ""
+    eta = eta_text(v.eta_s)
     shared = f" · shared with {v.wanted_by - 1} other session{'s' if v.wanted_by > 2 else ''}" \
         if v.wanted_by > 1 else ""
     if v.status == QUEUED:
@@ -163,6 +163,30 @@ def job_line(v: JobView) -> str:
 
 def _seconds(s: float) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
+
+
+RECENT_PAGE_RUNS = 10      # full page runs whose durations this session remembers
+
+
+def note_page_run(seconds: float) -> None:
+    """Remember how long this session's last full page runs took (streamlit_app.py times each)."""
+    runs = st.session_state.setdefault("_page_run_s", [])
+    runs.append(seconds)
+    del runs[:-RECENT_PAGE_RUNS]
+
+
+def shown_eta(eta_s: float | None) -> float | None:
+    """The queue's ETA (until the job is done in the queue) as the wait until the results are on
+    this page: plus a poll interval (the page looks every POLL_S) and the longest of the session's
+    recent full page runs (when the job ends, the page runs once more to draw the results)."""
+    if not eta_s:
+        return None
+    return eta_s + POLL_S + max(st.session_state.get("_page_run_s") or [0.0])
+
+
+def eta_text(eta_s: float | None, form: str = " · about {} left") -> str:
+    shown = shown_eta(eta_s)
+    return form.format(_seconds(shown)) if shown else ""
 
 
 def _short(p: Path) -> str:
@@ -247,10 +271,10 @@ def show_job(v: JobView | None, *, label: str | None = None) -> None:
         if v.error:
             st.error(page_message(v.error.splitlines()[0]))
     elif v.status == QUEUED:
-        eta = f", done in about {_seconds(v.eta_s)}" if v.eta_s else ""
+        eta = eta_text(v.eta_s, ", done in about {}")
         st.progress(0.0, text=f"{name}: waiting, position {v.position or '?'} in the queue{eta}")
     else:
-        eta = f" · about {_seconds(v.eta_s)} left" if v.eta_s else ""
+        eta = eta_text(v.eta_s)
         shared = f" · shared with {v.wanted_by - 1} other session(s)" if v.wanted_by > 1 else ""
         st.progress(v.progress, text=f"{name}: {v.message}{eta}{shared}")
 

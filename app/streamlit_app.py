@@ -4,11 +4,13 @@ Start it with `make app` (or `streamlit run app/streamlit_app.py`). Pages live i
 short file each; what they share (job queue, current settings, downloads) is in lab_state.py.
 """
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import streamlit as st
 
+import lab_state
 from lamp_core.jobs import single_threaded_caller
 
 # Pages compute little (figures, previews); training runs in the job queue's workers, which must
@@ -26,4 +28,8 @@ nav = st.navigation([
     st.Page(PAGES / "guide.py", title="Guide", icon=":material/menu_book:"),
 ])
 st.sidebar.markdown("**LAMP Lab** · loss amplification for anomaly detection")
+started = time.perf_counter()
 nav.run()
+# the page's own latency, which its ETAs add (a run that st.rerun cuts short raises out of
+# nav.run and is not counted)
+lab_state.note_page_run(time.perf_counter() - started)

@@ -225,3 +225,22 @@ def test_the_figure_memo_keeps_few_figures_per_session(monkeypatch):
     built = []
     assert lab_state.memo_figure("same", 1, lambda: built.append(1) or "a") == "a"
     assert lab_state.memo_figure("same", 1, lambda: built.append(1) or "b") == "a" and built == [1]
+
+
+def test_the_shown_eta_adds_the_pages_own_latency_and_keeps_few_page_runs(monkeypatch):
+    """The queue's ETA ends when the job is done in the queue; a student sees the results a poll
+    interval and a page run later, so the page adds both (its recent page runs, bounded)."""
+    sys.path.insert(0, str(REPO / "app"))
+    try:
+        import lab_state
+    finally:
+        sys.path.remove(str(REPO / "app"))
+    fake = types.SimpleNamespace(session_state={})
+    monkeypatch.setattr(lab_state, "st", fake)
+    assert lab_state.shown_eta(None) is None and lab_state.eta_text(0) == ""
+    assert lab_state.shown_eta(10.0) == pytest.approx(10.0 + lab_state.POLL_S)     # no page run timed yet
+    for s in [0.5] * (3 * lab_state.RECENT_PAGE_RUNS) + [2.5, 0.4]:
+        lab_state.note_page_run(s)
+    assert len(fake.session_state["_page_run_s"]) == lab_state.RECENT_PAGE_RUNS
+    assert lab_state.shown_eta(10.0) == pytest.approx(10.0 + lab_state.POLL_S + 2.5)
+    assert lab_state.eta_text(10.0) == f" · about {10 + lab_state.POLL_S + 2.5:.0f} s left"

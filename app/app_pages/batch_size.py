@@ -306,7 +306,7 @@ def show_runs(name: str, b: int, vs: list) -> None:
         what = "waiting in the queue" if queued else "training"
         st.progress(sum(v.progress for v in live) / max(len(vs), 1),
                     text=f"{name} @ {b}: {len(done)} of {len(vs)} seeds done, {what}"
-                         + (f" · about {lab_state._seconds(eta)} left" if eta else ""))
+                         + lab_state.eta_text(eta))
 
 
 def view() -> bool:

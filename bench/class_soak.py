@@ -227,7 +227,9 @@ def count_jobs(jobs: list[Job]) -> dict:
     lost = [j for j in live if j.t_done is None]
     errs = [abs(j.eta_s - (j.t_done - j.t_click)) / (j.t_done - j.t_click)
             for j in live if j.t_done is not None and j.eta_s and j.t_done - j.t_click > 0.5]
-    pairs = [(round(j.eta_s, 1), round(j.t_done - j.t_click, 1))
+    # (shown, actual, what was clicked, seconds after the first click): where the ETAs miss
+    t0 = min((j.t_click for j in jobs), default=0.0)
+    pairs = [(round(j.eta_s, 1), round(j.t_done - j.t_click, 1), j.what, round(j.t_click - t0))
              for j in live if j.t_done is not None and j.eta_s and j.t_done - j.t_click > 0.5]
     return {"jobs": len(jobs), "stopped": len(jobs) - len(live), "lost": len(lost),
             "lost_detail": [f"session {j.session} {j.what}: {j.last_seen}" for j in lost][:20],

@@ -21,10 +21,10 @@ browser session of a class shares it. The rules:
 * **Position and ETA.** After every slice and submission the queue simulates its round-robin
   with each job's remaining work (steps left x the measured seconds per run-step; ignoring
   stacking, so the ETA is an upper estimate) and stores each waiting job's position and ETA.
-  A session that clicked in the last minute is expected to click again, with the work of its
-  last click, once its queued jobs are done (in a class, sessions keep coming back and take
-  their turns first); a scale learned from finished jobs (actual wait / first estimate) corrects
-  the rest. The pages add their own latency (a poll interval and a page run).
+  A session that clicked in the last minute and waits for nothing is expected to click again
+  with the work of its last click (in a class, sessions keep coming back and take their turns
+  first); a scale learned from finished jobs (actual wait / first estimate) corrects the rest.
+  The pages add their own latency (a poll interval and a typical page run).
 * **A cap per session.** A session may have at most `max_per_session` ($LAMP_MAX_QUEUED, default
   40) unfinished jobs; more raises `QueueFull` with one line to show.
 * **Landscapes** are jobs too: the run is trained first (as a run job, in slices, stackable),
@@ -972,14 +972,17 @@ class JobQueue:
         while len(self._clicks) > MAX_RECENT_SESSIONS:
             self._clicks.popitem(last=False)
 
-    def _expected_clicks(self) -> list[tuple[str, float]]:
-        # caller holds self._lock: sessions that clicked within ARRIVAL_WINDOW_S. In a class they
-        # click again once their work is done and, in the round-robin, take turns before a long
-        # job queued now finishes; the simulation gives each one more click of the work of its
-        # last, after the jobs it has queued (a session waiting for nothing: at the end of the
-        # turn order). A session's own jobs never wait for its expected click.
+    def _expected_clicks(self, busy: set[str]) -> list[tuple[str, float]]:
+        # caller holds self._lock: sessions that clicked within ARRIVAL_WINDOW_S and wait for
+        # nothing now. In a class they come back with another click and, in the round-robin, take
+        # turns before a long job queued now finishes; the simulation counts each as about to
+        # submit the work of its last click, at the end of the turn order. (Expecting the busy
+        # sessions to click again too, after their queued jobs, made the soak's first ETAs,
+        # already too high when a class arrives at once, higher still: median error 0.62, 0.38
+        # without; bench/results/class_soak_quick.md.)
         now = time.time()
-        return [(s, work) for s, (t, work) in self._clicks.items() if now - t <= ARRIVAL_WINDOW_S]
+        return [(s, work) for s, (t, work) in self._clicks.items()
+                if s not in busy and now - t <= ARRIVAL_WINDOW_S]
 
     def _estimate(self) -> None:
         """Simulate the round-robin (one turn = one slice of a session's oldest job), with the
@@ -989,14 +992,12 @@ class JobQueue:
         owners = {j.id: self._owners(j) for j in self._live}
         queues = {s: sorted((j for j in self._live if s in owners[j.id]), key=lambda j: j.order)
                   for s in self._turn_order()}
-        for n, (session, work) in enumerate(self._expected_clicks()):
+        busy = {s for s, q in queues.items() if q}
+        for n, (session, work) in enumerate(self._expected_clicks(busy)):
             expected = _ExpectedClick(id=-1 - n)
             left[expected.id] = work
-            if queues.get(session):
-                queues[session].append(expected)
-            else:
-                queues.pop(session, None)
-                queues[session] = [expected]   # waits for nothing now: after everyone queued
+            queues.pop(session, None)
+            queues[session] = [expected]       # after everyone queued now
         now = time.perf_counter()
         clock = max(self._slice_end - now, 0.0)
         first_turn: dict[int, int] = {}

@@ -86,6 +86,7 @@ def test_count_jobs():
     assert c["jobs"] == 6 and c["stopped"] == 1
     assert c["lost"] == 2 and c["lost_unfinished"] == 1 and c["lost_vanished"] == 1
     assert c["eta_samples"] == 2 and c["eta_error_median"] == 0.25
+    assert c["eta_and_actual_s"] == [(20.0, 20.0, "default", 0), (10.0, 20.0, "digit", 0)]
 
 
 def test_verdicts():

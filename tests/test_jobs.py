@@ -139,9 +139,9 @@ def test_positions_and_etas_follow_the_round_robin(queue):
 
 
 def test_a_session_that_clicked_a_moment_ago_is_expected_to_click_again(tmp_path):
-    """In a class, sessions keep coming back: a session that clicked within ARRIVAL_WINDOW_S takes
-    turns with one more click of its last click's work in the ETA simulation (here one that waits
-    for nothing now); after the window it no longer does. Its own jobs never wait for it."""
+    """In a class, sessions keep coming back: a session that clicked within ARRIVAL_WINDOW_S and
+    waits for nothing now takes turns with one more click of its last click's work in the ETA
+    simulation; after the window it no longer does, and a busy session never does."""
     import lamp_core.jobs as J
     q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], slice_s=0.2, workers="thread")
     try:
@@ -158,8 +158,7 @@ def test_a_session_that_clicked_a_moment_ago_is_expected_to_click_again(tmp_path
         # B's 200 epochs take many turns; A's expected click of the same size takes a turn
         # between each of them, so B's ETA is about twice what it is without A
         assert with_a > 1.5 * without_a, (with_a, without_a)
-        # a busy session's expected click comes after its own queued jobs: B's ETA is the same
-        # whether or not B is expected to click again
+        # B is busy: it is not expected to click again, so aging its click changes nothing
         t, work = q._clicks["B"]
         q._clicks["B"] = (t - J.ARRIVAL_WINDOW_S - 1, work)
         q.submit_run(TINY.with_train(seed=4), session="D")

@@ -257,7 +257,10 @@ class JobQueue:
         # (network, image, batch, LAMP) and per evaluation of each data set replace it after
         self._calibration: tuple[float, float] | None = None
         self._ratio = 1.0                                # measured / calibrated step seconds (EMA)
-        self._eta_scale = 1.0                            # actual waits / simulated ones (EMA, _retire)
+        # actual waits / simulated ones (EMA, _retire), per kind of job (`_eta_kind`): in the soak
+        # landscapes and batch-size runs came in at a third of their first ETA while the lesson's
+        # runs were close, so one scale for all missed both
+        self._eta_scale: OrderedDict[str, float] = OrderedDict()
         self._step_cost: OrderedDict[tuple, float] = OrderedDict()
         self._eval_cost: OrderedDict[str, float] = OrderedDict()
         self._point_s = 0.05                             # measured seconds per landscape point (EMA)
@@ -873,7 +876,11 @@ class JobQueue:
             # depends on the class. Learn it from finished jobs: actual wait / first estimate.
             predicted, at = job.eta_first
             ratio = min(max((job.finished_at - at) / predicted, 0.25), 8.0)
-            self._eta_scale = 0.8 * self._eta_scale + 0.2 * ratio
+            kind = _eta_kind(job)
+            old = self._eta_scale.pop(kind, None)
+            self._eta_scale[kind] = ratio if old is None else 0.7 * old + 0.3 * ratio
+            while len(self._eta_scale) > MAX_COST_KEYS:
+                self._eta_scale.popitem(last=False)
         for other in list(self._live):
             if other.needs is job:
                 if job.status == DONE:
@@ -1029,7 +1036,15 @@ class JobQueue:
                 raw = finish.get(j.id)
                 if raw is not None and j.eta_first is None:
                     j.eta_first = (raw, wall)
-                j.eta_s = None if raw is None else raw * self._eta_scale
+                j.eta_s = None if raw is None else raw * self._eta_scale.get(_eta_kind(j), 1.0)
+
+
+def _eta_kind(job: Job) -> str:
+    """The kind of job whose waits the ETA scale learns together: a landscape, or a run by its batch
+    size (a run's steps, and so how well its first estimate holds, follow its batch)."""
+    if job.kind == "run" and job.cfg is not None:
+        return f"run:batch {job.cfg.train.batch_size}"
+    return job.kind
 
 
 @dataclass

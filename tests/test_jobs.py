@@ -375,16 +375,24 @@ def test_etas_come_from_the_calibration_then_from_what_each_kind_of_run_measured
             # other kinds follow the calibration, scaled by how far off it was here
             assert q._ratio == pytest.approx(0.8 + 0.2 * 0.5 / (0.01 + 1e-6 * 16 ** 3))
             assert q._run_step_s(small) == pytest.approx((0.01 + 1e-6 * 4 * 16 * 16) * q._ratio)
-        # waits in a class run longer than simulated (sessions keep arriving): learned from
-        # finished jobs, actual / first estimate, and applied to the ETAs shown
-        from lamp_core.jobs import Job
-        done = Job(id=999, key="x", kind="task", label="x", order=0)
+        # waits in a class differ from the simulation: learned from finished jobs, actual / first
+        # estimate, per kind of job (a landscape, a run by its batch size), applied to the ETAs shown
+        from lamp_core.jobs import Job, _eta_kind
+        done = Job(id=999, key="x", kind="surface", label="x", order=0)
         done.eta_first = (10.0, 1000.0)
         done._finish(DONE)
         done.finished_at = 1020.0                                  # took twice the estimate
+        again = Job(id=998, key="y", kind="surface", label="y", order=0)
+        again.eta_first = (10.0, 1000.0)
+        again._finish(DONE)
+        again.finished_at = 1005.0                                 # half the estimate
+        run = Job(id=997, key="z", kind="run", label="z", order=0, cfg=big)
         with q._lock:
             q._retire(done)
-            assert q._eta_scale == pytest.approx(0.8 + 0.2 * 2.0)
+            assert q._eta_scale == {"surface": 2.0}                # the first of its kind sets it
+            q._retire(again)
+            assert q._eta_scale["surface"] == pytest.approx(0.7 * 2.0 + 0.3 * 0.5)
+            assert _eta_kind(run) == "run:batch 16" and q._eta_scale.get(_eta_kind(run)) is None
     finally:
         q.close()
 

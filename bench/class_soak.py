@@ -20,7 +20,9 @@ base and LAMP"), other digits (the "Normal class" select box), a batch size (Bat
 example_upload.zip on Your data, then "Use this data on Train & compare" and Train), Stop
 buttons, and page reloads, with think times in between. After `--minutes` the sessions stop
 clicking and wait up to `--drain` seconds for what they submitted (less once the queue is
-empty), then the poll phase (see `train_slowdown`) ends the run.
+empty), then the poll phase (see `train_slowdown`); jobs still outstanding then (a landscape
+clicked just before the clicks ended, queued behind the poll phase's job) get up to END_DRAIN_S
+more, so `lost` counts work that never came, not work cut off by the run's end.
 
 Counting:
 * `jobs`: clicks that submitted work (Train, Train batch N, Compute landscapes);
@@ -81,6 +83,7 @@ TARGETS = {"lost": ("==", 0), "duplicated": ("==", 0), "failed": ("==", 0), "rss
 PROBE_ALONE, PROBE_SOAK = 0, 1          # digits only the probe trains
 CLIENT_NICE = 10                        # the protocol clients' niceness once the server runs
 POLL_PHASE_S = 90.0                     # at most this long for the shared job of the poll phase
+END_DRAIN_S = 120.0                     # then at most this long for jobs still outstanding
 
 # ----------------------------------------------------------------------------- pure parts
 
@@ -691,7 +694,7 @@ async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, d
     sampler.sample()
     sampler.start()
     t_start = time.time()
-    sh = Shared(url, t_start + minutes * 60, t_start + minutes * 60 + drain + POLL_PHASE_S)
+    sh = Shared(url, t_start + minutes * 60, t_start + minutes * 60 + drain + POLL_PHASE_S + END_DRAIN_S)
     rng = random.Random(seed)
     tasks = [asyncio.create_task(session(i, sh, random.Random(rng.random()), quick)) for i in range(sessions)]
 

@@ -241,9 +241,20 @@ def choose_setting(curves_by_lr: dict[float, Sequence[Sequence[float]]], target:
     return {**by_lr[lr], "lr": lr, "by_lr": {str(r): v for r, v in sorted(by_lr.items(), reverse=True)}}
 
 
+def parse_lrs(text: str) -> list[float]:
+    """--scan-lrs: comma-separated positive learning rates (ConfigError: one line, exit code 2)."""
+    try:
+        lrs = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        lrs = []
+    if not lrs or not all(math.isfinite(v) and v > 0 for v in lrs):
+        raise ConfigError(f"--scan-lrs {text!r}: give positive learning rates separated by commas, e.g. 0.001,0.0005")
+    return lrs
+
+
 def run_choose_epochs(a, out: Path) -> int:
     classes, seeds = parse_int_list(a.choose_classes), parse_int_list(a.choose_seeds)
-    lrs = [float(v) for v in a.scan_lrs.split(",") if v.strip()]
+    lrs = parse_lrs(a.scan_lrs)
     cfgs = scan_configs(classes, seeds, a.scan_epochs, lrs, device=a.device, data_root=a.data_root)
     from lamp_core.store import RunStore
     store = RunStore(a.store)

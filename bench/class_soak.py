@@ -794,6 +794,8 @@ def _server_pid(url: str) -> int:
 
 def render_md(r: dict) -> str:
     lines = [f"# class_soak {'--quick' if r.get('quick') else ''}".strip(), "",
+             f"Command: `nice -n 5 .venv/bin/python bench/class_soak.py{' --quick' if r.get('quick') else ''} "
+             "--json` (or `--record bench/results/NAME`, which writes this table).", "",
              "Sessions are clients of Streamlit's websocket protocol against one real app server "
              "(`bench/app_server.py`), see the docstring of `bench/class_soak.py`.", "",
              "| metric | value | target |", "|---|---|---|"]

@@ -251,6 +251,10 @@ def test_batch_size_study_keeps_the_engines_learning_rate_unless_only_another_la
     # the engine's rate is kept when it lands, even if another lands closer
     got = B.choose_setting({1e-3: [[0.5, 0.645]], 5e-4: [[0.5, 0.657]]})
     assert got["lr"] == 1e-3 and got["epochs"] == 2
+    assert B.parse_lrs("0.001, 5e-4") == [1e-3, 5e-4]
+    for bad in ("abc", "", "0.001,-1", "nan"):
+        with pytest.raises(Exception, match="positive learning rates"):
+            B.parse_lrs(bad)
     paper = B.regime_configs("paper_level", [0], [0, 1], paper_epochs=4, converged_epochs=20, matched_steps=[160],
                              paper_lr=5e-4)
     assert {c.train.lr for c in paper} == {5e-4} and len(paper) == 4

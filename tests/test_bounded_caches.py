@@ -210,7 +210,10 @@ def test_the_class_board_forgets_old_sessions_and_rows(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- the figure memo
 
-def test_the_figure_memo_keeps_few_figures_per_session(monkeypatch):
+@pytest.fixture
+def page_state(monkeypatch):
+    """(app/lab_state, a fake `st` whose session_state is a plain dict): lab_state's session
+    helpers, outside a Streamlit script run."""
     sys.path.insert(0, str(REPO / "app"))
     try:
         import lab_state
@@ -218,6 +221,11 @@ def test_the_figure_memo_keeps_few_figures_per_session(monkeypatch):
         sys.path.remove(str(REPO / "app"))
     fake = types.SimpleNamespace(session_state={})
     monkeypatch.setattr(lab_state, "st", fake)
+    return lab_state, fake
+
+
+def test_the_figure_memo_keeps_few_figures_per_session(page_state):
+    lab_state, fake = page_state
     for i in range(3 * lab_state.MAX_MEMO_FIGURES):
         assert lab_state.memo_figure(f"k{i}", i, lambda i=i: f"fig{i}") == f"fig{i}"
         assert lab_state.memo_figure("k0", 0, lambda: "rebuilt") in ("fig0", "rebuilt")
@@ -227,16 +235,10 @@ def test_the_figure_memo_keeps_few_figures_per_session(monkeypatch):
     assert lab_state.memo_figure("same", 1, lambda: built.append(1) or "b") == "a" and built == [1]
 
 
-def test_the_shown_eta_adds_the_pages_own_latency_and_keeps_few_page_runs(monkeypatch):
+def test_the_shown_eta_adds_the_pages_own_latency_and_keeps_few_page_runs(page_state):
     """The queue's ETA ends when the job is done in the queue; a student sees the results a poll
     interval and a page run later, so the page adds both (its recent page runs, bounded)."""
-    sys.path.insert(0, str(REPO / "app"))
-    try:
-        import lab_state
-    finally:
-        sys.path.remove(str(REPO / "app"))
-    fake = types.SimpleNamespace(session_state={})
-    monkeypatch.setattr(lab_state, "st", fake)
+    lab_state, fake = page_state
     assert lab_state.shown_eta(None) is None and lab_state.eta_text(0) == ""
     assert lab_state.shown_eta(10.0) == pytest.approx(10.0 + lab_state.POLL_S)     # no page run timed yet
     for s in [0.5] * (3 * lab_state.RECENT_PAGE_RUNS) + [9.0] * 4 + [2.5, 2.5]:

@@ -252,6 +252,43 @@ def test_stacking_can_be_switched_off(tmp_path):
         q.close()
 
 
+@pytest.mark.parametrize("back_to_back", [True, False])
+def test_short_runs_of_the_next_turns_train_back_to_back_in_one_slice(tmp_path, back_to_back):
+    """Runs that finish well within a slice go to the worker together, one after another in the
+    order of the turns (one round trip, not one each); switched off, each has its own slice."""
+    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], slice_s=30, stacking=False,
+                 back_to_back=back_to_back)
+    try:
+        gate, _ = hold_worker(q)
+        runs = {s: q.submit_run(TINY.with_train(seed=i), session=s) for i, s in enumerate("ABCD")}
+        gate.set()
+        for v in runs.values():
+            assert q.wait(v.id, 60).status == DONE
+        run_slices = [s for s in q.slices if s[1] == "run"]
+        assert len(run_slices) == (1 if back_to_back else 4)
+        assert sorted(runs, key=lambda s: q.get(runs[s].id).started_at) == list("ABCD")   # turn order kept
+        assert sorted(q.trained.values()) == [1] * 4 and all(q.store.has(TINY.with_train(seed=i)) for i in range(4))
+    finally:
+        q.close()
+
+
+def test_a_run_stopped_while_it_waits_to_follow_is_closed_and_the_slice_goes_on(tmp_path):
+    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], slice_s=30, stacking=False)
+    try:
+        gate, _ = hold_worker(q)
+        a = q.submit_run(TINY.with_train(seed=1, epochs=200), session="A")    # about a second
+        b = q.submit_run(TINY.with_train(seed=2), session="B")
+        c = q.submit_run(TINY.with_train(seed=3), session="C")
+        gate.set()
+        until(lambda: q.get(a.id).status == RUNNING, "A's run under way")
+        assert q.cancel(b.id, "B")                       # B follows A in the slice: stopped before it starts
+        assert q.wait(b.id, 60).status == STOPPED and q.wait(c.id, 60).status == DONE
+        assert q.wait(a.id, 60).status == DONE and not q.store.has(TINY.with_train(seed=2))
+        assert len([s for s in q.slices if s[1] == "run"]) == 1      # A, then C, in A's slice
+    finally:
+        q.close()
+
+
 def test_the_stack_memory_budget_splits_a_group_of_runs(tmp_path, monkeypatch):
     """LAMP_STACK_MEMORY_MB caps a stack's estimated memory: a budget of two runs' worth trains
     four compatible runs as stacks of two."""

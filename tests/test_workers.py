@@ -70,12 +70,18 @@ def test_a_worker_killed_in_a_stack_loses_and_repeats_nothing(tmp_path):
 
 
 class _Fragile(ThreadWorker):
-    """A worker that dies whenever it is handed the run with seed 13."""
+    """A worker that dies whenever it starts training the run with seed 13 (first in its slice, or
+    back to back after another run), as one that runs out of memory on it would."""
 
     def run(self, request, on_event):
-        if any(getattr(j, "cfg", None) is not None and j.cfg.train.seed == 13 for j in getattr(request, "jobs", [])):
-            raise WorkerDied("killed (test)")
-        return super().run(request, on_event)
+        handed = [*getattr(request, "jobs", []), *getattr(request, "then", [])]
+        fatal = {j.job_id for j in handed if getattr(j, "cfg", None) is not None and j.cfg.train.seed == 13}
+
+        def dying(event):
+            on_event(event)
+            if event[0] == "group" and fatal & set(event[1]):
+                raise WorkerDied("killed (test)")
+        return super().run(request, dying)
 
 
 def test_a_run_that_keeps_killing_its_worker_fails_and_the_others_finish(tmp_path, monkeypatch):

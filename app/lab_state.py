@@ -162,7 +162,15 @@ def job_line(v: JobView) -> str:
 
 
 def _seconds(s: float) -> str:
-    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
+    """A wait as a student reads it. Whole minutes from 90 s on showed "2 min" for anything
+    between 90 and 150 s: an error of up to 40% before the estimate itself is wrong (in the
+    soak, 85 s read as "2 min"). Seconds to 3 min (in steps of 5 s past a minute), then minutes
+    to one decimal up to 10 min, whole minutes beyond."""
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 180:
+        return f"{5 * round(s / 5):.0f} s"
+    return f"{s / 60:.1f} min" if s < 600 else f"{s / 60:.0f} min"
 
 
 RECENT_PAGE_RUNS = 10      # full page runs whose durations this session remembers

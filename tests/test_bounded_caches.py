@@ -247,3 +247,11 @@ def test_the_shown_eta_adds_the_pages_own_latency_and_keeps_few_page_runs(page_s
     # the median of the last ten (four 0.5, two 2.5, four 9.0): 2.5; one slow page run does not count
     assert lab_state.shown_eta(10.0) == pytest.approx(10.0 + lab_state.POLL_S + 2.5)
     assert lab_state.eta_text(10.0) == f" · about {10 + lab_state.POLL_S + 2.5:.0f} s left"
+
+
+@pytest.mark.parametrize("seconds,text", [(42.4, "42 s"), (86.0, "85 s"), (149.0, "150 s"), (181.0, "3.0 min"),
+                                          (335.0, "5.6 min"), (1500.0, "25 min")])
+def test_a_wait_reads_close_to_its_estimate(seconds, text):
+    """No rounding that moves a wait by more than about 3% (whole minutes showed 85 s as 2 min)."""
+    import lab_state
+    assert lab_state._seconds(seconds) == text

@@ -275,15 +275,31 @@ class Page:
         self.errors: list[str] = []
         self.queue_counts: tuple[float, int, int] | None = None   # (time, running, queued) of the sidebar
         self.running = False
+        self.running_since = 0.0                     # when the rerun now awaited was sent
+        self.last_msg_at = 0.0                       # when the server last sent anything
+        self.frag_elems: list = []                   # (kind, text) of the latest fragment run
+        self.closed_reason = ""                      # why the reader ended, if it did
         self.url_resp: asyncio.Future | None = None
         self.reader = None
         self.poller = None
+
+    def state_text(self) -> str:
+        """Where this client stands, for a lost job's detail: is it waiting for a rerun that never
+        finished (a client or server stall), and what did its polling fragment show last (the
+        queue's view, where the full run's text is only the click's)?"""
+        now = time.time()
+        frag = " | ".join(progress_texts(self.frag_elems)[:2])[:160]
+        return (f"client: {'awaiting a rerun for %.0f s' % (now - self.running_since) if self.running else 'idle'}, "
+                f"last message {now - self.last_msg_at:.0f} s ago, {len(self.timers)} polling timer(s)"
+                f"{', reader ended: ' + self.closed_reason if self.closed_reason else ''}; "
+                f"fragment: {frag or '-'}")
 
     async def open(self, page: str):
         import websockets
         ws_url = self.url.replace("http://", "ws://") + "/_stcore/stream"
         self.ws = await websockets.connect(ws_url, max_size=None, open_timeout=60, ping_interval=None)
         self.widgets, self.elements, self.timers, self.next_fire = {}, {}, {}, {}
+        self.closed_reason = ""
         self.reader = asyncio.create_task(self._read())
         self.poller = asyncio.create_task(self._poll())
         await self.goto(page)
@@ -313,7 +329,7 @@ class Page:
             cs.is_auto_rerun = True
         if not fragment:
             self.timers, self.next_fire = {}, {}
-        self.running = True
+        self.running, self.running_since = True, time.time()
         await self.ws.send(msg.SerializeToString())
 
     async def rerun_and_wait(self, triggers=None, timeout=120.0):
@@ -398,10 +414,23 @@ class Page:
                 self.next_fire.setdefault(fid, now + iv)
 
     async def _read(self):
+        # a reader that ends (the server closed the socket, a protocol error) ends silently as a
+        # task: note why, so a page that stops updating says so in a lost job's detail
+        try:
+            await self._read_messages()
+            self.closed_reason = "the server closed the connection"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            self.closed_reason = f"{type(exc).__name__}: {str(exc)[:120]}"
+            self.log.append(f"s{self.idx}: reader ended: {self.closed_reason}")
+
+    async def _read_messages(self):
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
         async for raw in self.ws:
             m = ForwardMsg()
             m.ParseFromString(raw)
+            self.last_msg_at = time.time()
             kind = m.WhichOneof("type")
             if kind == "new_session":
                 self.session_id = m.new_session.initialize.session_id or self.session_id
@@ -481,7 +510,7 @@ async def track(page: Page, job: Job, stop_at: float):
         runs = page.full_runs[max(start_runs, 0):]
         if job.eta_s is None and time.time() < eta_deadline + 1:
             texts = progress_texts(runs[-1][1]) if runs else []
-            texts += progress_texts(getattr(page, "frag_elems", []))
+            texts += progress_texts(page.frag_elems)
             job.eta_s = max_eta(texts)
         for t, elems in runs:
             if t >= job.t_click and not progress_texts(elems):
@@ -489,8 +518,9 @@ async def track(page: Page, job: Job, stop_at: float):
                 job.still_running = False
                 return
         job.still_running = bool(runs and progress_texts(runs[-1][1]))
-        job.last_seen = (" | ".join(progress_texts(runs[-1][1])[:2])[:160] if runs else
-                         f"no full run of the page since the click ({len(page.full_runs)} in all)")
+        job.last_seen = ((" | ".join(progress_texts(runs[-1][1])[:2])[:160] if runs else
+                          f"no full run of the page since the click ({len(page.full_runs)} in all)")
+                         + " || " + page.state_text())
         await asyncio.sleep(0.25)
 
 

@@ -28,7 +28,9 @@ browser session of a class shares it. The rules:
   stacking, so the ETA is an upper estimate) and stores each waiting job's position and ETA.
   A session that clicked in the last minute and waits for nothing is expected to click again
   with the work of its last click (in a class, sessions keep coming back and take their turns
-  first); a scale learned from finished jobs (actual wait / first estimate) corrects the rest.
+  first); a scale learned from finished jobs (the median of actual wait / first estimate over
+  the last ETA_RATIO_SAMPLES whose estimate came from measured speeds, within ETA_SCALE_BOUNDS)
+  corrects the rest.
   The pages add their own latency (a poll interval and a typical page run).
 * **A cap per session.** A session may have at most `max_per_session` ($LAMP_MAX_QUEUED, default
   40) unfinished jobs; more raises `QueueFull` with one line to show.
@@ -78,6 +80,9 @@ DEFAULT_SESSION = "-"       # the requester of calls that name no session (scrip
 SIM_MAX_TURNS = 20_000      # bound on the ETA simulation's work per update
 MAX_WORKER_DEATHS = 3       # a run in the slice of this many dead workers fails (it likely kills them)
 ETA_LEARN_MIN_S = 2.0       # jobs with a shorter first ETA do not teach the ETA scale (too noisy)
+ETA_RATIO_SAMPLES = 50      # the ETA scale is the median of the last this many jobs' actual / first ETA
+ETA_RATIO_MIN_SAMPLES = 5   # below this many, no scale (1)
+ETA_SCALE_BOUNDS = (0.5, 2.0)
 MAX_COST_KEYS = 256         # kinds of run (and data sets) whose measured speed the ETAs keep
 ARRIVAL_WINDOW_S = 60.0     # a session that clicked this recently and waits for nothing will click again
 CLICK_GAP_S = 1.0           # submissions this close together are one click (a comparison's runs)
@@ -166,6 +171,8 @@ class Job:
     position: int | None = None
     eta_s: float | None = None
     eta_first: tuple[float, float] | None = None   # (its first simulated ETA, when): to learn the scale
+    eta_context: dict[str, Any] | None = None      # the queue as its first ETA saw it ($LAMP_ETA_LOG)
+    eta_measured: bool = False       # its first ETA came from measured speeds, not the calibration
     stop_flag: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     done_event: threading.Event = field(default_factory=threading.Event)
@@ -268,16 +275,18 @@ class JobQueue:
         # (network, image, batch, LAMP) and per evaluation of each data set replace it after
         self._calibration: tuple[float, float] | None = None
         self._ratio = 1.0                                # measured / calibrated step seconds (EMA)
-        # actual waits / simulated ones (EMA, _retire), per kind of job (`_eta_kind`): in the soak
-        # landscapes and batch-size runs came in at a third of their first ETA while the lesson's
-        # runs were close, so one scale for all missed both
-        self._eta_scale: OrderedDict[str, float] = OrderedDict()
+        # actual wait / first simulated ETA of recently finished jobs (`_retire`): the ETAs shown
+        # are the simulation times their median (`_eta_scale_now`)
+        self._eta_ratios: deque = deque(maxlen=ETA_RATIO_SAMPLES)
         self._step_cost: OrderedDict[tuple, float] = OrderedDict()
         self._eval_cost: OrderedDict[str, float] = OrderedDict()
         self._point_s = 0.05                             # measured seconds per landscape point (EMA)
+        self._point_measured = False                     # a surface has been computed here
         # session -> (time of its last click, the work in seconds that click submitted): the ETA
         # simulation expects a recently active session that waits for nothing to click again
         self._clicks: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # $LAMP_ETA_LOG: a file that gets one JSON line per finished job (`_log_eta`)
+        self._eta_log: str | None = os.environ.get("LAMP_ETA_LOG") or None
         self._slice_end = 0.0                            # perf_counter when the current slice ends
         self.slices: deque = deque(maxlen=2000)          # (session, kind, [job ids], t0, t1): for tests and benches
         self.trained: Counter = Counter()                # run key -> times trained to completion here
@@ -882,6 +891,7 @@ class JobQueue:
             raise WorkerError(reply.error)
         surf = reply.surface
         self._point_s = 0.7 * self._point_s + 0.3 * reply.seconds / max(job.lcfg.nx * job.lcfg.ny, 1)
+        self._point_measured = True
         self.slices.append((session, "surface", [job.id], t0, t1))
         stopped = job.stop_flag.is_set() or not surf.complete
         if not stopped and surf.sharpness:
@@ -947,17 +957,19 @@ class JobQueue:
         # caller holds self._lock: a job became final; surfaces that needed it follow it
         if job in self._live:
             self._live.remove(job)
-        if job.status == DONE and job.eta_first is not None and job.eta_first[0] >= ETA_LEARN_MIN_S:
-            # The simulation sees only the work queued now; in a class, sessions keep arriving
-            # and take their turns first, so waits run longer than simulated by a factor that
-            # depends on the class. Learn it from finished jobs: actual wait / first estimate.
+        if job.status == DONE and job.eta_first is not None and self._eta_log:
+            self._log_eta(job)
+        if (job.status == DONE and job.eta_first is not None and job.eta_first[0] >= ETA_LEARN_MIN_S
+                and job.eta_measured):
+            # The simulation sees only the work queued now (no future clicks, no stacking), so
+            # waits differ from it by a factor that depends on the class. Learn it from finished
+            # jobs, actual wait / first estimate, as a median over the last ETA_RATIO_SAMPLES of
+            # any kind. Only estimates made on measured speeds teach it: a first estimate from the
+            # worker's calibration alone (a fresh server's first runs: 3.5x off in the soak) would
+            # skew every ETA after it. (A per-kind moving average did: in a soak's log, per click,
+            # it erred by 0.55 of the wait, the plain simulation by 0.35 and this median by 0.33.)
             predicted, at = job.eta_first
-            ratio = min(max((job.finished_at - at) / predicted, 0.25), 8.0)
-            kind = _eta_kind(job)
-            old = self._eta_scale.pop(kind, None)
-            self._eta_scale[kind] = ratio if old is None else 0.7 * old + 0.3 * ratio
-            while len(self._eta_scale) > MAX_COST_KEYS:
-                self._eta_scale.popitem(last=False)
+            self._eta_ratios.append((job.finished_at - at) / predicted)
         for other in list(self._live):
             if other.needs is job:
                 if job.status == DONE:
@@ -967,6 +979,40 @@ class JobQueue:
                                   message=f"training {job.status}")
                     self._retire(other)
         self._trim()
+
+    def _eta_scale_now(self) -> float:
+        # caller holds self._lock
+        if len(self._eta_ratios) < ETA_RATIO_MIN_SAMPLES:
+            return 1.0
+        ratios = sorted(self._eta_ratios)
+        mid = len(ratios) // 2
+        median = ratios[mid] if len(ratios) % 2 else 0.5 * (ratios[mid - 1] + ratios[mid])
+        return min(max(median, ETA_SCALE_BOUNDS[0]), ETA_SCALE_BOUNDS[1])
+
+    def _speed_measured(self, job: Job) -> bool:
+        # caller holds self._lock: was this job's estimate made on measured speeds (its kind of
+        # run has trained here, or a surface has been computed), not the calibration alone?
+        from .stack import stack_signature
+        if job.kind == "run" and job.cfg is not None:
+            return (stack_signature(job.cfg), job.cfg.train.lamp) in self._step_cost
+        if job.kind == "surface":
+            return self._point_measured and (job.needs is None or self._speed_measured(job.needs))
+        return False
+
+    def _log_eta(self, job: Job) -> None:
+        # caller holds self._lock: one JSON line per finished job, for studying the estimate
+        # offline (what it predicted first, what the queue looked like then, what it took)
+        import json
+        raw, at = job.eta_first
+        rec = {"kind": _eta_kind(job), "id": job.id, "sessions": sorted(self._owners(job)) or sorted(job.requesters),
+               "first_at": round(at, 3), "queued_at": round(job.queued_at, 3), "finished_at": round(job.finished_at, 3),
+               "simulated": round(raw, 3), **(job.eta_context or {})}
+        try:
+            with open(self._eta_log, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        except OSError as exc:                 # a log that cannot be written costs the queue nothing
+            self.worker_errors.append(f"ETA log {self._eta_log}: {exc}")
+            self._eta_log = None
 
     def _trim(self) -> None:
         # caller holds self._lock; forget the oldest finished jobs beyond MAX_FINISHED, and
@@ -1084,6 +1130,10 @@ class JobQueue:
             queues[session] = [expected]       # after everyone queued now
         now = time.perf_counter()
         clock = max(self._slice_end - now, 0.0)
+        context = ({"busy_sessions": len(busy), "expected_clicks": sum(1 for k in left if k < 0),
+                    "queued_work": round(sum(v for k, v in left.items() if k >= 0), 3),
+                    "expected_work": round(sum(v for k, v in left.items() if k < 0), 3)}
+                   if self._eta_log else {})
         first_turn: dict[int, int] = {}
         finish: dict[int, float] = {}
         turns = 0
@@ -1107,13 +1157,19 @@ class JobQueue:
             if turns == turns_before:          # nothing can move (a surface whose run is not queued)
                 break
         wall = time.time()
+        scale = self._eta_scale_now()
         for j in self._live:
             with j.lock:
                 j.position = first_turn.get(j.id) if j.status == QUEUED else None
                 raw = finish.get(j.id)
                 if raw is not None and j.eta_first is None:
                     j.eta_first = (raw, wall)
-                j.eta_s = None if raw is None else raw * self._eta_scale.get(_eta_kind(j), 1.0)
+                    j.eta_measured = self._speed_measured(j)
+                    if self._eta_log:
+                        j.eta_context = {"own_work": round(self._remaining(j) + (
+                            self._remaining(j.needs) if j.needs is not None else 0.0), 3),
+                            "scale": round(scale, 4), "measured": j.eta_measured, **context}
+                j.eta_s = None if raw is None else raw * scale
 
 
 def _eta_kind(job: Job) -> str:

@@ -264,6 +264,8 @@ def test_short_runs_of_the_next_turns_train_back_to_back_in_one_slice(tmp_path, 
         gate.set()
         for v in runs.values():
             assert q.wait(v.id, 60).status == DONE
+        # a slice is recorded when its reply is in, after the runs it streamed were filed
+        until(lambda: q.counts()["running"] == 0 and any(s[1] == "run" for s in q.slices), "the slice recorded")
         run_slices = [s for s in q.slices if s[1] == "run"]
         assert len(run_slices) == (1 if back_to_back else 4)
         assert sorted(runs, key=lambda s: q.get(runs[s].id).started_at) == list("ABCD")   # turn order kept
@@ -284,6 +286,7 @@ def test_a_run_stopped_while_it_waits_to_follow_is_closed_and_the_slice_goes_on(
         assert q.cancel(b.id, "B")                       # B follows A in the slice: stopped before it starts
         assert q.wait(b.id, 60).status == STOPPED and q.wait(c.id, 60).status == DONE
         assert q.wait(a.id, 60).status == DONE and not q.store.has(TINY.with_train(seed=2))
+        until(lambda: any(s[1] == "run" for s in q.slices), "the slice recorded")
         assert len([s for s in q.slices if s[1] == "run"]) == 1      # A, then C, in A's slice
     finally:
         q.close()
@@ -413,23 +416,28 @@ def test_etas_come_from_the_calibration_then_from_what_each_kind_of_run_measured
             assert q._ratio == pytest.approx(0.8 + 0.2 * 0.5 / (0.01 + 1e-6 * 16 ** 3))
             assert q._run_step_s(small) == pytest.approx((0.01 + 1e-6 * 4 * 16 * 16) * q._ratio)
         # waits in a class differ from the simulation: learned from finished jobs, actual / first
-        # estimate, per kind of job (a landscape, a run by its batch size), applied to the ETAs shown
-        from lamp_core.jobs import Job, _eta_kind
-        done = Job(id=999, key="x", kind="surface", label="x", order=0)
-        done.eta_first = (10.0, 1000.0)
-        done._finish(DONE)
-        done.finished_at = 1020.0                                  # took twice the estimate
-        again = Job(id=998, key="y", kind="surface", label="y", order=0)
-        again.eta_first = (10.0, 1000.0)
-        again._finish(DONE)
-        again.finished_at = 1005.0                                 # half the estimate
-        run = Job(id=997, key="z", kind="run", label="z", order=0, cfg=big)
+        # estimate, as a median of any kind, bounded; only estimates made on measured speeds teach it
+        from lamp_core.jobs import ETA_RATIO_MIN_SAMPLES, ETA_SCALE_BOUNDS, Job
+
+        def finished(i, took, measured=True):
+            j = Job(id=900 + i, key=f"k{i}", kind="surface", label="x", order=0)
+            j.eta_first, j.eta_measured = (10.0, 1000.0), measured
+            j._finish(DONE)
+            j.finished_at = 1000.0 + took
+            return j
         with q._lock:
-            q._retire(done)
-            assert q._eta_scale == {"surface": 2.0}                # the first of its kind sets it
-            q._retire(again)
-            assert q._eta_scale["surface"] == pytest.approx(0.7 * 2.0 + 0.3 * 0.5)
-            assert _eta_kind(run) == "run:batch 16" and q._eta_scale.get(_eta_kind(run)) is None
+            q._retire(finished(0, 50.0, measured=False))           # the calibration's guess: ignored
+            assert q._eta_scale_now() == 1.0 and not q._eta_ratios
+            for i, took in enumerate([20.0, 5.0, 15.0, 12.0][: ETA_RATIO_MIN_SAMPLES - 1]):
+                q._retire(finished(i + 1, took))
+            assert q._eta_scale_now() == 1.0                       # too few yet
+            q._retire(finished(9, 14.0))
+            assert q._eta_scale_now() == pytest.approx(1.4)        # median of 2, 0.5, 1.5, 1.2, 1.4
+            for i in range(60):                                    # a run of slow jobs: bounded
+                q._retire(finished(100 + i, 100.0))
+            assert q._eta_scale_now() == ETA_SCALE_BOUNDS[1] and len(q._eta_ratios) < 60
+            assert q._speed_measured(Job(id=1, key="r", kind="run", label="r", order=0, cfg=big))
+            assert not q._speed_measured(Job(id=2, key="s", kind="run", label="s", order=0, cfg=small))
     finally:
         q.close()
 

@@ -73,7 +73,19 @@ def find_folders(kind: str, max_depth: int = 3) -> list[str]:
 @st.cache_resource(show_spinner=False)
 def _queue_for(store_root: str) -> JobQueue:
     _keep_heap_small()
+    _stacks_on_signal()
     return JobQueue(RunStore(store_root))
+
+
+def _stacks_on_signal() -> None:
+    """`kill -USR1 <server pid>` writes every thread's Python stack to the server's stderr: what a
+    page that stopped answering is waiting for, without stopping the class's server."""
+    import faulthandler
+    import signal
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (AttributeError, ValueError, RuntimeError, OSError):    # no SIGUSR1 here (Windows)
+        pass
 
 
 MALLOC_TRIM_S = 30.0      # how often the server hands freed heap back to the OS

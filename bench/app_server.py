@@ -60,9 +60,9 @@ def wait_healthy(proc: subprocess.Popen, port: int, timeout_s: float = 90) -> st
     raise RuntimeError(f"{url}/_stcore/health not healthy after {timeout_s:.0f} s")
 
 
-def start(store: Path, timeout_s: float = 90) -> tuple[subprocess.Popen, str]:
+def start(store: Path, timeout_s: float = 90, output=subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = launch(port, dict(os.environ, LAMP_STORE=str(store), LAMP_CACHE=str(store.parent / "cache")))
+    proc = launch(port, dict(os.environ, LAMP_STORE=str(store), LAMP_CACHE=str(store.parent / "cache")), output)
     try:
         return proc, wait_healthy(proc, port, timeout_s)
     except RuntimeError as exc:
@@ -81,10 +81,11 @@ def choose(page, label: str, option: str) -> None:
 
 
 @contextlib.contextmanager
-def serving(prefix: str):
-    """Yield (url, run store folder) of an app started on a fresh temporary store; clean up after."""
+def serving(prefix: str, output=subprocess.DEVNULL):
+    """Yield (url, run store folder) of an app started on a fresh temporary store; clean up after.
+    `output`: where the server's stdout and stderr go (an open file, or discarded)."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
-    proc, url = start(tmp / "runs")
+    proc, url = start(tmp / "runs", output=output)
     try:
         yield url, tmp / "runs"
     finally:

@@ -65,8 +65,10 @@ import os
 import platform
 import random
 import re
+import signal
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -787,7 +789,8 @@ def main(argv=None) -> int:
     minutes = a.minutes or (5.0 if a.quick else 30.0)
     drain = a.drain if a.drain is not None else (40.0 if a.quick else 180.0)
     from app_server import serving
-    with serving("lamp-soak-") as (url, store):
+    log = tempfile.NamedTemporaryFile(prefix="lamp-soak-server-", suffix=".log", delete=False)
+    with serving("lamp-soak-", output=log) as (url, store):
         pid = _server_pid(url)
         # In a class the 30 clients run on the students' machines. Here they share the server's
         # two cores, so once the server is up (at its own priority) the clients step back: they
@@ -795,6 +798,15 @@ def main(argv=None) -> int:
         os.nice(CLIENT_NICE)
         res = asyncio.run(soak(url, store, pid, a.sessions, minutes, drain, a.quick, a.seed))
         res["client_nice"] = CLIENT_NICE
+        if res.get("lost"):
+            # what the server's threads are doing while a page waits for it (app/lab_state.py
+            # registers the dump on SIGUSR1): kept beside the server's log, named on stderr
+            os.kill(pid, signal.SIGUSR1)
+            time.sleep(2)
+            print(f"lost jobs: the server's thread stacks are in {log.name}", file=sys.stderr)
+    log.close()
+    if not res.get("lost"):
+        os.unlink(log.name)
     res["quick"] = a.quick
     if a.record:
         a.record.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")

@@ -403,11 +403,13 @@ class Page:
         return True
 
     async def _poll(self):
+        # The browser fires each fragment's timer on its interval whether or not its last rerun
+        # was answered (setInterval in the frontend's handleAutoRerun). Waiting for an answer
+        # here hung a session for good: the server drops, without a reply, an auto-rerun of a
+        # fragment a full run has just replaced ("does not exist anymore", app_session.py).
         while True:
             await asyncio.sleep(0.1)
             now = time.time()
-            if self.running:
-                continue
             for fid, iv in list(self.timers.items()):
                 if now >= self.next_fire.get(fid, now + iv):
                     self.next_fire[fid] = now + iv
@@ -440,7 +442,16 @@ class Page:
             elif kind == "delta" and m.delta.WhichOneof("type") == "new_element":
                 self._element(m.delta.new_element)
             elif kind == "auto_rerun":
-                self.run_autoreruns[m.auto_rerun.fragment_id] = m.auto_rerun.interval
+                # as the browser: the timer starts when the message arrives, not when the run ends
+                fid, iv = m.auto_rerun.fragment_id, m.auto_rerun.interval
+                self.run_autoreruns[fid] = iv
+                if self.timers.get(fid) != iv:
+                    self.timers[fid] = iv
+                    self.next_fire[fid] = time.time() + iv
+            elif kind == "stop_auto_rerun":
+                for fid in m.stop_auto_rerun.fragment_ids:
+                    self.timers.pop(fid, None)
+                    self.next_fire.pop(fid, None)
             elif kind == "file_urls_response" and self.url_resp and not self.url_resp.done():
                 self.url_resp.set_result(m.file_urls_response)
             elif kind == "script_finished":

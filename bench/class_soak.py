@@ -329,8 +329,6 @@ class Page:
         if fragment:
             cs.fragment_id = fragment
             cs.is_auto_rerun = True
-        if not fragment:
-            self.timers, self.next_fire = {}, {}
         self.running, self.running_since = True, time.time()
         await self.ws.send(msg.SerializeToString())
 
@@ -439,6 +437,10 @@ class Page:
             if kind == "new_session":
                 self.session_id = m.new_session.initialize.session_id or self.session_id
                 self.run_elems, self.run_autoreruns = [], {}
+                if not m.metadata.run.fragment_ids:
+                    # as the browser (cleanupAutoReruns): a full run's start clears every
+                    # fragment timer; its auto_rerun messages set the current ones again
+                    self.timers, self.next_fire = {}, {}
             elif kind == "delta" and m.delta.WhichOneof("type") == "new_element":
                 self._element(m.delta.new_element)
             elif kind == "auto_rerun":
@@ -458,10 +460,8 @@ class Page:
                 st = m.script_finished
                 self.running = False
                 if st == ForwardMsg.FINISHED_SUCCESSFULLY:
-                    self.timers = dict(self.run_autoreruns)
                     self.full_runs.append((time.time(), list(self.run_elems)))
                 elif st == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY:
-                    self.timers.update(self.run_autoreruns)
                     self.frag_elems = list(self.run_elems)
                 self.run_elems, self.run_autoreruns = [], {}
 

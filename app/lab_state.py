@@ -256,11 +256,19 @@ def describe(cfg: RunConfig) -> str:
 def poll(render: Callable[[], bool], *, key: str) -> None:
     """Draw `render()` (which returns True while its work is still running) inside a fragment
     that reruns itself every POLL_S seconds while busy. A fragment's timer is fixed when the
-    whole page runs, so a change between busy and idle reruns the page once: polling starts
-    after a submit, and the finished results replace the progress view when the work ends."""
-    flag = f"_busy_{key}"
+    whole page runs, so a change between busy and idle reruns the page once: the finished
+    results replace the progress view when the work ends.
 
-    @st.fragment(run_every=POLL_S if st.session_state.get(flag) else None)
+    Polling starts in the page run that submitted the work, not one rerun later: a session with
+    unfinished jobs in the queue polls at once. Starting it by the rerun alone left a page
+    without a timer now and then in the soak: its progress bar stood still while the job ran
+    to its end (bench/class_soak.py, the poll phase)."""
+    flag = f"_busy_{key}"
+    # (the flag itself is only the fragment's to set: forcing it here while another page's job
+    # keeps the session busy would rerun this page forever)
+    active = bool(st.session_state.get(flag)) or bool(queue().jobs(session=session_id()))
+
+    @st.fragment(run_every=POLL_S if active else None)
     def body() -> None:
         busy = bool(render())
         was = bool(st.session_state.get(flag, False))

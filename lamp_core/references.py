@@ -14,6 +14,10 @@ markdown reports cannot drift apart:
   bench/results/landscape_study.md): is LAMP's minimum steeper in its own loss and in plain L2?
   `landscape_ratios` is the one computation of its ratios; bench/landscape_study.py formats its
   table from it;
+* `batch_size_study` - the batch-size study of the paper's batch-1024 claim
+  (bench/results/batch_size_study.csv, summarised in bench/results/batch_size_study.md, which
+  bench/batch_size_study.py writes from the same `study_rows` and `report.cells`): per regime and
+  batch size, L2 against LAMP with the pair-level and the class-level interval;
 * `landscape_sentence` - the sentence the Loss landscape page prints: does the quick model on
   screen agree with the study?
 
@@ -24,11 +28,12 @@ from __future__ import annotations
 import ast
 import csv
 import functools
+import json
 import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .config import DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER
+from .config import DEFAULT_DETACH_MAX, DEFAULT_EPS, DEFAULT_MAX_OVER, TrainConfig
 from .report import cells
 from .stats import paired
 
@@ -38,6 +43,10 @@ TABLE1_MD = REPO / "bench" / "results" / "table1.md"
 TABLE1_SCRIPT = REPO / "bench" / "reproduce_table1.py"
 LANDSCAPE_CSV = REPO / "bench" / "results" / "landscape_study.csv"
 LANDSCAPE_MD = REPO / "bench" / "results" / "landscape_study.md"
+BATCH_STUDY_CSV = REPO / "bench" / "results" / "batch_size_study.csv"
+BATCH_STUDY_MD = REPO / "bench" / "results" / "batch_size_study.md"
+# the batch-size study's regimes that test the paper's batch-1024 claim, in the order a page shows them
+BATCH_STUDY_REGIMES = ("paper_level", "converged", "step_matched")
 
 # The LAMP readings of eq. 2 the converged Table 1 compares with L2 (max_over, detach_max, eps):
 # the engine's default, and the reading the project shipped before it (table1.md's second table).
@@ -154,6 +163,91 @@ def paper_table1(*, script: Path = TABLE1_SCRIPT) -> dict[int, dict]:
     paper = _paper_table1(str(script))
     l2, lamp = paper["L2"], paper["L2-LAMP"]
     return {b: {"l2": float(l2[b]), "lamp": float(lamp[b])} for b in sorted(l2, reverse=True) if b in lamp}
+
+
+# ----------------------------------------------------------------------------- batch-size study
+
+def study_rows(rows: Iterable[dict]) -> list[dict[str, Any]]:
+    """The batch-size study's CSV rows as `report.cells` reads them (unit = the digit); rows
+    without an AUROC are skipped. Rows written before the `lr` column trained at the engine's."""
+    engine_lr = TrainConfig().lr
+    out = []
+    for r in rows:
+        if r.get("auroc") in (None, ""):
+            continue
+        out.append({"unit": str(r["normal_class"]), "seed": int(r["seed"]), "lamp": _bool(r["lamp"]),
+                    "auroc": float(r["auroc"]), "val_score": None, "regime": r["regime"],
+                    "batch_size": int(r["batch_size"]), "epochs": int(r["epochs"]), "steps": int(r["steps"]),
+                    "train_images": int(r["train_images"]) if r.get("train_images") else None,
+                    "lr": float(r.get("lr") or engine_lr),
+                    "curve": json.loads(r["auroc_curve"]) if r.get("auroc_curve") else None})
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def _batch_size_study(path: str) -> dict[str, dict[int, dict]]:
+    from .report import verdict
+    rows = [r for r in study_rows(_read_csv(Path(path))) if r["regime"] in BATCH_STUDY_REGIMES]
+    out: dict[str, dict[int, dict]] = {}
+    for regime in BATCH_STUDY_REGIMES:
+        sub = [r for r in rows if r["regime"] == regime]
+        for (bs,), c in sorted(cells(sub, cell_fields=["batch_size"], protocol="test").items(), reverse=True):
+            runs = [r for r in sub if r["batch_size"] == bs]
+            p, u = c.paired, c.by_unit
+            out.setdefault(regime, {})[bs] = {
+                "l2": c.base[0], "lamp": c.lamp[0], "l2_sd": c.base[1], "lamp_sd": c.lamp[1],
+                "delta": p.mean, "delta_lo": p.lo, "delta_hi": p.hi, "pairs": p.n, "wins": p.wins,
+                "delta_class_lo": u.lo, "delta_class_hi": u.hi, "verdict": verdict(p, u),
+                "seeds": len({r["seed"] for r in runs}), "classes": len({r["unit"] for r in runs}),
+                "epochs": _only(r["epochs"] for r in runs), "lr": _only(r["lr"] for r in runs),
+                "steps": (min(r["steps"] for r in runs), max(r["steps"] for r in runs)),
+                # whole classes differ in size (5421-6742 images): the range, not one number
+                "train_images": (min(r["train_images"] or 0 for r in runs), max(r["train_images"] or 0 for r in runs))}
+    return out
+
+
+def batch_size_study(*, path: Path = BATCH_STUDY_CSV) -> dict[str, dict[int, dict]]:
+    """The batch-size study of the paper's batch-1024 claim: {regime: {batch size: summary}} for
+    the regimes in BATCH_STUDY_REGIMES that have runs ("paper_level": batch 1024 on whole classes at
+    the epochs and learning rate where L2 lands near the paper's 0.658; "converged": batch 1024
+    trained until L2 passes 0.90; "step_matched": batch 1024 and 128 at the same optimiser steps).
+    Each summary has the fields of `converged_table1` (l2, lamp, their sds over seeds, delta with
+    its pair-level and class-level 95% intervals, pairs, wins, seeds, classes, epochs, steps), the
+    learning rate, the ranges (min, max) of optimiser steps and of training images per class
+    (whole classes differ in size), and `verdict`: the difference in the
+    words its intervals allow (`report.verdict`)."""
+    return {g: {b: dict(v) for b, v in per.items()} for g, per in _batch_size_study(str(path)).items()}
+
+
+STUDY_REGIME_WORDS = {"paper_level": "the paper's regime", "converged": "trained to convergence",
+                      "step_matched": "at equal optimiser steps"}
+
+
+def range_text(lo_hi: tuple) -> str:
+    """A (min, max) range as the study's sentences write it: one number when they agree."""
+    lo, hi = lo_hi
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
+def study_regime_sentence(regime: str, bs: int, v: dict, paper: dict | None = None) -> str:
+    """One regime of the batch-size study in words its intervals allow: the recipe, L2 (beside the
+    paper's where given), LAMP − L2 with both intervals, the verdict, and whether the paper's
+    difference lies inside each interval."""
+    lr = f" at learning rate {v['lr']:g}" if v.get("lr") else ""
+    text = (f"{STUDY_REGIME_WORDS.get(regime, regime)}, batch {bs} ({v['epochs']} epochs{lr}, "
+            f"{range_text(v['steps'])} steps on {range_text(v['train_images'])} images per class): L2 {v['l2']:.3f}"
+            + (f" (paper {paper['l2']:.3f})" if paper else "")
+            + f", L2-LAMP {v['lamp']:.3f}; LAMP − L2 {v['delta']:+.3f} [{v['delta_lo']:+.3f}, {v['delta_hi']:+.3f}] "
+            f"over {v['pairs']} pairs, class-level [{v['delta_class_lo']:+.3f}, {v['delta_class_hi']:+.3f}] over "
+            f"{v['classes']} digits: {v['verdict']} (LAMP ahead in {v['wins']} of {v['pairs']})")
+    if paper:
+        gain = paper["lamp"] - paper["l2"]
+        inside = [name for name, lo, hi in (("pair-level", v["delta_lo"], v["delta_hi"]),
+                                            ("class-level", v["delta_class_lo"], v["delta_class_hi"]))
+                  if lo <= gain <= hi]
+        text += (f"; the paper's {gain:+.3f} lies "
+                 + ("outside both intervals" if not inside else f"inside the {' and the '.join(inside)} interval"))
+    return text
 
 
 # ----------------------------------------------------------------------------- landscape study

@@ -280,3 +280,22 @@ def test_batch_size_study_report_has_both_intervals_and_the_paper():
     assert "Where the curve stands" in md and "| 3 | 18 |" in md
     assert "L2 at batch 1024 − L2 at batch 128" in md
     assert "Reproducibility" not in md        # the curves stop before the paper-level epochs
+    # the verdict paragraph: each regime with both intervals, the paper's gain against them
+    verdict = md.split("## Verdict on the paper's batch-size claim", 1)[1].split("\n## ", 1)[0]
+    assert "In the paper's regime (L2 0.667, 30 pairs over 10 digits), LAMP − L2 is +0.009 [" in verdict
+    assert "Trained to convergence" in verdict and verdict.count("lies above both intervals") == 2
+    # batch 1024 and 128 have the same L2 at 160 steps in these rows: level, so "fewer steps"
+    assert "At equal steps (160), L2 at batch 1024 minus L2 at batch 128 is +0.000" in verdict
+    assert "reflects its fewer steps" in verdict and "is not reproduced on this data" in verdict
+    assert "Measured: the recorded runs' own training seconds" not in md      # these rows carry no seconds
+
+
+def test_batch_size_study_verdict_says_when_an_interval_reaches_the_paper():
+    import batch_size_study as B
+    rows = [{"unit": str(d), "seed": s, "lamp": lamp, "auroc": 0.66 + (0.06 + 0.01 * ((d + s) % 3) if lamp else 0),
+             "val_score": None, "regime": "paper_level", "batch_size": 1024, "epochs": 4, "steps": 24,
+             "train_images": 6000, "lr": 5e-4, "curve": None}
+            for d in range(10) for s in range(3) for lamp in (False, True)]
+    by = {g: [r for r in rows if r["regime"] == g] for g in B.REGIMES}
+    text = " ".join(B._verdict_lines(by))
+    assert "higher" in text and "lies below both intervals" in text and "LAMP gains more" in text

@@ -145,3 +145,54 @@ def test_landscape_sentence_agrees_and_disagrees():
     saddle = R.landscape_sentence("l2", _quick(-13.5, 5.0, 23.1, 20.0, epochs=2), v)
     assert saddle.startswith("These weights are not at a minimum of plain L2 (base λmax -13.5, trace 23.1")
     assert "LAMP λmax" not in saddle and "trained for 2 epochs" in saddle and "cannot be compared" in saddle
+
+
+# ----------------------------------------------------------------------------- batch-size study
+
+def _study_md_rows() -> dict[str, list[str]]:
+    """The "all ten" row of each batch-1024 regime's table in batch_size_study.md, by regime."""
+    text = R.BATCH_STUDY_MD.read_text()
+    out = {}
+    for title, regime in (("Paper-level regime", "paper_level"), ("Converged regime", "converged")):
+        if f"## {title}" not in text:
+            continue
+        section = text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+        row = next(line for line in section.splitlines() if line.startswith("| all ten |"))
+        out[regime] = [c.strip() for c in row.strip().strip("|").split("|")]
+    return out
+
+
+def test_batch_size_study_reproduces_the_markdown():
+    md = _study_md_rows()
+    study = R.batch_size_study()
+    assert "paper_level" in md                       # the regime the README quotes
+    for regime, cells in md.items():
+        v = study[regime][1024]
+        assert cells[1] == fmt_ms(v["l2"], v["l2_sd"]) and cells[2] == fmt_ms(v["lamp"], v["lamp_sd"])
+        assert cells[3] == f"{v['delta']:+.3f} [{v['delta_lo']:+.3f}, {v['delta_hi']:+.3f}]"
+        assert cells[4] == f"{v['delta']:+.3f} [{v['delta_class_lo']:+.3f}, {v['delta_class_hi']:+.3f}] ({v['classes']})"
+        assert cells[5] == f"{v['wins']}/{v['pairs']}" and cells[6] == v["verdict"]
+
+
+def test_batch_size_study_paper_level_recipe():
+    v = R.batch_size_study()["paper_level"][1024]
+    # chosen on digits 0-4 (bench/results/batch_size_study_epochs.json): its epochs and learning rate
+    import json
+    chosen = json.loads((R.REPO / "bench" / "results" / "batch_size_study_epochs.json").read_text())
+    assert (v["epochs"], v["lr"]) == (chosen["epochs"], chosen["lr"])
+    assert v["classes"] == 10 and v["seeds"] >= 5 and v["pairs"] == v["classes"] * v["seeds"]
+    assert v["train_images"][0] > 5000                # whole classes, not the 1000-image protocol
+
+
+def test_study_sentence_words_the_paper_against_both_intervals():
+    v = {"l2": 0.68, "lamp": 0.64, "delta": -0.04, "delta_lo": -0.06, "delta_hi": -0.02, "delta_class_lo": -0.07,
+         "delta_class_hi": 0.06, "pairs": 50, "wins": 8, "classes": 10, "verdict": "lower", "epochs": 4, "lr": 5e-4,
+         "steps": (24, 28), "train_images": (5421, 6742)}
+    paper = {"l2": 0.658, "lamp": 0.712}
+    text = R.study_regime_sentence("paper_level", 1024, v, paper)
+    assert "24-28 steps" in text and "L2 0.680 (paper 0.658)" in text
+    assert "[-0.060, -0.020] over 50 pairs, class-level [-0.070, +0.060] over 10 digits: lower" in text
+    assert text.endswith("the paper's +0.054 lies inside the class-level interval")
+    assert R.study_regime_sentence("paper_level", 1024, {**v, "delta_class_hi": 0.0}, paper).endswith(
+        "lies outside both intervals")
+    assert "paper" not in R.study_regime_sentence("step_matched", 1024, {**v, "steps": (160, 160)})

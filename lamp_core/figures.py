@@ -371,7 +371,8 @@ SPREADS = {"std": "± one standard deviation over seeds",
            "ci95": "95% t-interval of the mean over seeds"}
 # Reference series are told apart from the solid quick runs (and from each other) by the line's
 # dash and the marker's shape, not by colour alone: colour keeps saying which loss it is.
-REFERENCE_STYLES = (("dash", "diamond-open"), ("dot", "square-open"), ("dashdot", "triangle-up-open"))
+REFERENCE_STYLES = (("dash", "diamond-open"), ("dot", "square-open"), ("dashdot", "triangle-up-open"),
+                    ("longdash", "circle-open"), ("longdashdot", "x-open"))
 
 
 def seed_spread(values: Sequence[float], spread: str = "std") -> tuple[float, float]:

@@ -302,6 +302,8 @@ def _batch_section(exp: dict, d: dict) -> list[str]:
            "(float rounding that compounds over the steps: bench/results/batch_size_study_determinism.json), so a "
            "student's numbers there can differ from these in the second or third decimal; the larger sizes "
            "reproduce exactly (bench/results/lesson_walk.md).\n"]
+    study = _batch_study()
+    study_conv = study.get("converged", {})
     for mode, label in lesson.STEP_MODES.items():
         rows = bsx.get(mode)
         if not rows:
@@ -317,6 +319,8 @@ def _batch_section(exp: dict, d: dict) -> list[str]:
             p = pair_of(e)
             conv = converged_row(bs)
             c = f"{conv['l2']:.3f} / {conv['lamp']:.3f}" if conv else "–"
+            if bs in study_conv:     # the study stands in where Table 1 is not the paper's regime
+                c = f"{study_conv[bs]['l2']:.3f} / {study_conv[bs]['lamp']:.3f}†"
             pp = paper.get(bs)
             ptxt = f"{pp['l2']:.3f} / {pp['lamp']:.3f}" if pp else "–"
             state = state_label(e)
@@ -343,8 +347,33 @@ def _batch_section(exp: dict, d: dict) -> list[str]:
                    "the training set, so it is full-batch gradient descent with one step per epoch, no sampling noise "
                    f"at all. (With the small *digits* data, about {_digits_train_images()} images of a digit, the same is "
                    "already true at batch 128.)")
+        out += _batch_study_lines(study, paper)
     out.append("")
     return out
+
+
+def _batch_study() -> dict:
+    from .references import batch_size_study
+    try:
+        return batch_size_study()
+    except (OSError, ValueError, KeyError):      # a checkout without bench/results
+        return {}
+
+
+def _batch_study_lines(study: dict, paper: dict) -> list[str]:
+    """The paper's batch-1024 claim as the batch-size study on whole classes found it."""
+    from .references import STUDY_REGIME_WORDS, study_regime_sentence
+    parts = [study_regime_sentence(g, b, v, paper.get(b) if g != "step_matched" else None)
+             for g in ("paper_level", "converged", "step_matched") for b, v in study.get(g, {}).items()]
+    if not parts:
+        return []
+    conv = study.get("converged", {})
+    mark = (f" † marks batch {', '.join(map(str, conv))} in the tables above: the study {STUDY_REGIME_WORDS['converged']}, "
+            "since the converged Table 1's batch 1024 (20 full-batch steps on 1000 images) is not the paper's regime."
+            if conv else "")
+    return ["- *Does the paper's batch-1024 gain (its largest) hold up?* The batch-size study "
+            "(`bench/results/batch_size_study.md`) trains batch 1024 on whole classes, as the paper did, every seed "
+            "with its own data draw. " + ". ".join(p[0].upper() + p[1:] for p in parts) + "." + mark]
 
 
 def _paper_level_sizes() -> str:

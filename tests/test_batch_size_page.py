@@ -206,3 +206,22 @@ def test_auroc_vs_batch_reference_traces_are_named_and_distinct():
     assert by["lab, converged: L2-LAMP"].line.color == figures.COLORS["LAMP"]
     assert by["lab, converged: L2"].line.color == figures.COLORS["base"]
     assert list(fig.layout.xaxis.tickvals) == list(SIZES)
+
+
+def test_batch_1024_quotes_the_batch_size_study():
+    """At batch 1024 the page's reference is the study on whole classes, not the converged Table 1's
+    20 full-batch steps (issue 20): its numbers, its sentence, and no Table 1 point there."""
+    study = references.batch_size_study()
+    at = page().run()
+    fig = figure(at)
+    names = {t["name"]: t for t in fig["data"]}
+    v = study["paper_level"][1024]
+    trace = names["study, the paper's regime: L2"]
+    assert trace["x"] == [1024] and trace["y"][0] == pytest.approx(v["l2"])
+    assert names["study, the paper's regime: L2-LAMP"]["y"][0] == pytest.approx(v["lamp"])
+    conv_label = next(n for n in names if n.startswith("lab, converged") and n.endswith(": L2"))
+    assert 1024 not in names[conv_label]["x"] and 128 in names[conv_label]["x"]
+    words = texts(at)
+    assert "bench/results/batch_size_study.md" in words
+    assert references.study_regime_sentence("paper_level", 1024, v, references.paper_table1()[1024]) in words
+    assert "not the paper's regime" in words

@@ -188,10 +188,18 @@ if cost is not None:
                "compare).")
 
 
-def reference_series() -> tuple[dict, list[str]]:
-    """The lab's converged Table 1 and the paper's as `fig_auroc_vs_batch` references, and the
+def reference_series(mode: str) -> tuple[dict, list[str]]:
+    """The lab's converged Table 1, the batch-size study (at batch 1024, where the converged Table 1
+    is not the paper's regime) and the paper's Table 1 as `fig_auroc_vs_batch` references, and the
     sentences that describe them (from the numbers themselves)."""
     refs, words = {}, []
+    try:
+        study = references.batch_size_study()
+    except (OSError, ValueError, KeyError) as exc:
+        study = {}
+        words.append(f"The batch-size study is not available here ({str(exc).splitlines()[0]}).")
+    # the sizes the study quotes for the paper's regime: the converged Table 1 is not shown there
+    study_sizes = {b for g in ("paper_level", "converged") for b in study.get(g, {})}
     try:
         conv = references.converged_table1()
     except (OSError, ValueError) as exc:
@@ -205,25 +213,52 @@ def reference_series() -> tuple[dict, list[str]]:
         what = ", ".join(p for p in (images and f"{images} images", epochs and f"{epochs} epochs",
                                      classes and f"{classes} classes") if p)
         label = f"lab, converged ({what})" if what else "lab, converged"
-        refs[label] = {"L2": {b: (v["l2"], v["l2_sd"]) for b, v in conv.items()},
-                       "L2-LAMP": {b: (v["lamp"], v["lamp_sd"]) for b, v in conv.items()}}
+        shown = {b: v for b, v in conv.items() if b not in study_sizes}
+        refs[label] = {"L2": {b: (v["l2"], v["l2_sd"]) for b, v in shown.items()},
+                       "L2-LAMP": {b: (v["lamp"], v["lamp_sd"]) for b, v in shown.items()}}
         seed_words = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+        left_out = sorted(set(conv) - set(shown))
         words.append(f"**Dashed**: the lab's converged Table 1, the mean AUROC over {classes or 'all'} classes of "
                      f"models trained {epochs or 'to convergence'} epochs on {images or 'all'} images per class "
-                     f"({seed_words} seeds; bars ± one standard deviation over seeds).")
+                     f"({seed_words} seeds; bars ± one standard deviation over seeds)"
+                     + (f", except at batch {', '.join(map(str, left_out))}: there {images or 'its'} images make "
+                        f"{', '.join(str(conv[b]['steps']) for b in left_out)} full-batch steps, not the paper's "
+                        "regime, so the study below stands in for it." if left_out else "."))
     try:
         paper = references.paper_table1()
     except (OSError, ValueError) as exc:
+        paper = {}
         words.append(f"The paper's Table 1 is not available here ({str(exc).splitlines()[0]}).")
-    else:
+    if paper:
         refs["paper"] = {"L2": {b: (v["l2"],) for b, v in paper.items()},
                          "L2-LAMP": {b: (v["lamp"],) for b, v in paper.items()}}
         words.append("**Dotted**: the paper's Table 1, the mean over its one-class MNIST tasks, one per digit (one "
                      "number per cell, no spread given).")
+    # the study after the two above: fig_auroc_vs_batch styles the references in order (dashed, dotted, ...)
+    regimes = ["paper_level", "converged"] + (["step_matched"] if mode == "same_steps" else [])
+    sentences = []
+    for g in regimes:
+        per = study.get(g, {})
+        if not per:
+            continue
+        if g == "step_matched":
+            steps = "/".join(sorted({references.range_text(v["steps"]) for v in per.values()}))
+            label = f"study, {steps} steps at each size"
+        else:
+            label = f"study, {references.STUDY_REGIME_WORDS[g]}"
+        refs[label] = {"L2": {b: (v["l2"], v["l2_sd"]) for b, v in per.items()},
+                       "L2-LAMP": {b: (v["lamp"], v["lamp_sd"]) for b, v in per.items()}}
+        sentences += [references.study_regime_sentence(g, b, v, None if g == "step_matched" else paper.get(b))
+                      for b, v in per.items()]
+    if sentences:
+        quoted = sorted({b for g in regimes for b in study.get(g, {})})
+        words.append(f"**Open markers at batch {', '.join(map(str, quoted))}**: the batch-size study "
+                     f"(`{references.BATCH_STUDY_MD.relative_to(references.REPO)}`), which trains batch 1024 on whole "
+                     "classes as the paper did (about 6000 images), every seed with its own data draw: " + "; ".join(sentences) + ".")
     return refs, words
 
 
-REFS, REF_WORDS = reference_series()
+REFS, REF_WORDS = reference_series(mode)
 kind = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "digits": "digits"}.get(cfg.data.dataset)
 one = f"one normal class ({kind} {cfg.data.normal_class})" if kind else "one data set"
 length = (f"{plural(cfg.train.epochs, 'epoch')} at every size" if mode == "same_epochs" else

@@ -273,9 +273,10 @@ st.markdown(
     f"{plural(n_seeds, 'seed')} per loss: each point is the mean over the seeds finished (n), its bars ± one "
     "standard deviation over them (the spread of single runs, not a confidence interval). "
     + " ".join(REF_WORDS) + base_note
-    + (" The references train every size the same epochs (the paper's setting): in this mode only your runs "
-       "change." if mode == "same_steps" else "") +
-    " Both references average over every digit as the normal class and come from converged models; your runs "
+    + (" The converged Table 1 and the paper's train every size the same epochs (the paper's setting): in this "
+       "mode only your runs and the study's step-matched points change." if mode == "same_steps" else "") +
+    " The references average over every digit as the normal class and, but for the study's paper-level "
+    "point (trained only until L2 reaches the paper's level), come from converged models; your runs "
     "are one class and short, so their level can sit above or below the references'. Compare how AUROC moves with the batch size, and the gap "
     f"between base and LAMP, not the level. **A difference within the error bars is not a finding**: with "
     f"{plural(n_seeds, 'seed')}, even bars that just separate are weak evidence (the table gives the paired "

@@ -288,7 +288,7 @@ class JobQueue:
         # $LAMP_ETA_LOG: a file that gets one JSON line per finished job (`_log_eta`)
         self._eta_log: str | None = os.environ.get("LAMP_ETA_LOG") or None
         self._slice_end = 0.0                            # perf_counter when the current slice ends
-        self.slices: deque = deque(maxlen=2000)          # (session, kind, [job ids], t0, t1): for tests and benches
+        self.slices: deque = deque(maxlen=2000)          # [session, kind, [job ids], t0, t1]: for tests and benches
         self.trained: Counter = Counter()                # run key -> times trained to completion here
         self.steps_trained = 0                           # run-steps the workers reported done
         self._holding = 0                                # submit_runs in progress
@@ -776,6 +776,9 @@ class JobQueue:
                                   then=[SliceJob(c.id, c.cfg, c.ckpt) for _, c in then])
         first_group = [True]
         streamed: list[RunOutcome] = []
+        # the slice's record, kept as soon as its first group starts: runs that finish early are
+        # final before the reply comes, and whoever reads `slices` then must find their slice
+        record: list = []
 
         def on_event(event) -> None:
             if event[0] == "group":
@@ -783,6 +786,8 @@ class JobQueue:
                 with self._lock:
                     if first_group[0]:
                         first_group[0] = False
+                        record.extend([session, "run", sorted(chosen, key=list(every).index), t0, None])
+                        self.slices.append(record)
                         for jid, j in offered.items():
                             if jid not in chosen:
                                 j.in_slice, j.worker = False, None     # free for another slice
@@ -822,7 +827,10 @@ class JobQueue:
                 self._learn_speed(job.cfg, reply.seconds / reply.steps_advanced,
                                   [(every[o.job_id].cfg, o.eval_s) for o in (*streamed, *reply.outcomes)
                                    if o.eval_s])
-        self.slices.append((session, "run", list(reply.group), t0, t1))
+        if record:
+            record[4] = t1
+        else:
+            self.slices.append([session, "run", list(reply.group), t0, t1])
         for out in reply.outcomes:
             self._after_slice(every[out.job_id], out)
         # followers the slice had no time for (or that were stopped while they waited) go back

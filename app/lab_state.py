@@ -260,9 +260,8 @@ def poll(render: Callable[[], bool], *, key: str) -> None:
     results replace the progress view when the work ends.
 
     Polling starts in the page run that submitted the work, not one rerun later: a session with
-    unfinished jobs in the queue polls at once. Starting it by the rerun alone left a page
-    without a timer now and then in the soak: its progress bar stood still while the job ran
-    to its end (bench/class_soak.py, the poll phase)."""
+    unfinished jobs in the queue polls at once. (In the soak, bench/class_soak.py, some pages of
+    its last phase still end with no poll timer while their job runs: not yet explained.)"""
     flag = f"_busy_{key}"
     # (the flag itself is only the fragment's to set: forcing it here while another page's job
     # keeps the session busy would rerun this page forever)

@@ -468,23 +468,15 @@ def _step_matched_lines(rows: Sequence[dict]) -> list[str]:
            "|---:|---:|---:|---|---|---|---|---|"]
     l2_gap = []
     for steps in sorted({r["steps"] for r in rows}):
-        by_bs = {}
         for bs in (1024, 128):
             sub = [r for r in rows if r["steps"] == steps and r["batch_size"] == bs]
             c = _cell(sub) if sub else None
-            by_bs[bs] = sub
             if c is not None:
                 out.append(f"| {steps} | {bs} | {sub[0]['epochs']} | {fmt_ms(*c.base[:2])} | {fmt_ms(*c.lamp[:2])} | "
                            f"{c.paired.text()} | {c.by_unit.text()} | {rep.verdict(c.paired, c.by_unit)} |")
-        big = {(r["unit"], r["seed"]): r["auroc"] for r in by_bs[1024] if not r["lamp"]}
-        small = {(r["unit"], r["seed"]): r["auroc"] for r in by_bs[128] if not r["lamp"]}
-        common = sorted(set(big) & set(small))
-        if len(common) >= 2:
-            g = paired([big[k] - small[k] for k in common])
-            per_unit: dict[str, list[float]] = {}
-            for k in common:
-                per_unit.setdefault(k[0], []).append(big[k] - small[k])
-            gu = paired([sum(v) / len(v) for v in per_unit.values()])
+        gap = _l2_gap(rows, steps)          # the same pairs the verdict paragraph words
+        if gap is not None:
+            g, gu = gap
             l2_gap.append(f"- {steps} steps: L2 at batch 1024 − L2 at batch 128 (same digits, seeds and images) "
                           f"{g.text()} over {g.n} pairs, class-level {gu.text()} over {gu.n} digits.")
     return out + ([""] + l2_gap if l2_gap else [])

@@ -786,7 +786,7 @@ class JobQueue:
                 with self._lock:
                     if first_group[0]:
                         first_group[0] = False
-                        record.extend([session, "run", sorted(chosen, key=list(every).index), t0, None])
+                        record.extend([session, "run", [i for i in every if i in chosen], t0, None])
                         self.slices.append(record)
                         for jid, j in offered.items():
                             if jid not in chosen:

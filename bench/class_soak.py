@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import platform
@@ -224,6 +225,7 @@ class Job:
     stopped: bool = False
     still_running: bool = False        # the last full run seen still showed a progress bar
     last_seen: str = ""                # for a lost job: what its page showed last
+    trail: list = field(default_factory=list)   # and its page's last protocol events
 
 
 def count_jobs(jobs: list[Job]) -> dict:
@@ -238,6 +240,8 @@ def count_jobs(jobs: list[Job]) -> dict:
              for j in live if j.t_done is not None and j.eta_s and j.t_done - j.t_click > 0.5]
     return {"jobs": len(jobs), "stopped": len(jobs) - len(live), "lost": len(lost),
             "lost_detail": [f"session {j.session} {j.what}: {j.last_seen}" for j in lost][:20],
+            "lost_trails": [[f"session {j.session} {j.what}: events from its click on"] + j.trail
+                            for j in lost][:5],
             "eta_and_actual_s": pairs,
             "lost_unfinished": sum(j.still_running for j in lost),
             "lost_vanished": sum(not j.still_running for j in lost),
@@ -284,6 +288,32 @@ class Page:
         self.url_resp: asyncio.Future | None = None
         self.reader = None
         self.poller = None
+        # the last protocol events (time, what): a lost job's detail shows how its page got there
+        self.trail: collections.deque = collections.deque(maxlen=5000)
+
+    def note(self, what: str) -> None:
+        self.trail.append((time.time(), what))
+
+    def trail_near(self, t: float, before: float = 3.0) -> list[str]:
+        """This page's protocol events from `before` s ahead of `t` on, with each fragment's
+        routine reruns (send, new_session, script_finished) folded into one count."""
+        out, folded = [], collections.Counter()
+        for x, w in self.trail:
+            if x < t - before:
+                continue
+            parts = w.split()
+            fid = (parts[-1] if w.startswith("send fragment") or (w.startswith("recv new_session") and len(parts) == 3)
+                   else None)
+            if fid or w == "recv script_finished 3":
+                folded[fid or "finished"] += 1
+                continue
+            if folded:
+                out.append("  (fragment runs: " + ", ".join(f"{k} x{v}" for k, v in folded.items()) + ")")
+                folded.clear()
+            out.append(f"{x - t:+.2f} {w}")
+        if folded:
+            out.append("  (fragment runs: " + ", ".join(f"{k} x{v}" for k, v in folded.items()) + ")")
+        return out
 
     def state_text(self) -> str:
         """Where this client stands, for a lost job's detail: is it waiting for a rerun that never
@@ -329,6 +359,7 @@ class Page:
         if fragment:
             cs.fragment_id = fragment
             cs.is_auto_rerun = True
+        self.note(f"send {'fragment ' + fragment[:6] if fragment else 'full'}{' +trigger' if triggers else ''}")
         self.running, self.running_since = True, time.time()
         await self.ws.send(msg.SerializeToString())
 
@@ -434,6 +465,12 @@ class Page:
             m.ParseFromString(raw)
             self.last_msg_at = time.time()
             kind = m.WhichOneof("type")
+            if kind in ("new_session", "auto_rerun", "stop_auto_rerun", "script_finished"):
+                self.note(f"recv {kind} " + (
+                    ",".join(f[:6] for f in m.metadata.run.fragment_ids) if kind == "new_session" else
+                    m.auto_rerun.fragment_id[:6] + f"@{m.auto_rerun.interval:g}" if kind == "auto_rerun" else
+                    ",".join(f[:6] for f in m.stop_auto_rerun.fragment_ids) if kind == "stop_auto_rerun" else
+                    str(m.script_finished)))
             if kind == "new_session":
                 self.session_id = m.new_session.initialize.session_id or self.session_id
                 self.run_elems, self.run_autoreruns = [], {}
@@ -461,6 +498,7 @@ class Page:
                 self.running = False
                 if st == ForwardMsg.FINISHED_SUCCESSFULLY:
                     self.full_runs.append((time.time(), list(self.run_elems)))
+                    self.note(f"full run done: {len(progress_texts(self.run_elems))} progress bar(s)")
                 elif st == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY:
                     self.frag_elems = list(self.run_elems)
                 self.run_elems, self.run_autoreruns = [], {}
@@ -535,6 +573,7 @@ async def track(page: Page, job: Job, stop_at: float):
                           f"no full run of the page since the click ({len(page.full_runs)} in all)")
                          + " || " + page.state_text())
         await asyncio.sleep(0.25)
+    job.trail = page.trail_near(job.t_click)       # lost: how its page got there
 
 
 # ----------------------------------------------------------------------------- sessions
@@ -853,7 +892,7 @@ def render_md(r: dict) -> str:
              "(`bench/app_server.py`), see the docstring of `bench/class_soak.py`.", "",
              "| metric | value | target |", "|---|---|---|"]
     for k, v in r.items():
-        if k in ("targets", "harness_log", "failures", "by_action"):
+        if k in ("targets", "harness_log", "failures", "by_action", "lost_trails"):
             continue
         lines.append(f"| {k} | {v} | {r['targets'].get(k, '')} |")
     lines += ["", f"by action: {r['by_action']}", "", "failures (first 3 per session):", "```",

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +29,9 @@ from lab_defaults import BATCH_LANDSCAPE, BATCH_SIZES, DEFAULT_CONFIG, DEFAULT_L
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"
 POLL_S = float(os.environ.get("LAMP_POLL_S", "1.0"))  # how often a running page looks at its jobs (s)
+# a page whose polling fragment has not run for this long, while the last full run started it, has
+# lost its timer: the sidebar's fragment reruns the page (`poll_stalled`)
+STALL_S = max(5.0, 5 * POLL_S)
 
 
 def data_root() -> Path | None:
@@ -74,6 +78,7 @@ def find_folders(kind: str, max_depth: int = 3) -> list[str]:
 def _queue_for(store_root: str) -> JobQueue:
     _keep_heap_small()
     _stacks_on_signal()
+    _deliver_finished_runs_first()
     return JobQueue(RunStore(store_root))
 
 
@@ -86,6 +91,49 @@ def _stacks_on_signal() -> None:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     except (AttributeError, ValueError, RuntimeError, OSError):    # no SIGUSR1 here (Windows)
         pass
+
+
+def _deliver_finished_runs_first() -> None:
+    """Work around a race in Streamlit's AppSession that froze pages under load.
+
+    A session's script runner stops when a run ends with nothing queued. A fragment's timer
+    that fires just then finds it stopped, so AppSession starts a new runner at once, and from
+    then on ignores every event of the old one still waiting on the event loop: the end of the
+    run that just finished (its elements, its `auto_rerun` messages, its script_finished) never
+    reaches the browser. The page then stays on its progress view with no timer to poll it
+    (bench/class_soak.py lost 3-8 jobs per soak this way, all on pages whose last full run was
+    cut after the sidebar). The old runner queued all of its run's events before it stopped,
+    so starting the new runner one loop turn later, behind them, delivers them first."""
+    try:
+        from streamlit.runtime.app_session import AppSession
+        create = AppSession._create_scriptrunner
+    except (ImportError, AttributeError):            # another Streamlit: the watchdog remains
+        return
+    if not getattr(create, "lamp_deferred", False):
+        AppSession._create_scriptrunner = start_fragment_runners_late(create)
+
+
+def start_fragment_runners_late(create: Callable) -> Callable:
+    """`AppSession._create_scriptrunner` that, for a fragment's rerun while the session still holds
+    its finished runner, starts the new runner one event-loop turn later (see above)."""
+    def create_after_pending_events(self, initial_rerun_data) -> None:
+        stale = getattr(self, "_scriptrunner", None)
+        loop = getattr(self, "_event_loop", None)
+        if stale is None or loop is None or not getattr(initial_rerun_data, "fragment_id", None):
+            create(self, initial_rerun_data)          # no finished run to lose: as Streamlit does
+            return
+
+        def later() -> None:
+            if getattr(getattr(self, "_state", None), "name", "") == "SHUTDOWN_REQUESTED":
+                return                                # the tab closed meanwhile
+            runner = self._scriptrunner
+            if runner is not None and runner is not stale and runner.request_rerun(initial_rerun_data):
+                return                                # a newer runner (a full rerun) took it
+            create(self, initial_rerun_data)
+        loop.call_soon(later)
+
+    create_after_pending_events.lamp_deferred = True
+    return create_after_pending_events
 
 
 MALLOC_TRIM_S = 30.0      # how often the server hands freed heap back to the OS
@@ -126,6 +174,8 @@ def session_id() -> str:
 def setup(title: str | None = None) -> JobQueue:
     """Call first on every page: shared state and the live sidebar."""
     ss = st.session_state
+    ss["_full_run_at"] = time.time()
+    ss["_page_polls"] = False            # poll() sets it when this run starts a polling fragment
     ss.setdefault("config", DEFAULT_CONFIG.to_dict())
     ss.setdefault("seeds", DEFAULT_SEEDS)
     session_id()
@@ -142,8 +192,23 @@ def setup(title: str | None = None) -> JobQueue:
     return q
 
 
+def poll_stalled(state, now: float) -> bool:
+    """True when the page's last full run started its polling fragment (`poll`) but neither that
+    fragment nor a full run has run for STALL_S: the page lost its timer and freezes on its
+    progress view. That happens under load: when a fragment's timer fires just as a full run
+    ends, Streamlit can start a new script runner before the finished run's last messages are
+    sent, and drops them (AppSession ignores events of a non-current ScriptRunner): the browser
+    never hears the page's `auto_rerun`. bench/class_soak.py caught pages stuck this way."""
+    if not state.get("_page_polls"):
+        return False
+    return now - max(state.get("_polled_at", 0.0), state.get("_full_run_at", 0.0)) > STALL_S
+
+
 def _sidebar() -> None:
-    """The server's queue and this session's jobs (drawn in a polling fragment by setup())."""
+    """The server's queue and this session's jobs (drawn in a polling fragment by setup()). Also
+    the page's watchdog: it reruns a page whose polling stalled (`poll_stalled`)."""
+    if poll_stalled(st.session_state, time.time()):
+        st.rerun(scope="app")
     q = queue()
     c = q.counts()
     st.caption(f"Worker{'s' if len(q.devices) > 1 else ''}: {', '.join(q.devices)} · "
@@ -260,15 +325,18 @@ def poll(render: Callable[[], bool], *, key: str) -> None:
     results replace the progress view when the work ends.
 
     Polling starts in the page run that submitted the work, not one rerun later: a session with
-    unfinished jobs in the queue polls at once. (In the soak, bench/class_soak.py, some pages of
-    its last phase still end with no poll timer while their job runs: not yet explained.)"""
+    unfinished jobs in the queue polls at once. A page whose browser never heard its timer (a
+    run's end dropped under load) is rerun by the sidebar's fragment (`poll_stalled`)."""
     flag = f"_busy_{key}"
     # (the flag itself is only the fragment's to set: forcing it here while another page's job
     # keeps the session busy would rerun this page forever)
     active = bool(st.session_state.get(flag)) or bool(queue().jobs(session=session_id()))
+    if active:
+        st.session_state["_page_polls"] = True
 
     @st.fragment(run_every=POLL_S if active else None)
     def body() -> None:
+        st.session_state["_polled_at"] = time.time()
         busy = bool(render())
         was = bool(st.session_state.get(flag, False))
         st.session_state[flag] = busy

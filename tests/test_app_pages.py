@@ -274,6 +274,82 @@ def test_train_compare_background_run_to_completion():
     assert at.session_state["compare"]["ids"] == ids and _done_comparison(at)
 
 
+def _lab_state():
+    """app/lab_state.py as a module of its own (the pages import it from the app folder)."""
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location("lab_state_for_test", APP / "lab_state.py")
+    sys.path.insert(0, str(APP))
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(APP))
+    return module
+
+
+def test_a_fragment_rerun_starts_its_runner_behind_the_finished_runs_events():
+    """The session's last runner has stopped, but the end of its run (elements, auto_rerun,
+    script_finished) still waits on the event loop: a fragment's rerun starts its new runner after
+    them, so they reach the browser (Streamlit ignores a replaced runner's events)."""
+    import asyncio
+    from types import SimpleNamespace
+    lab_state = _lab_state()
+    loop = asyncio.new_event_loop()
+    try:
+        calls = []
+        create = lab_state.start_fragment_runners_late(lambda session, data: calls.append(("new runner", data.fragment_id)))
+        stopped_runner = SimpleNamespace(request_rerun=lambda data: False)
+        session = SimpleNamespace(_scriptrunner=stopped_runner, _event_loop=loop, _state=None)
+        loop.call_soon(lambda: calls.append("the finished run's last messages"))
+        create(session, SimpleNamespace(fragment_id="poll"))
+        assert calls == []                            # not at once, as Streamlit would
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert calls == ["the finished run's last messages", ("new runner", "poll")]
+        # a full rerun, or a session without a runner, starts at once as before
+        calls.clear()
+        create(session, SimpleNamespace(fragment_id=None))
+        create(SimpleNamespace(_scriptrunner=None, _event_loop=loop), SimpleNamespace(fragment_id="poll"))
+        assert calls == [("new runner", None), ("new runner", "poll")]
+        # a newer runner (a full rerun came in meanwhile) takes the fragment's rerun itself
+        calls.clear()
+        taken = []
+        create(session, SimpleNamespace(fragment_id="poll"))
+        session._scriptrunner = SimpleNamespace(request_rerun=lambda data: taken.append(data.fragment_id) or True)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert calls == [] and taken == ["poll"]
+    finally:
+        loop.close()
+    # the server applies it once, on the first page view
+    lab_state._deliver_finished_runs_first()
+    from streamlit.runtime.app_session import AppSession
+    assert AppSession._create_scriptrunner.lamp_deferred
+
+
+def test_a_page_that_lost_its_poll_timer_is_rerun_by_the_sidebar():
+    """Under load Streamlit can drop the end of a full run (its `auto_rerun` message among it),
+    so the page never polls again and freezes on its progress view (bench/class_soak.py). The
+    page's run marks that it started polling; the sidebar's own polling fragment reruns the page
+    once neither the page's fragment nor a full run has run for STALL_S."""
+    lab_state = _lab_state()
+    at = page("train_compare")
+    at.session_state["seeds"] = 1
+    at.run()
+    assert not at.session_state["_page_polls"]        # nothing to poll: no watchdog
+    at.button(key="train").click().run()
+    assert at.session_state["_page_polls"]            # this run started the page's polling
+    ss = {k: at.session_state[k] for k in ("_page_polls", "_full_run_at")}
+    now = ss["_full_run_at"]
+    assert not lab_state.poll_stalled(ss, now + 1.0)
+    assert lab_state.poll_stalled(ss, now + lab_state.STALL_S + 0.1)
+    assert not lab_state.poll_stalled({**ss, "_polled_at": now + lab_state.STALL_S}, now + lab_state.STALL_S + 0.1)
+    run_until(at, _done_comparison, "the comparison to finish")
+    at.run()
+    assert not at.session_state["_page_polls"]        # finished: the page polls no more
+
+
 def test_train_compare_several_seeds_report_spread():
     at = page("train_compare", TINY.with_train(epochs=1)).run()
     at.session_state["seeds"] = 2

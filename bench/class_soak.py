@@ -38,7 +38,9 @@ Counting:
   processes) together: the sum of their proportional set sizes (PSS, /proc/<pid>/smaps_rollup),
   which counts each page once; a sum of VmRSS would count torch's shared libraries, and the pages a
   forked worker shares with its forkserver, once per process. `rss_half_mb` is the sample at the
-  middle of the soak, `rss_growth_last_half_mb` end - half; `memory_by_process_*` splits them;
+  middle of the soak, `rss_growth_last_half_mb` end - half, `rss_clicks_end_mb` the sample when the
+  clicks end; `memory_by_process_*` splits them; `server_mb_series` is the server process's PSS
+  every minute [minutes from the start, MB];
 * `server_cpu_share`: CPU seconds of the Streamlit process over the soak's wall seconds, as a
   share of one core (/proc/<pid>/stat utime+stime); `tree_cpu_share` with its workers;
 * `train_slowdown`: one fixed job, the default comparison (base + LAMP x 3 seeds, 6 runs), trained
@@ -760,6 +762,16 @@ class Sampler(threading.Thread):
             self.watcher.scan()
 
 
+def memory_series(samples: list, kind: str, every_s: float = 60.0) -> list[list[float]]:
+    """One process kind's memory every `every_s` seconds of a soak: [minutes, MB] pairs."""
+    out, next_t = [], None
+    for t, _, _, _, by_kind in samples:
+        if next_t is None or t >= next_t:
+            out.append([round((t - samples[0][0]) / 60, 1), by_kind.get(kind)])
+            next_t = t + every_s
+    return out
+
+
 async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, drain: float, quick: bool,
                seed: int) -> dict:
     log: list = []
@@ -804,6 +816,10 @@ async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, d
         "rss_start_mb": round(s[0][1], 1), "rss_peak_mb": round(max(x[1] for x in s), 1),
         "rss_half_mb": round(half[1], 1), "rss_end_mb": round(s[-1][1], 1),
         "rss_growth_last_half_mb": round(s[-1][1] - half[1], 1),
+        # where the growth happens: by the end of the clicks, or in the end phases (drain, and
+        # the poll phase where every page loads one comparison's results)
+        "rss_clicks_end_mb": round(min(s, key=lambda x: abs(x[0] - sh.t_end_clicks))[1], 1),
+        "server_mb_series": memory_series(s, "server"),
         "train_seconds_alone": round(sum(alone), 2) if alone else None,
         "train_seconds_polled": round(sum(during), 2) if len(during) == len(alone) else None,
         "train_slowdown": round(sum(during) / sum(alone), 2) if alone and len(during) == len(alone) else None,
@@ -892,10 +908,12 @@ def render_md(r: dict) -> str:
              "(`bench/app_server.py`), see the docstring of `bench/class_soak.py`.", "",
              "| metric | value | target |", "|---|---|---|"]
     for k, v in r.items():
-        if k in ("targets", "harness_log", "failures", "by_action", "lost_trails"):
+        if k in ("targets", "harness_log", "failures", "by_action", "lost_trails", "server_mb_series"):
             continue
         lines.append(f"| {k} | {v} | {r['targets'].get(k, '')} |")
-    lines += ["", f"by action: {r['by_action']}", "", "failures (first 3 per session):", "```",
+    lines += ["", f"by action: {r['by_action']}", "",
+              "server process memory (PSS), [minutes, MB] every minute: "
+              + json.dumps(r.get("server_mb_series", [])), "", "failures (first 3 per session):", "```",
               json.dumps(r["failures"], indent=1), "```", "", "harness log:", "```",
               *r["harness_log"], "```", ""]
     return "\n".join(lines)

@@ -94,3 +94,10 @@ def test_verdicts():
     assert v["lost"].startswith("meets") and v["duplicated"].startswith("MISSES")
     assert v["train_slowdown"].startswith("MISSES") and v["rss_peak_mb"].startswith("meets")
     assert v["eta_error_median"] == "n/a"
+
+
+def test_memory_series_takes_one_sample_a_minute_of_one_kind():
+    samples = [(1000.0 + 20 * i, 0.0, 0.0, 0.0, {"server": 500.0 + i, "worker": 9.0}) for i in range(10)]
+    # samples every 20 s over 3 minutes: the first, then the first at or after each minute
+    assert cs.memory_series(samples, "server") == [[0.0, 500.0], [1.0, 503.0], [2.0, 506.0], [3.0, 509.0]]
+    assert cs.memory_series(samples, "forkserver")[0] == [0.0, None]

@@ -195,10 +195,8 @@ def setup(title: str | None = None) -> JobQueue:
 def poll_stalled(state, now: float) -> bool:
     """True when the page's last full run started its polling fragment (`poll`) but neither that
     fragment nor a full run has run for STALL_S: the page lost its timer and freezes on its
-    progress view. That happens under load: when a fragment's timer fires just as a full run
-    ends, Streamlit can start a new script runner before the finished run's last messages are
-    sent, and drops them (AppSession ignores events of a non-current ScriptRunner): the browser
-    never hears the page's `auto_rerun`. bench/class_soak.py caught pages stuck this way."""
+    progress view. The backstop for `_deliver_finished_runs_first`, should another Streamlit drop
+    a run's end some other way."""
     if not state.get("_page_polls"):
         return False
     return now - max(state.get("_polled_at", 0.0), state.get("_full_run_at", 0.0)) > STALL_S

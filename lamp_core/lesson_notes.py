@@ -362,9 +362,9 @@ def _batch_study() -> dict:
 
 def _batch_study_lines(study: dict, paper: dict) -> list[str]:
     """The paper's batch-1024 claim as the batch-size study on whole classes found it."""
-    from .references import STUDY_REGIME_WORDS, study_regime_sentence
+    from .references import BATCH_STUDY_REGIMES, STUDY_REGIME_WORDS, study_regime_sentence
     parts = [study_regime_sentence(g, b, v, paper.get(b) if g != "step_matched" else None)
-             for g in ("paper_level", "converged", "step_matched") for b, v in study.get(g, {}).items()]
+             for g in BATCH_STUDY_REGIMES for b, v in study.get(g, {}).items()]
     if not parts:
         return []
     conv = study.get("converged", {})

@@ -235,7 +235,7 @@ def reference_series(mode: str) -> tuple[dict, list[str]]:
         words.append("**Dotted**: the paper's Table 1, the mean over its one-class MNIST tasks, one per digit (one "
                      "number per cell, no spread given).")
     # the study after the two above: fig_auroc_vs_batch styles the references in order (dashed, dotted, ...)
-    regimes = ["paper_level", "converged"] + (["step_matched"] if mode == "same_steps" else [])
+    regimes = [g for g in references.BATCH_STUDY_REGIMES if g != "step_matched" or mode == "same_steps"]
     sentences = []
     for g in regimes:
         per = study.get(g, {})

@@ -137,19 +137,26 @@ def start_fragment_runners_late(create: Callable) -> Callable:
 
 
 MALLOC_TRIM_S = 30.0      # how often the server hands freed heap back to the OS
+MMAP_THRESHOLD_BYTES = 256 * 1024   # larger blocks get their own pages, returned when freed
 
 
 def _keep_heap_small() -> None:
     """A long-running server whose page scripts run in many threads: glibc gives threads their
     own malloc arenas (up to 8 per core) and keeps what Python frees in them, so the server's
     memory only grows over a lab (issue: +61 MB over the last half of a soak). Two arenas, and a
-    malloc_trim every MALLOC_TRIM_S, hand freed memory back. No-op where libc is not glibc."""
+    malloc_trim every MALLOC_TRIM_S, hand freed memory back. A fixed mmap threshold keeps the
+    large short-lived buffers of a page run (a figure's JSON, a message, an image) out of the
+    heap: glibc raises its threshold to the largest block freed (up to 32 MB), after which such
+    buffers are carved from the heap between long-lived objects, and the heap's free space grew
+    from 90 to 111 MB over the last half of a 30-minute soak while the live heap stayed at
+    270-280 MB. No-op where libc is not glibc."""
     import ctypes
     import threading
     import time
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-8, 2)                  # M_ARENA_MAX: arenas made from now on
+        libc.mallopt(-3, MMAP_THRESHOLD_BYTES)   # M_MMAP_THRESHOLD: fixed, no longer dynamic
         trim = libc.malloc_trim
     except (OSError, AttributeError):
         return

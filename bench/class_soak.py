@@ -37,10 +37,15 @@ Counting:
 * `rss_*_mb`: memory of the server process and its descendants (the forkserver and the worker
   processes) together: the sum of their proportional set sizes (PSS, /proc/<pid>/smaps_rollup),
   which counts each page once; a sum of VmRSS would count torch's shared libraries, and the pages a
-  forked worker shares with its forkserver, once per process. `rss_half_mb` is the sample at the
-  middle of the soak, `rss_growth_last_half_mb` end - half, `rss_clicks_end_mb` the sample when the
-  clicks end; `memory_by_process_*` splits them; `server_mb_series` is the server process's PSS
-  every minute [minutes from the start, MB];
+  forked worker shares with its forkserver, once per process. Sampled every 2 s. The server's
+  memory moves by ±15 MB from one sample to the next as pages build figures and drop them, so
+  `rss_half_mb` is the mean of the samples in the MEMORY_WINDOW_S around the middle of the
+  soak, `rss_end_mb` the mean of its last MEMORY_WINDOW_S, and `rss_growth_last_half_mb` end -
+  half (`rss_growth_two_samples_mb`: the last sample minus the one nearest the middle, the noisy
+  figure reported before); `rss_slope_last_half_mb_per_min` is the least-squares slope of all
+  samples of the last half; `rss_clicks_end_mb` the sample when the clicks end;
+  `memory_by_process_*` splits them; `server_mb_series` is the server process's PSS every minute
+  [minutes from the start, MB];
 * `server_cpu_share`: CPU seconds of the Streamlit process over the soak's wall seconds, as a
   share of one core (/proc/<pid>/stat utime+stime); `tree_cpu_share` with its workers;
 * `train_slowdown`: one fixed job, the default comparison (base + LAMP x 3 seeds, 6 runs), trained
@@ -762,6 +767,28 @@ class Sampler(threading.Thread):
             self.watcher.scan()
 
 
+MEMORY_WINDOW_S = 120.0   # memory is compared as means over this many seconds of samples
+
+
+def window_mean(samples: list, t0: float, t1: float) -> float:
+    """The mean memory (MB) of the samples taken from t0 to t1; the nearest sample where none."""
+    inside = [x[1] for x in samples if t0 <= x[0] <= t1]
+    if not inside:
+        return min(samples, key=lambda x: abs(x[0] - (t0 + t1) / 2))[1]
+    return sum(inside) / len(inside)
+
+
+def slope_per_minute(samples: list, t0: float) -> float | None:
+    """Least-squares slope (MB per minute) of the memory samples taken from t0 on."""
+    pts = [(x[0], x[1]) for x in samples if x[0] >= t0]
+    if len(pts) < 2:
+        return None
+    mt = sum(t for t, _ in pts) / len(pts)
+    mv = sum(v for _, v in pts) / len(pts)
+    var = sum((t - mt) ** 2 for t, _ in pts)
+    return None if var == 0 else 60.0 * sum((t - mt) * (v - mv) for t, v in pts) / var
+
+
 def memory_series(samples: list, kind: str, every_s: float = 60.0) -> list[list[float]]:
     """One process kind's memory every `every_s` seconds of a soak: [minutes, MB] pairs."""
     out, next_t = [], None
@@ -805,6 +832,9 @@ async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, d
     s = sampler.samples
     half_t = t_start + (t_stop - t_start) / 2
     half = min(s, key=lambda x: abs(x[0] - half_t))
+    half_mb = window_mean(s, half_t - MEMORY_WINDOW_S / 2, half_t + MEMORY_WINDOW_S / 2)
+    end_mb = window_mean(s, s[-1][0] - MEMORY_WINDOW_S, s[-1][0])
+    slope = slope_per_minute(s, half_t)
     cpu = (s[-1][2] - s[0][2]) / max(t_stop - t_start, 1e-9)
     cpu_tree = (s[-1][3] - s[0][3]) / max(t_stop - t_start, 1e-9)
     res = {"sessions": sessions, "minutes": round((t_stop - t_start) / 60, 2),
@@ -814,8 +844,10 @@ async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, d
         "duplicated": watcher.duplicated, "failed": len(sh.failed_sessions),
         "rss_first_view_mb": round(rss_before, 1),
         "rss_start_mb": round(s[0][1], 1), "rss_peak_mb": round(max(x[1] for x in s), 1),
-        "rss_half_mb": round(half[1], 1), "rss_end_mb": round(s[-1][1], 1),
-        "rss_growth_last_half_mb": round(s[-1][1] - half[1], 1),
+        "rss_half_mb": round(half_mb, 1), "rss_end_mb": round(end_mb, 1),
+        "rss_growth_last_half_mb": round(end_mb - half_mb, 1),
+        "rss_growth_two_samples_mb": round(s[-1][1] - half[1], 1),
+        "rss_slope_last_half_mb_per_min": None if slope is None else round(slope, 2),
         # where the growth happens: by the end of the clicks, or in the end phases (drain, and
         # the poll phase where every page loads one comparison's results)
         "rss_clicks_end_mb": round(min(s, key=lambda x: abs(x[0] - sh.t_end_clicks))[1], 1),

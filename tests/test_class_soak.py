@@ -101,3 +101,20 @@ def test_memory_series_takes_one_sample_a_minute_of_one_kind():
     # samples every 20 s over 3 minutes: the first, then the first at or after each minute
     assert cs.memory_series(samples, "server") == [[0.0, 500.0], [1.0, 503.0], [2.0, 506.0], [3.0, 509.0]]
     assert cs.memory_series(samples, "forkserver")[0] == [0.0, None]
+
+
+def test_memory_growth_compares_window_means_not_two_noisy_samples():
+    # a flat server whose samples alternate ±15 MB (figures built and dropped), ending on a peak
+    flat = [(2.0 * i, 700.0 + (15.0 if i % 2 else -15.0), 0.0, 0.0, {}) for i in range(600)]
+    half_t, end_t = 600.0, flat[-1][0]
+    assert flat[-1][1] - min(flat, key=lambda x: abs(x[0] - half_t))[1] == 30.0     # the two-sample figure
+    w = cs.MEMORY_WINDOW_S
+    assert cs.window_mean(flat, end_t - w, end_t) - cs.window_mean(flat, half_t - w / 2, half_t + w / 2) == pytest.approx(0.0, abs=0.5)
+    assert abs(cs.slope_per_minute(flat, half_t)) < 0.1
+    # a server that leaks 1 MB a minute shows it in both
+    leak = [(t, v + t / 60.0, 0.0, 0.0, {}) for t, v, *_ in flat]
+    assert cs.slope_per_minute(leak, half_t) == pytest.approx(1.0, abs=0.1)
+    grown = cs.window_mean(leak, end_t - w, end_t) - cs.window_mean(leak, half_t - w / 2, half_t + w / 2)
+    assert grown == pytest.approx((end_t - w / 2 - half_t) / 60.0, abs=2.0)
+    # no sample in a window: the nearest one
+    assert cs.window_mean(flat[:3], 100.0, 110.0) == flat[2][1]

@@ -773,20 +773,20 @@ MEMORY_WINDOW_S = 120.0   # memory is compared as means over this many seconds o
 def window_mean(samples: list, t0: float, t1: float) -> float:
     """The mean memory (MB) of the samples taken from t0 to t1; the nearest sample where none."""
     inside = [x[1] for x in samples if t0 <= x[0] <= t1]
-    if not inside:
-        return min(samples, key=lambda x: abs(x[0] - (t0 + t1) / 2))[1]
-    return sum(inside) / len(inside)
+    return statistics.fmean(inside) if inside else nearest(samples, (t0 + t1) / 2)[1]
+
+
+def nearest(samples: list, t: float) -> tuple:
+    """The sample taken closest to time t."""
+    return min(samples, key=lambda x: abs(x[0] - t))
 
 
 def slope_per_minute(samples: list, t0: float) -> float | None:
     """Least-squares slope (MB per minute) of the memory samples taken from t0 on."""
-    pts = [(x[0], x[1]) for x in samples if x[0] >= t0]
-    if len(pts) < 2:
+    pts = [x for x in samples if x[0] >= t0]
+    if len(pts) < 2 or len({x[0] for x in pts}) < 2:
         return None
-    mt = sum(t for t, _ in pts) / len(pts)
-    mv = sum(v for _, v in pts) / len(pts)
-    var = sum((t - mt) ** 2 for t, _ in pts)
-    return None if var == 0 else 60.0 * sum((t - mt) * (v - mv) for t, v in pts) / var
+    return 60.0 * statistics.linear_regression([x[0] for x in pts], [x[1] for x in pts]).slope
 
 
 def memory_series(samples: list, kind: str, every_s: float = 60.0) -> list[list[float]]:
@@ -831,7 +831,7 @@ async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, d
 
     s = sampler.samples
     half_t = t_start + (t_stop - t_start) / 2
-    half = min(s, key=lambda x: abs(x[0] - half_t))
+    half = nearest(s, half_t)
     half_mb = window_mean(s, half_t - MEMORY_WINDOW_S / 2, half_t + MEMORY_WINDOW_S / 2)
     end_mb = window_mean(s, s[-1][0] - MEMORY_WINDOW_S, s[-1][0])
     slope = slope_per_minute(s, half_t)
@@ -850,7 +850,7 @@ async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, d
         "rss_slope_last_half_mb_per_min": None if slope is None else round(slope, 2),
         # where the growth happens: by the end of the clicks, or in the end phases (drain, and
         # the poll phase where every page loads one comparison's results)
-        "rss_clicks_end_mb": round(min(s, key=lambda x: abs(x[0] - sh.t_end_clicks))[1], 1),
+        "rss_clicks_end_mb": round(nearest(s, sh.t_end_clicks)[1], 1),
         "server_mb_series": memory_series(s, "server"),
         "train_seconds_alone": round(sum(alone), 2) if alone else None,
         "train_seconds_polled": round(sum(during), 2) if len(during) == len(alone) else None,

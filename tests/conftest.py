@@ -60,6 +60,17 @@ def ray_instance():
         ray.shutdown()
 
 
+def import_lab_state():
+    """app/lab_state.py, imported as the pages import it (from the app folder, which is not a package)."""
+    import importlib
+    import sys
+    sys.path.insert(0, str(REPO / "app"))
+    try:
+        return importlib.import_module("lab_state")
+    finally:
+        sys.path.remove(str(REPO / "app"))
+
+
 def until(cond, what, timeout: float = 90) -> None:
     """Poll `cond()` until it holds or the deadline (a deadline, not a timing: the test fails with
     `what`, or `what()` when it is a callable that describes the state)."""

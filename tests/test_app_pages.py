@@ -274,27 +274,13 @@ def test_train_compare_background_run_to_completion():
     assert at.session_state["compare"]["ids"] == ids and _done_comparison(at)
 
 
-def _lab_state():
-    """app/lab_state.py as a module of its own (the pages import it from the app folder)."""
-    import importlib.util
-    import sys
-    spec = importlib.util.spec_from_file_location("lab_state_for_test", APP / "lab_state.py")
-    sys.path.insert(0, str(APP))
-    try:
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(APP))
-    return module
-
-
 def test_a_fragment_rerun_starts_its_runner_behind_the_finished_runs_events():
     """The session's last runner has stopped, but the end of its run (elements, auto_rerun,
     script_finished) still waits on the event loop: a fragment's rerun starts its new runner after
     them, so they reach the browser (Streamlit ignores a replaced runner's events)."""
     import asyncio
     from types import SimpleNamespace
-    lab_state = _lab_state()
+    lab_state = conftest.import_lab_state()
     loop = asyncio.new_event_loop()
     try:
         calls = []
@@ -333,7 +319,7 @@ def test_a_page_that_lost_its_poll_timer_is_rerun_by_the_sidebar():
     so the page never polls again and freezes on its progress view (bench/class_soak.py). The
     page's run marks that it started polling; the sidebar's own polling fragment reruns the page
     once neither the page's fragment nor a full run has run for STALL_S."""
-    lab_state = _lab_state()
+    lab_state = conftest.import_lab_state()
     at = page("train_compare")
     at.session_state["seeds"] = 1
     at.run()

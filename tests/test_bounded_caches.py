@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import sys
 import time
 import types
 from pathlib import Path
 
+import conftest
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -214,11 +214,7 @@ def test_the_class_board_forgets_old_sessions_and_rows(tmp_path, monkeypatch):
 def page_state(monkeypatch):
     """(app/lab_state, a fake `st` whose session_state is a plain dict): lab_state's session
     helpers, outside a Streamlit script run."""
-    sys.path.insert(0, str(REPO / "app"))
-    try:
-        import lab_state
-    finally:
-        sys.path.remove(str(REPO / "app"))
+    lab_state = conftest.import_lab_state()
     fake = types.SimpleNamespace(session_state={})
     monkeypatch.setattr(lab_state, "st", fake)
     return lab_state, fake

@@ -118,3 +118,21 @@ def test_memory_growth_compares_window_means_not_two_noisy_samples():
     assert grown == pytest.approx((end_t - w / 2 - half_t) / 60.0, abs=2.0)
     # no sample in a window: the nearest one
     assert cs.window_mean(flat[:3], 100.0, 110.0) == flat[2][1]
+
+
+def test_a_select_slider_is_found_with_its_options_and_an_int_slider_is_not():
+    # st.select_slider arrives as a `slider` element: the soak once looked for a "select_slider"
+    # element, never found the batch-size slider, and so trained only the default batch size
+    from streamlit.proto.Element_pb2 import Element
+    from streamlit.proto.Slider_pb2 import Slider
+    page = cs.Page("http://localhost:1", 0, [])
+    sizes = Element()
+    sizes.slider.label, sizes.slider.id, sizes.slider.type = "Batch size", "bs-id", Slider.SELECT_SLIDER
+    sizes.slider.options[:] = ["1", "4", "16", "32", "128", "1024"]
+    epochs = Element()
+    epochs.slider.label, epochs.slider.id = "Epochs", "ep-id"
+    page._element(sizes)
+    page._element(epochs)
+    assert page.find("select_slider", "Batch size") == {"kind": "select_slider", "id": "bs-id",
+                                                        "options": ["1", "4", "16", "32", "128", "1024"]}
+    assert page.find("select_slider", "Epochs") is None

@@ -26,6 +26,10 @@ browser session of a class shares it. The rules:
 * **Position and ETA.** After every slice and submission the queue simulates its round-robin
   with each job's remaining work (steps left x the measured seconds per run-step; ignoring
   stacking, so the ETA is an upper estimate) and stores each waiting job's position and ETA.
+  A kind of run not trained here yet is predicted by the worker's calibration (seconds per
+  value, measured on digit-sized and on upload-sized images; a batch larger than the training
+  set counts the set), scaled by how far off the calibration was on the same data set at any
+  batch size, else on any data.
   A session that clicked in the last minute and waits for nothing is expected to click again
   with the work of its last click (in a class, sessions keep coming back and take their turns
   first); a scale learned from finished jobs (the median of actual wait / first estimate over
@@ -275,6 +279,11 @@ class JobQueue:
         # (network, image, batch, LAMP) and per evaluation of each data set replace it after
         self._calibration: tuple[float, float] | None = None
         self._ratio = 1.0                                # measured / calibrated step seconds (EMA)
+        # the same ratio per data set (and image size): the calibration times 28x28 digits, and
+        # its error depends on the images (4-6x high on the 64x64 colour example upload, 1.6x on
+        # the digits), far less on the batch size; a data set's first measured run corrects its
+        # runs at every other batch size
+        self._data_ratio: OrderedDict[str, float] = OrderedDict()
         # actual wait / first simulated ETA of recently finished jobs (`_retire`): the ETAs shown
         # are the simulation times their median (`_eta_scale_now`)
         self._eta_ratios: deque = deque(maxlen=ETA_RATIO_SAMPLES)
@@ -1059,9 +1068,24 @@ class JobQueue:
         return max(steps * self._run_step_s(job.cfg) + self._test_pass_s(job.cfg), 0.05)
 
     # caller holds self._lock for the four below
-    def _values_per_step(self, cfg: RunConfig) -> int:
+    def _image_shape(self, cfg: RunConfig) -> tuple[int, int]:
         channels = cfg.data.channels or (1 if cfg.data.dataset in ("digits", "mnist", "fashion-mnist") else 3)
-        return cfg.train.batch_size * channels * cfg.data.image_size ** 2
+        return channels, cfg.data.image_size
+
+    def _calibrated_step_s(self, cfg: RunConfig) -> float:
+        # one step of `cfg` as the worker's calibration predicts it (caller checked it is there)
+        from .workers import calibrated_per_value
+        return self._calibration[0] + calibrated_per_value(self._calibration, *self._image_shape(cfg)) * \
+            self._values_per_step(cfg)
+
+    def _values_per_step(self, cfg: RunConfig) -> int:
+        # a batch larger than the training set is the whole set (batch 1024 on 60 uploaded
+        # images trains on 60 a step: counting 1024 made its first estimate 75x too long)
+        channels, size = self._image_shape(cfg)
+        return min(cfg.train.batch_size, _train_images(cfg)) * channels * size ** 2
+
+    def _calibration_ratio(self, cfg: RunConfig) -> float:
+        return self._data_ratio.get(repr(cfg.data), self._ratio)
 
     def _run_step_s(self, cfg: RunConfig) -> float:
         from .stack import stack_signature
@@ -1070,8 +1094,7 @@ class JobQueue:
             return known
         if self._calibration is None:
             return self._step_s
-        overhead, per_value = self._calibration
-        return (overhead + per_value * self._values_per_step(cfg)) * self._ratio
+        return self._calibrated_step_s(cfg) * self._calibration_ratio(cfg)
 
     def _test_pass_s(self, cfg: RunConfig) -> float:
         known = self._eval_cost.get(repr(cfg.data))
@@ -1079,18 +1102,24 @@ class JobQueue:
             return known or 0.0
         # a forward pass costs about a third of a training step; the test set size is a guess
         # until one evaluation of this data set has been timed
-        images = cfg.data.max_test or 2000
-        return self._calibration[1] * self._values_per_step(cfg) / cfg.train.batch_size * images / 3 * self._ratio
+        from . import data as data_mod
+        ds = data_mod.peek(cfg.data)
+        images = len(ds.test) if ds is not None else (cfg.data.max_test or 2000)
+        from .workers import calibrated_per_value
+        channels, size = self._image_shape(cfg)
+        per_image = calibrated_per_value(self._calibration, channels, size) * channels * size ** 2
+        return per_image * images / 3 * self._calibration_ratio(cfg)
 
     def _learn_speed(self, cfg: RunConfig, run_step_s: float, evals: list[tuple[RunConfig, float]]) -> None:
         from .stack import stack_signature
         self._step_s = 0.7 * self._step_s + 0.3 * run_step_s
+        ratio: list[tuple[OrderedDict, str, float]] = []
         if self._calibration is not None:
-            overhead, per_value = self._calibration
-            predicted = overhead + per_value * self._values_per_step(cfg)
+            predicted = self._calibrated_step_s(cfg)
             if predicted > 0:
                 self._ratio = 0.8 * self._ratio + 0.2 * run_step_s / predicted
-        for table, key, value in [(self._step_cost, (stack_signature(cfg), cfg.train.lamp), run_step_s),
+                ratio = [(self._data_ratio, repr(cfg.data), run_step_s / predicted)]
+        for table, key, value in [(self._step_cost, (stack_signature(cfg), cfg.train.lamp), run_step_s), *ratio,
                                   *[(self._eval_cost, repr(c.data), e) for c, e in evals]]:
             old = table.get(key)
             table[key] = value if old is None else 0.5 * old + 0.5 * value
@@ -1178,6 +1207,14 @@ class JobQueue:
                             self._remaining(j.needs) if j.needs is not None else 0.0), 3),
                             "scale": round(scale, 4), "measured": j.eta_measured, **context}
                 j.eta_s = None if raw is None else raw * scale
+
+
+def _train_images(cfg: RunConfig) -> int:
+    """Training images of `cfg`'s data set as `run_types.planned_steps` counts them (never loads)."""
+    from . import data as data_mod
+    from .run_types import UNKNOWN_TRAIN_IMAGES
+    ds = data_mod.peek(cfg.data)
+    return max(len(ds.train) if ds is not None else (cfg.data.max_train or UNKNOWN_TRAIN_IMAGES), 1)
 
 
 def _eta_kind(job: Job) -> str:

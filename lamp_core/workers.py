@@ -26,6 +26,7 @@ server, also with Ray workers on other machines (they need the data, not the sto
 """
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import pickle
@@ -298,33 +299,61 @@ class SliceRunner:
         return reply
 
 
-def calibrate(device: str = "cpu") -> tuple[float, float]:
+CALIBRATION_IMAGES = ((1, 28), (3, 64))    # (channels, size): the digits, and the app's upload size
+
+
+def calibrate(device: str = "cpu") -> tuple[float, float, float]:
     """Seconds per training step of the default autoencoder as `overhead + per_value * values`
     (values = batch x channels x pixels of one step), from a few steps at two batch sizes on
-    random images. The queue's first ETAs come from it, before any run has reported its own
-    speed (about 0.3 s, once per worker start)."""
+    random 28x28 digits-like images, and the seconds per value at the app's upload shape
+    (3 x 64 x 64, batch 8): per value, a 64x64 colour image trains about 4x faster than a digit
+    (per-layer costs spread over more pixels), so one figure made the example upload's first
+    estimates 4-6x too long. The queue's first ETAs come from it, before any run has reported its
+    own speed (about 0.4 s, once per worker start). Returns (overhead, per_value at 1x28x28,
+    per_value at 3x64x64)."""
     import torch
 
     from .config import ModelConfig, TrainConfig
     from .losses import training_loss
     from .models import build_model
-    model = build_model(ModelConfig(), 1, 28).to(device)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
     train_cfg = TrainConfig()
-    per_step = {}
-    for batch in (8, 64):
-        x = torch.rand(batch, 1, 28, 28, device=device)
+
+    def seconds_per_step(channels: int, size: int, batch: int) -> float:
+        model = build_model(ModelConfig(), channels, size).to(device)
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
+        x = torch.rand(batch, channels, size, size, device=device)
         for i in range(5):
             if i == 2:
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize(device)
                 t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             training_loss(x, model(x), train_cfg).backward()
             opt.step()
         if device.startswith("cuda"):
             torch.cuda.synchronize(device)
-        per_step[batch] = (time.perf_counter() - t0) / 3
-    per_value = max(per_step[64] - per_step[8], 1e-9) / ((64 - 8) * 28 * 28)
-    return max(per_step[8] - 8 * 28 * 28 * per_value, 0.0), per_value
+        return (time.perf_counter() - t0) / 3
+
+    (c, size), (big_c, big_size) = CALIBRATION_IMAGES
+    small, large = seconds_per_step(c, size, 8), seconds_per_step(c, size, 64)
+    per_value = max(large - small, 1e-9) / ((64 - 8) * c * size * size)
+    overhead = max(small - 8 * c * size * size * per_value, 0.0)
+    big = seconds_per_step(big_c, big_size, 8)
+    per_value_big = max(big - overhead, 1e-9) / (8 * big_c * big_size * big_size)
+    return overhead, per_value, per_value_big
+
+
+def calibrated_per_value(calibration: tuple, channels: int, size: int) -> float:
+    """Seconds per value of one training step for images of `channels` x `size`^2, from a
+    `calibrate` tuple: interpolated between its two image shapes on log scales (held at the
+    nearer one outside them); a 2-tuple (overhead, per_value) has one figure for every shape."""
+    if len(calibration) < 3:
+        return calibration[1]
+    (c0, s0), (c1, s1) = CALIBRATION_IMAGES
+    lo, hi = math.log(c0 * s0 * s0), math.log(c1 * s1 * s1)
+    at = min(max(math.log(max(channels * size * size, 1)), lo), hi)
+    w = (at - lo) / (hi - lo)
+    return math.exp((1 - w) * math.log(calibration[1]) + w * math.log(calibration[2]))
 
 
 # ----------------------------------------------------------------------------- three kinds of worker

@@ -7,8 +7,10 @@ wall-clock thresholds; a gate task holds the single worker where a test needs a 
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
+from dataclasses import replace
 
 import pytest
 from conftest import until
@@ -403,18 +405,24 @@ def test_etas_come_from_the_calibration_then_from_what_each_kind_of_run_measured
     q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], workers="thread")
     try:
         until(lambda: q._calibration is not None, "the worker's calibration")
-        overhead, per_value = q._calibration
-        assert overhead >= 0 and per_value > 0
+        overhead, per_value, per_value_upload = q._calibration
+        assert overhead >= 0 and per_value > 0 and per_value_upload > 0
         small, big = TINY.with_train(batch_size=4), TINY.with_train(batch_size=16)
+        other_data = replace(TINY, data=replace(TINY.data, image_size=20))
         with q._lock:
             q._calibration, q._ratio = (0.01, 1e-6), 1.0
             assert q._run_step_s(small) == pytest.approx(0.01 + 1e-6 * 4 * 16 * 16)
             assert q._run_step_s(big) == pytest.approx(0.01 + 1e-6 * 16 * 16 * 16)
+            # a batch larger than the training set (24 images) trains on the whole set a step
+            assert q._run_step_s(TINY.with_train(batch_size=1024)) == pytest.approx(0.01 + 1e-6 * 24 * 16 * 16)
             q._learn_speed(big, 0.5, [(big, 2.0)])             # measured: this kind of run, this data
             assert q._run_step_s(big) == 0.5 and q._test_pass_s(big) == 2.0
-            # other kinds follow the calibration, scaled by how far off it was here
-            assert q._ratio == pytest.approx(0.8 + 0.2 * 0.5 / (0.01 + 1e-6 * 16 ** 3))
-            assert q._run_step_s(small) == pytest.approx((0.01 + 1e-6 * 4 * 16 * 16) * q._ratio)
+            # other batch sizes of the same data follow the calibration, scaled by how far off it
+            # was on this data; other data by how far off it was on any (a moving average)
+            off_here = 0.5 / (0.01 + 1e-6 * 16 ** 3)
+            assert q._ratio == pytest.approx(0.8 + 0.2 * off_here)
+            assert q._run_step_s(small) == pytest.approx((0.01 + 1e-6 * 4 * 16 * 16) * off_here)
+            assert q._run_step_s(other_data) == pytest.approx((0.01 + 1e-6 * 8 * 20 * 20) * q._ratio)
         # waits in a class differ from the simulation: learned from finished jobs, actual / first
         # estimate, as a median of any kind, bounded; only estimates made on measured speeds teach it
         from lamp_core.jobs import ETA_RATIO_MIN_SAMPLES, ETA_SCALE_BOUNDS, Job
@@ -440,6 +448,20 @@ def test_etas_come_from_the_calibration_then_from_what_each_kind_of_run_measured
             assert not q._speed_measured(Job(id=2, key="s", kind="run", label="s", order=0, cfg=small))
     finally:
         q.close()
+
+
+def test_the_calibration_per_value_follows_the_image_shape():
+    # a 3x64x64 image trains faster per value than a 1x28x28 digit: a calibration has both, and
+    # shapes between them are interpolated on log scales, shapes outside held at the nearer one
+    from lamp_core.workers import calibrated_per_value
+    cal = (0.01, 4e-6, 1e-6)
+    assert calibrated_per_value(cal, 1, 28) == pytest.approx(4e-6)
+    assert calibrated_per_value(cal, 3, 64) == pytest.approx(1e-6)
+    assert calibrated_per_value(cal, 1, 16) == pytest.approx(4e-6)
+    assert calibrated_per_value(cal, 3, 128) == pytest.approx(1e-6)
+    halfway_values = math.sqrt(28 * 28 * 3 * 64 * 64)   # halfway between the shapes, on a log scale
+    assert calibrated_per_value(cal, 1, round(math.sqrt(halfway_values))) == pytest.approx(2e-6, rel=0.02)
+    assert calibrated_per_value((0.01, 4e-6), 3, 64) == 4e-6   # one figure: every shape
 
 
 def test_old_finished_results_leave_memory_and_come_back_from_the_store(tmp_path, monkeypatch):

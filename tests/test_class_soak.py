@@ -136,3 +136,20 @@ def test_a_select_slider_is_found_with_its_options_and_an_int_slider_is_not():
     assert page.find("select_slider", "Batch size") == {"kind": "select_slider", "id": "bs-id",
                                                         "options": ["1", "4", "16", "32", "128", "1024"]}
     assert page.find("select_slider", "Epochs") is None
+
+
+@pytest.mark.parametrize("name", ["class_soak", "class_soak_quick"])
+def test_the_readme_quotes_the_recorded_soaks(name):
+    # the README's benchmark table states these figures: a rerun that records new ones must
+    # update it too
+    import json
+    repo = Path(__file__).resolve().parent.parent
+    res = json.loads((repo / "bench" / "results" / f"{name}.json").read_text())
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    label = "| `class_soak --quick`" if res["quick"] else "| `class_soak` ("
+    row = next(line for line in readme.splitlines() if line.startswith(label))
+    assert f"{res['jobs']} jobs" in row
+    assert f"{res['lost']} / {res['duplicated']} / {res['failed']}" in row
+    assert f"peak {res['rss_peak_mb']:.0f} MB" in row
+    assert f"**{res['rss_growth_last_half_mb']:+.1f} MB**" in row
+    assert f"**{res['eta_error_median']:.2f}**" in row

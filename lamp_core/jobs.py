@@ -1067,22 +1067,26 @@ class JobQueue:
             steps = planned_steps(job.cfg)            # never loads: this runs under the queue's lock
         return max(steps * self._run_step_s(job.cfg) + self._test_pass_s(job.cfg), 0.05)
 
-    # caller holds self._lock for the four below
+    # caller holds self._lock for the methods below, through _learn_speed
     def _image_shape(self, cfg: RunConfig) -> tuple[int, int]:
         channels = cfg.data.channels or (1 if cfg.data.dataset in ("digits", "mnist", "fashion-mnist") else 3)
         return channels, cfg.data.image_size
 
-    def _calibrated_step_s(self, cfg: RunConfig) -> float:
-        # one step of `cfg` as the worker's calibration predicts it (caller checked it is there)
+    def _calibrated_per_value(self, cfg: RunConfig) -> float:
+        # caller checked that there is a calibration
         from .workers import calibrated_per_value
-        return self._calibration[0] + calibrated_per_value(self._calibration, *self._image_shape(cfg)) * \
-            self._values_per_step(cfg)
+        return calibrated_per_value(self._calibration, *self._image_shape(cfg))
+
+    def _calibrated_step_s(self, cfg: RunConfig) -> float:
+        # one step of `cfg` as the worker's calibration predicts it
+        return self._calibration[0] + self._calibrated_per_value(cfg) * self._values_per_step(cfg)
 
     def _values_per_step(self, cfg: RunConfig) -> int:
         # a batch larger than the training set is the whole set (batch 1024 on 60 uploaded
         # images trains on 60 a step: counting 1024 made its first estimate 75x too long)
+        from .run_types import expected_train_images
         channels, size = self._image_shape(cfg)
-        return min(cfg.train.batch_size, _train_images(cfg)) * channels * size ** 2
+        return min(cfg.train.batch_size, max(expected_train_images(cfg), 1)) * channels * size ** 2
 
     def _calibration_ratio(self, cfg: RunConfig) -> float:
         return self._data_ratio.get(repr(cfg.data), self._ratio)
@@ -1105,9 +1109,8 @@ class JobQueue:
         from . import data as data_mod
         ds = data_mod.peek(cfg.data)
         images = len(ds.test) if ds is not None else (cfg.data.max_test or 2000)
-        from .workers import calibrated_per_value
         channels, size = self._image_shape(cfg)
-        per_image = calibrated_per_value(self._calibration, channels, size) * channels * size ** 2
+        per_image = self._calibrated_per_value(cfg) * channels * size ** 2
         return per_image * images / 3 * self._calibration_ratio(cfg)
 
     def _learn_speed(self, cfg: RunConfig, run_step_s: float, evals: list[tuple[RunConfig, float]]) -> None:
@@ -1207,14 +1210,6 @@ class JobQueue:
                             self._remaining(j.needs) if j.needs is not None else 0.0), 3),
                             "scale": round(scale, 4), "measured": j.eta_measured, **context}
                 j.eta_s = None if raw is None else raw * scale
-
-
-def _train_images(cfg: RunConfig) -> int:
-    """Training images of `cfg`'s data set as `run_types.planned_steps` counts them (never loads)."""
-    from . import data as data_mod
-    from .run_types import UNKNOWN_TRAIN_IMAGES
-    ds = data_mod.peek(cfg.data)
-    return max(len(ds.train) if ds is not None else (cfg.data.max_train or UNKNOWN_TRAIN_IMAGES), 1)
 
 
 def _eta_kind(job: Job) -> str:

@@ -41,14 +41,19 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return -(-n_train // min(batch_size, n_train))
 
 
+def expected_train_images(cfg: RunConfig) -> int:
+    """Training images of `cfg`'s data set without loading it: the set's own size where the data
+    module holds it (`data.peek`, which never loads, so this is safe under a lock), else the cap
+    `max_train` (an upper bound: a smaller set has fewer), else UNKNOWN_TRAIN_IMAGES."""
+    ds = data_mod.peek(cfg.data)
+    return len(ds.train) if ds is not None else (cfg.data.max_train or UNKNOWN_TRAIN_IMAGES)
+
+
 def planned_steps(cfg: RunConfig, n_train: int | None = None) -> int:
-    """Optimizer steps a run of `cfg` takes on `n_train` training images. Unknown (None): the
-    data set's own size where the data module holds it (`data.peek`, which never loads, so this is
-    safe under a lock), else the cap `max_train` (an upper bound: a smaller set has fewer), else
-    UNKNOWN_TRAIN_IMAGES."""
+    """Optimizer steps a run of `cfg` takes on `n_train` training images (None:
+    `expected_train_images`)."""
     if n_train is None:
-        ds = data_mod.peek(cfg.data)
-        n_train = len(ds.train) if ds is not None else (cfg.data.max_train or UNKNOWN_TRAIN_IMAGES)
+        n_train = expected_train_images(cfg)
     return steps_per_epoch(n_train, cfg.train.batch_size) * cfg.train.epochs
 
 

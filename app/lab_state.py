@@ -150,21 +150,19 @@ def _keep_heap_small() -> None:
     buffers are carved from the heap between long-lived objects, and the heap's free space grew
     from 90 to 111 MB over the last half of a 30-minute soak while the live heap stayed at
     270-280 MB. No-op where libc is not glibc."""
-    import ctypes
     import threading
     import time
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, 2)                  # M_ARENA_MAX: arenas made from now on
-        libc.mallopt(-3, MMAP_THRESHOLD_BYTES)   # M_MMAP_THRESHOLD: fixed, no longer dynamic
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
+    from lamp_core.heap import glibc, trim
+    libc = glibc()
+    if libc is None:
         return
+    libc.mallopt(-8, 2)                      # M_ARENA_MAX: arenas made from now on
+    libc.mallopt(-3, MMAP_THRESHOLD_BYTES)   # M_MMAP_THRESHOLD: fixed, no longer dynamic
 
     def keeper() -> None:
         while True:
             time.sleep(MALLOC_TRIM_S)
-            trim(0)
+            trim()
     threading.Thread(target=keeper, name="lamp-malloc-trim", daemon=True).start()
 
 

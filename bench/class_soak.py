@@ -44,8 +44,8 @@ Counting:
   half (`rss_growth_two_samples_mb`: the last sample minus the one nearest the middle, the noisy
   figure reported before); `rss_slope_last_half_mb_per_min` is the least-squares slope of all
   samples of the last half; `rss_clicks_end_mb` the sample when the clicks end;
-  `memory_by_process_*` splits them; `server_mb_series` is the server process's PSS every minute
-  [minutes from the start, MB];
+  `memory_by_process_*` splits them; `server_mb_series` and `worker_mb_series` are the server's
+  and the (CPU) worker's PSS every minute [minutes from the start, MB];
 * `server_cpu_share`: CPU seconds of the Streamlit process over the soak's wall seconds, as a
   share of one core (/proc/<pid>/stat utime+stime); `tree_cpu_share` with its workers;
 * `train_slowdown`: one fixed job, the default comparison (base + LAMP x 3 seeds, 6 runs), trained
@@ -864,6 +864,7 @@ async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, d
         # the poll phase where every page loads one comparison's results)
         "rss_clicks_end_mb": round(nearest(s, sh.t_end_clicks)[1], 1),
         "server_mb_series": memory_series(s, "server"),
+        "worker_mb_series": memory_series(s, "worker"),
         "train_seconds_alone": round(sum(alone), 2) if alone else None,
         "train_seconds_polled": round(sum(during), 2) if len(during) == len(alone) else None,
         "train_slowdown": round(sum(during) / sum(alone), 2) if alone and len(during) == len(alone) else None,
@@ -952,12 +953,15 @@ def render_md(r: dict) -> str:
              "(`bench/app_server.py`), see the docstring of `bench/class_soak.py`.", "",
              "| metric | value | target |", "|---|---|---|"]
     for k, v in r.items():
-        if k in ("targets", "harness_log", "failures", "by_action", "lost_trails", "server_mb_series"):
+        if k in ("targets", "harness_log", "failures", "by_action", "lost_trails", "server_mb_series",
+                 "worker_mb_series"):
             continue
         lines.append(f"| {k} | {v} | {r['targets'].get(k, '')} |")
     lines += ["", f"by action: {r['by_action']}", "",
               "server process memory (PSS), [minutes, MB] every minute: "
-              + json.dumps(r.get("server_mb_series", [])), "", "failures (first 3 per session):", "```",
+              + json.dumps(r.get("server_mb_series", [])), "",
+              "worker process memory (PSS), [minutes, MB] every minute: "
+              + json.dumps(r.get("worker_mb_series", [])), "", "failures (first 3 per session):", "```",
               json.dumps(r["failures"], indent=1), "```", "", "harness log:", "```",
               *r["harness_log"], "```", ""]
     return "\n".join(lines)

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import LampError, LandscapeConfig, RunConfig
+from .heap import Trimmer
 
 WORKER_KINDS = ("process", "ray", "thread")
 DEFAULT_WORKERS = "process"
@@ -47,6 +48,7 @@ PROGRESS_EVENT_S = 0.2         # at most this often a run's progress crosses to 
 THEN_MIN_LEFT_S = 0.05         # a slice starts a waiting run of `then` only with this much time left
 SURFACE_EVENT_S = 0.3          # at most this often a partial surface crosses to the server
 START_TIMEOUT_S = 120.0        # a worker process that has not said hello by then is broken
+HEAP_TRIM_S = 30.0             # a worker process gives its freed heap back at most this often
 
 
 class WorkerDied(RuntimeError):
@@ -433,6 +435,9 @@ def _process_main(conn, device: str, threads: int) -> None:
                 inbox.put(msg)
 
     threading.Thread(target=reader, name="lamp-worker-reader", daemon=True).start()
+    # every batch size and the landscapes allocate buffers of many sizes; glibc keeps what they
+    # free inside the heap (about 100 MB after the class's mix), so the worker trims between slices
+    heap = Trimmer(HEAP_TRIM_S)
     send(("hello", calibrate(device)))          # (torch._dynamo, which its first optimizer needs, is preloaded)
     _warm_data()
     while True:
@@ -444,6 +449,7 @@ def _process_main(conn, device: str, threads: int) -> None:
             send(("reply", reply))
         except BaseException as exc:  # noqa: BLE001 - the server decides; the process lives on
             send(("error", error_text(exc)))
+        heap.maybe()                              # after the reply: the server files it meanwhile
 
 
 def _warm_data() -> None:
@@ -580,10 +586,13 @@ class _RayRunner:
             device = "cuda:0"               # Ray shows the actor its own GPU as device 0
         self.runner = SliceRunner(device)
         self.calibration = calibrate(device)
+        self.heap = Trimmer(HEAP_TRIM_S)
 
     def run(self, request) -> tuple[list, SliceReply]:
         events: list = []
-        return events, self.runner.run(request, events.append)
+        reply = self.runner.run(request, events.append)
+        self.heap.maybe()                   # between slices, as a worker process does
+        return events, reply
 
     def stop(self, job_id: int) -> None:
         self.runner.stop(job_id)

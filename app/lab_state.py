@@ -183,8 +183,10 @@ def setup(title: str | None = None) -> JobQueue:
     ss["_page_polls"] = False            # poll() sets it when this run starts a polling fragment
     ss.setdefault("config", DEFAULT_CONFIG.to_dict())
     ss.setdefault("seeds", DEFAULT_SEEDS)
-    session_id()
+    arriving = "_session_id" not in ss
     q = queue()
+    if arriving:                         # a student who opens the lab clicks soon (the queue's ETAs)
+        q.note_arrival(session_id())
     with st.sidebar:
         # poll often while this session has work, rarely when idle (30 idle sessions polling every
         # second would take CPU time from the training worker)

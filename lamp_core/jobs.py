@@ -32,9 +32,12 @@ browser session of a class shares it. The rules:
   batch size, else on any data.
   A session that clicked in the last minute and waits for nothing is expected to click again
   with the work of its last click (in a class, sessions keep coming back and take their turns
-  first); a scale learned from finished jobs (the median of actual wait / first estimate over
-  the last ETA_RATIO_SAMPLES whose estimate came from measured speeds, within ETA_SCALE_BOUNDS)
-  corrects the rest.
+  first; a click that joined a queued job brought no work), and a session that opened the lab in
+  the last minute and has not clicked yet with the median work of the class's recent clicks.
+  A scale learned from finished jobs corrects the time a job waits behind other sessions (the
+  median of actual / simulated wait over the last ETA_RATIO_SAMPLES whose estimate came from
+  measured speeds, within ETA_SCALE_BOUNDS); the job's own work, and its session's jobs ahead of
+  it, are not scaled.
   The pages add their own latency (a poll interval and a typical page run).
 * **A cap per session.** A session may have at most `max_per_session` ($LAMP_MAX_QUEUED, default
   40) unfinished jobs; more raises `QueueFull` with one line to show.
@@ -60,6 +63,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
+import statistics
 import threading
 import time
 import traceback
@@ -91,6 +95,7 @@ MAX_COST_KEYS = 256         # kinds of run (and data sets) whose measured speed 
 ARRIVAL_WINDOW_S = 60.0     # a session that clicked this recently and waits for nothing will click again
 CLICK_GAP_S = 1.0           # submissions this close together are one click (a comparison's runs)
 MAX_RECENT_SESSIONS = 1000  # sessions whose last click the ETAs remember
+RECENT_CLICKS = 50          # clicks whose median work a session that has not clicked yet is expected to bring
 MAX_TRAINED_KEYS = 100_000  # run keys `trained` counts (about 100 B each; the store is the record)
 DEFAULT_MAX_STACK = 24      # runs offered to one slice at most (stack.DEFAULT_MAX_STACK)
 
@@ -174,7 +179,8 @@ class Job:
     follows: bool = False            # reserved to follow a slice's group, not started yet
     position: int | None = None
     eta_s: float | None = None
-    eta_first: tuple[float, float] | None = None   # (its first simulated ETA, when): to learn the scale
+    # (its first simulated ETA, when, the part of it that was its session's own work): to learn the scale
+    eta_first: tuple[float, float, float] | None = None
     eta_context: dict[str, Any] | None = None      # the queue as its first ETA saw it ($LAMP_ETA_LOG)
     eta_measured: bool = False       # its first ETA came from measured speeds, not the calibration
     stop_flag: threading.Event = field(default_factory=threading.Event)
@@ -293,7 +299,9 @@ class JobQueue:
         self._point_measured = False                     # a surface has been computed here
         # session -> (time of its last click, the work in seconds that click submitted): the ETA
         # simulation expects a recently active session that waits for nothing to click again
-        self._clicks: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # (work None: it opened a page and has not clicked yet)
+        self._clicks: OrderedDict[str, tuple[float, float | None]] = OrderedDict()
+        self._click_work: deque = deque(maxlen=RECENT_CLICKS)   # work of the class's last clicks
         # $LAMP_ETA_LOG: a file that gets one JSON line per finished job (`_log_eta`)
         self._eta_log: str | None = os.environ.get("LAMP_ETA_LOG") or None
         self._slice_end = 0.0                            # perf_counter when the current slice ends
@@ -383,7 +391,7 @@ class JobQueue:
                 self._by_key.move_to_end(key)
                 if job.status not in FINAL:
                     self._want(job, session)
-                    self._note_click(session, job)
+                    self._note_click(session, job, joined=True)
                     self._estimate()
                 return job
         cached = ready() if ready is not None else None
@@ -976,17 +984,20 @@ class JobQueue:
             self._live.remove(job)
         if job.status == DONE and job.eta_first is not None and self._eta_log:
             self._log_eta(job)
-        if (job.status == DONE and job.eta_first is not None and job.eta_first[0] >= ETA_LEARN_MIN_S
-                and job.eta_measured):
+        if (job.status == DONE and job.eta_first is not None and job.eta_measured
+                and job.eta_first[0] - job.eta_first[2] >= ETA_LEARN_MIN_S):
             # The simulation sees only the work queued now (no future clicks, no stacking), so
-            # waits differ from it by a factor that depends on the class. Learn it from finished
-            # jobs, actual wait / first estimate, as a median over the last ETA_RATIO_SAMPLES of
-            # any kind. Only estimates made on measured speeds teach it: a first estimate from the
+            # the time a job waits behind other sessions differs from it by a factor that depends
+            # on the class. Learn it from finished jobs, (actual - own work) / (first estimate -
+            # own work), as a median over the last ETA_RATIO_SAMPLES of any kind. Only the wait
+            # is scaled: a factor learned while the class queues (up to 2) made the ETAs of a job
+            # that nobody waits behind, such as a whole class sharing one run, 2.2x too long.
+            # Only estimates made on measured speeds teach it: a first estimate from the
             # worker's calibration alone (a fresh server's first runs: 3.5x off in the soak) would
             # skew every ETA after it. (A per-kind moving average did: in a soak's log, per click,
             # it erred by 0.55 of the wait, the plain simulation by 0.35 and this median by 0.33.)
-            predicted, at = job.eta_first
-            self._eta_ratios.append((job.finished_at - at) / predicted)
+            predicted, at, own = job.eta_first
+            self._eta_ratios.append(max(job.finished_at - at - own, 0.0) / (predicted - own))
         for other in list(self._live):
             if other.needs is job:
                 if job.status == DONE:
@@ -1020,8 +1031,8 @@ class JobQueue:
         # caller holds self._lock: one JSON line per finished job, for studying the estimate
         # offline (what it predicted first, what the queue looked like then, what it took)
         import json
-        raw, at = job.eta_first
-        rec = {"kind": _eta_kind(job), "id": job.id, "sessions": sorted(self._owners(job)) or sorted(job.requesters),
+        raw, at, own = job.eta_first
+        rec = {"own_ahead": round(own, 3), "kind": _eta_kind(job), "id": job.id, "sessions": sorted(self._owners(job)) or sorted(job.requesters),
                "first_at": round(at, 3), "queued_at": round(job.queued_at, 3), "finished_at": round(job.finished_at, 3),
                "simulated": round(raw, 3), **(job.eta_context or {})}
         try:
@@ -1130,14 +1141,27 @@ class JobQueue:
             while len(table) > MAX_COST_KEYS:
                 table.popitem(last=False)
 
-    def _note_click(self, session: str, job: Job) -> None:
+    def note_arrival(self, session: str) -> None:
+        """A session opened its first page: in a class it is about to click (`_expected_clicks`)."""
+        with self._lock:
+            if session not in self._clicks:
+                self._clicks[session] = (time.time(), None)
+                while len(self._clicks) > MAX_RECENT_SESSIONS:
+                    self._clicks.popitem(last=False)
+
+    def _note_click(self, session: str, job: Job, joined: bool = False) -> None:
         # caller holds self._lock: the work a session's click submitted (a comparison's runs come
-        # as several submissions within CLICK_GAP_S: one click)
+        # as several submissions within CLICK_GAP_S: one click). A click that joins a job already
+        # queued adds no work: when a class presses the same Train, the 29 who join bring nothing.
         now = time.time()
-        work = self._remaining(job) + (self._remaining(job.needs) if job.needs is not None else 0.0)
+        work = 0.0 if joined else (self._remaining(job) +
+                                   (self._remaining(job.needs) if job.needs is not None else 0.0))
         last = self._clicks.pop(session, None)
-        if last is not None and now - last[0] <= CLICK_GAP_S:
+        if last is not None and last[1] is not None and now - last[0] <= CLICK_GAP_S:
             work += last[1]
+            self._click_work[-1] = work          # the same click, grown
+        else:
+            self._click_work.append(work)
         self._clicks[session] = (now, work)
         while len(self._clicks) > MAX_RECENT_SESSIONS:
             self._clicks.popitem(last=False)
@@ -1150,8 +1174,11 @@ class JobQueue:
         # sessions to click again too, after their queued jobs, made the soak's first ETAs,
         # already too high when a class arrives at once, higher still: median error 0.62, 0.38
         # without; bench/results/class_soak_quick.md.)
+        # A session that opened the lab and has not clicked yet (`note_arrival`) is expected to
+        # bring a typical click: the median work of the class's recent clicks.
         now = time.time()
-        return [(s, work) for s, (t, work) in self._clicks.items()
+        typical = statistics.median(self._click_work) if self._click_work else 0.0
+        return [(s, typical if work is None else work) for s, (t, work) in self._clicks.items()
                 if s not in busy and now - t <= ARRIVAL_WINDOW_S]
 
     def _estimate(self) -> None:
@@ -1163,6 +1190,15 @@ class JobQueue:
         queues = {s: sorted((j for j in self._live if s in owners[j.id]), key=lambda j: j.order)
                   for s in self._turn_order()}
         busy = {s for s, q in queues.items() if q}
+        # each job's own work: its session's jobs up to it, which the round-robin serves first
+        # (a comparison's sixth run waits for its first five); the rest of its ETA is waiting
+        # behind other sessions, the part the learned scale corrects
+        own: dict[int, float] = {}
+        for q in queues.values():
+            ahead = 0.0
+            for j in q:
+                ahead += left[j.id]
+                own[j.id] = max(own.get(j.id, 0.0), ahead)
         for n, (session, work) in enumerate(self._expected_clicks(busy)):
             expected = _ExpectedClick(id=-1 - n)
             left[expected.id] = work
@@ -1202,14 +1238,15 @@ class JobQueue:
             with j.lock:
                 j.position = first_turn.get(j.id) if j.status == QUEUED else None
                 raw = finish.get(j.id)
+                mine = min(own.get(j.id, 0.0), raw or 0.0)
                 if raw is not None and j.eta_first is None:
-                    j.eta_first = (raw, wall)
+                    j.eta_first = (raw, wall, mine)
                     j.eta_measured = self._speed_measured(j)
                     if self._eta_log:
                         j.eta_context = {"own_work": round(self._remaining(j) + (
                             self._remaining(j.needs) if j.needs is not None else 0.0), 3),
                             "scale": round(scale, 4), "measured": j.eta_measured, **context}
-                j.eta_s = None if raw is None else raw * scale
+                j.eta_s = None if raw is None else mine + (raw - mine) * scale
 
 
 def _eta_kind(job: Job) -> str:

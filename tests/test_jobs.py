@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import threading
 from dataclasses import replace
 
@@ -165,6 +166,67 @@ def test_a_session_that_clicked_a_moment_ago_is_expected_to_click_again(tmp_path
         q._clicks["B"] = (t - J.ARRIVAL_WINDOW_S - 1, work)
         q.submit_run(TINY.with_train(seed=4), session="D")
         assert q.get(b.id).eta_s == pytest.approx(without_a, rel=0.2)
+        gate.set()
+    finally:
+        q.close()
+
+
+def test_a_click_that_joins_a_queued_job_brings_no_work_and_a_new_session_a_typical_click(tmp_path):
+    """A class pressing the same Train: the sessions that join the first one's job add nothing, so
+    the ETA simulation expects nothing more of them; a session that has just opened the lab and not
+    clicked yet is expected to click with the median work of the class's recent clicks."""
+    import lamp_core.jobs as J
+    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], slice_s=0.2, workers="thread")
+    try:
+        gate, _ = hold_worker(q)
+        q._click_work.clear()                             # the gate is the test's, not a class's click
+        a = q.submit_run(TINY.with_train(epochs=200, seed=1), session="A")
+        joined = q.submit_run(TINY.with_train(epochs=200, seed=1), session="B")
+        assert joined.id == a.id
+        assert q._clicks["A"][1] > 0 and q._clicks["B"][1] == 0.0
+        alone = q.get(a.id).eta_s
+        q.note_arrival("N")                               # opened the lab, has not clicked
+        q.note_arrival("A")                               # known already: its click is kept
+        assert q._clicks["N"][1] is None and q._clicks["A"][1] > 0
+        with q._lock:
+            q._estimate()
+        # the class's clicks so far: A's 200 epochs and B's join (nothing), median half of A's;
+        # N's expected click of that much takes turns between A's, so A's ETA grows by about half
+        assert statistics.median(q._click_work) == pytest.approx(q._clicks["A"][1] / 2)
+        assert q.get(a.id).eta_s > 1.3 * alone, (q.get(a.id).eta_s, alone)
+        t, _ = q._clicks["N"]
+        q._clicks["N"] = (t - J.ARRIVAL_WINDOW_S - 1, None)   # a minute later N has not come
+        with q._lock:
+            q._estimate()
+        assert q.get(a.id).eta_s == pytest.approx(alone, rel=0.1)
+        gate.set()
+    finally:
+        q.close()
+
+
+def test_the_learned_scale_stretches_only_the_wait_behind_other_sessions(tmp_path):
+    """A job's ETA is its own work, with its session's jobs ahead of it, plus the wait behind other
+    sessions' work times the learned scale: a scale learned while a class queued (up to 2) no
+    longer doubles the ETA of a job that hardly waits for anyone (the class sharing one run)."""
+    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], slice_s=0.2, workers="thread")
+    try:
+        gate, _ = hold_worker(q)
+        a1 = q.submit_run(TINY.with_train(epochs=50, seed=1), session="A")
+        a2 = q.submit_run(TINY.with_train(epochs=50, seed=2), session="A")
+        b = q.submit_run(TINY.with_train(epochs=50, seed=3), session="B")
+        with q._lock:
+            work = {v.id: q._remaining(q._by_id[v.id]) for v in (a1, a2, b)}
+            q._estimate()
+        own = {a1.id: work[a1.id], a2.id: work[a1.id] + work[a2.id], b.id: work[b.id]}
+        raw = {i: q.get(i).eta_s for i in own}              # no scale learned yet: the simulation
+        with q._lock:
+            q._eta_ratios.extend([2.0] * 10)                # waits ran twice the simulation
+            q._estimate()
+        for i in own:
+            assert raw[i] >= own[i]
+            assert q.get(i).eta_s == pytest.approx(own[i] + 2.0 * (raw[i] - own[i]), rel=1e-3)   # the slice in progress ages
+        # A's second run waits mostly for A's first (its own session's: not stretched)
+        assert own[a2.id] > raw[a2.id] - own[a2.id] > 0
         gate.set()
     finally:
         q.close()
@@ -429,7 +491,7 @@ def test_etas_come_from_the_calibration_then_from_what_each_kind_of_run_measured
 
         def finished(i, took, measured=True):
             j = Job(id=900 + i, key=f"k{i}", kind="surface", label="x", order=0)
-            j.eta_first, j.eta_measured = (10.0, 1000.0), measured
+            j.eta_first, j.eta_measured = (10.0, 1000.0, 0.0), measured
             j._finish(DONE)
             j.finished_at = 1000.0 + took
             return j

@@ -152,12 +152,9 @@ def _keep_heap_small() -> None:
     270-280 MB. No-op where libc is not glibc."""
     import threading
     import time
-    from lamp_core.heap import glibc, trim
-    libc = glibc()
-    if libc is None:
+    from lamp_core.heap import limit, trim
+    if not limit(arenas=2, mmap_threshold_bytes=MMAP_THRESHOLD_BYTES):
         return
-    libc.mallopt(-8, 2)                      # M_ARENA_MAX: arenas made from now on
-    libc.mallopt(-3, MMAP_THRESHOLD_BYTES)   # M_MMAP_THRESHOLD: fixed, no longer dynamic
 
     def keeper() -> None:
         while True:

@@ -28,6 +28,20 @@ def glibc() -> ctypes.CDLL | None:
     return libc
 
 
+def limit(arenas: int, mmap_threshold_bytes: int) -> bool:
+    """For a process whose threads allocate: at most `arenas` malloc arenas (glibc makes up to 8
+    per core, each keeping what was freed in it), and blocks over `mmap_threshold_bytes` on pages
+    of their own, returned when freed (glibc otherwise raises its threshold to the largest block
+    freed, up to 32 MB, and carves such blocks from the heap between long-lived objects). Not for
+    a training process: its activations would pay page faults on every step. False where not glibc."""
+    libc = glibc()
+    if libc is None:
+        return False
+    libc.mallopt(-8, arenas)                  # M_ARENA_MAX: arenas made from now on
+    libc.mallopt(-3, mmap_threshold_bytes)    # M_MMAP_THRESHOLD: fixed, no longer dynamic
+    return True
+
+
 def trim() -> bool:
     """Give the heap's free pages back to the system now; False where that cannot be done."""
     libc = glibc()

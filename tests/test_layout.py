@@ -27,8 +27,8 @@ ROOT = ""   # the package itself (lamp_core/__init__.py), the public face
 # modules (data.*, landscape.*) sit in the package's layer.
 LAYERS: list[tuple[str, str, set[str]]] = [
     ("foundation", "plain Python and numpy/SciPy, no torch: options and their checks, atomic files, "
-                   "statistics over seeds and over a run's recorded curve",
-     {"config", "files", "stats", "convergence"}),
+                   "statistics over seeds and over a run's recorded curve, freed heap handed back",
+     {"config", "files", "stats", "convergence", "heap"}),
     ("science", "the paper's maths: data in; trained models, scores and loss surfaces out; knows "
                 "nothing of stores, queues, reports or commands",
      {"data", "losses", "models", "run_types", "stack", "train", "evaluate", "landscape", "threads"}),

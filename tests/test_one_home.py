@@ -66,7 +66,11 @@ def test_the_forward_pass_is_described_once():
 
 
 def test_usable_cores_and_the_thread_policy_live_in_threads():
-    assert where(r"sched_getaffinity|ctypes|omp_set_num_threads") == ["lamp_core/threads.py"]
+    assert where(r"sched_getaffinity|omp_set_num_threads") == ["lamp_core/threads.py"]
+    # the C library's own calls: threads (OpenMP, MKL) and heap (malloc), nowhere else
+    assert where(r"ctypes") == ["lamp_core/heap.py", "lamp_core/threads.py"]
+    assert where(r"malloc_trim|mallopt") == ["lamp_core/heap.py"]
+    assert where(r"ctypes|malloc_trim\(|mallopt\(", REPO / "app") == []
     defined = [name for name, text in sources().items()
                if re.search(r"^def (usable_cores|usable_cpus|single_threaded_caller|single_threaded_worker)\(", text, re.M)]
     assert defined == ["lamp_core/threads.py"]

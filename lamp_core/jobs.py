@@ -301,7 +301,7 @@ class JobQueue:
         # simulation expects a recently active session that waits for nothing to click again
         # (work None: it opened a page and has not clicked yet)
         self._clicks: OrderedDict[str, tuple[float, float | None]] = OrderedDict()
-        self._click_work: deque = deque(maxlen=RECENT_CLICKS)   # work of the class's last clicks
+        self._click_work: deque = deque(maxlen=RECENT_CLICKS)   # (session, work) of the class's last clicks
         # $LAMP_ETA_LOG: a file that gets one JSON line per finished job (`_log_eta`)
         self._eta_log: str | None = os.environ.get("LAMP_ETA_LOG") or None
         self._slice_end = 0.0                            # perf_counter when the current slice ends
@@ -1032,9 +1032,9 @@ class JobQueue:
         # offline (what it predicted first, what the queue looked like then, what it took)
         import json
         raw, at, own = job.eta_first
-        rec = {"own_ahead": round(own, 3), "kind": _eta_kind(job), "id": job.id, "sessions": sorted(self._owners(job)) or sorted(job.requesters),
-               "first_at": round(at, 3), "queued_at": round(job.queued_at, 3), "finished_at": round(job.finished_at, 3),
-               "simulated": round(raw, 3), **(job.eta_context or {})}
+        rec = {"kind": _eta_kind(job), "id": job.id, "sessions": sorted(self._owners(job)) or sorted(job.requesters),
+               "own_ahead": round(own, 3), "first_at": round(at, 3), "queued_at": round(job.queued_at, 3),
+               "finished_at": round(job.finished_at, 3), "simulated": round(raw, 3), **(job.eta_context or {})}
         try:
             with open(self._eta_log, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(rec) + "\n")
@@ -1154,14 +1154,18 @@ class JobQueue:
         # as several submissions within CLICK_GAP_S: one click). A click that joins a job already
         # queued adds no work: when a class presses the same Train, the 29 who join bring nothing.
         now = time.time()
-        work = 0.0 if joined else (self._remaining(job) +
-                                   (self._remaining(job.needs) if job.needs is not None else 0.0))
+        work = 0.0 if joined else self._work_with_needs(job)
         last = self._clicks.pop(session, None)
         if last is not None and last[1] is not None and now - last[0] <= CLICK_GAP_S:
             work += last[1]
-            self._click_work[-1] = work          # the same click, grown
+            # the same click, grown: its entry is this session's latest (others may have clicked since)
+            mine = [i for i, (s, _) in enumerate(self._click_work) if s == session]
+            if mine:
+                self._click_work[mine[-1]] = (session, work)
+            else:
+                self._click_work.append((session, work))
         else:
-            self._click_work.append(work)
+            self._click_work.append((session, work))
         self._clicks[session] = (now, work)
         while len(self._clicks) > MAX_RECENT_SESSIONS:
             self._clicks.popitem(last=False)
@@ -1177,9 +1181,17 @@ class JobQueue:
         # A session that opened the lab and has not clicked yet (`note_arrival`) is expected to
         # bring a typical click: the median work of the class's recent clicks.
         now = time.time()
-        typical = statistics.median(self._click_work) if self._click_work else 0.0
+        typical = self._typical_click_work()
         return [(s, typical if work is None else work) for s, (t, work) in self._clicks.items()
                 if s not in busy and now - t <= ARRIVAL_WINDOW_S]
+
+    def _typical_click_work(self) -> float:
+        # caller holds self._lock: the median work of the class's recent clicks (0 before any)
+        return statistics.median(w for _, w in self._click_work) if self._click_work else 0.0
+
+    def _work_with_needs(self, job: Job) -> float:
+        # caller holds self._lock: a job's remaining work and that of the run it needs first
+        return self._remaining(job) + (self._remaining(job.needs) if job.needs is not None else 0.0)
 
     def _estimate(self) -> None:
         """Simulate the round-robin (one turn = one slice of a session's oldest job), with the
@@ -1243,9 +1255,8 @@ class JobQueue:
                     j.eta_first = (raw, wall, mine)
                     j.eta_measured = self._speed_measured(j)
                     if self._eta_log:
-                        j.eta_context = {"own_work": round(self._remaining(j) + (
-                            self._remaining(j.needs) if j.needs is not None else 0.0), 3),
-                            "scale": round(scale, 4), "measured": j.eta_measured, **context}
+                        j.eta_context = {"own_work": round(self._work_with_needs(j), 3), "scale": round(scale, 4),
+                                         "measured": j.eta_measured, **context}
                 j.eta_s = None if raw is None else mine + (raw - mine) * scale
 
 

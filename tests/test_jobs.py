@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 import threading
 from dataclasses import replace
 
@@ -192,13 +191,31 @@ def test_a_click_that_joins_a_queued_job_brings_no_work_and_a_new_session_a_typi
             q._estimate()
         # the class's clicks so far: A's 200 epochs and B's join (nothing), median half of A's;
         # N's expected click of that much takes turns between A's, so A's ETA grows by about half
-        assert statistics.median(q._click_work) == pytest.approx(q._clicks["A"][1] / 2)
+        assert q._typical_click_work() == pytest.approx(q._clicks["A"][1] / 2)
         assert q.get(a.id).eta_s > 1.3 * alone, (q.get(a.id).eta_s, alone)
         t, _ = q._clicks["N"]
         q._clicks["N"] = (t - J.ARRIVAL_WINDOW_S - 1, None)   # a minute later N has not come
         with q._lock:
             q._estimate()
         assert q.get(a.id).eta_s == pytest.approx(alone, rel=0.1)
+        gate.set()
+    finally:
+        q.close()
+
+
+def test_a_click_of_several_runs_stays_one_click_when_another_session_clicks_in_between(tmp_path):
+    """A comparison's runs arrive as several submissions within CLICK_GAP_S; in a class another
+    session's click can land between them, and each click must keep its own work."""
+    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], slice_s=0.2, workers="thread")
+    try:
+        gate, _ = hold_worker(q)
+        q._click_work.clear()                             # the gate is the test's, not a class's click
+        q.submit_run(TINY.with_train(epochs=200, seed=1), session="A")
+        q.submit_run(TINY.with_train(epochs=20, seed=2), session="B")
+        q.submit_run(TINY.with_train(epochs=200, seed=3), session="A")
+        works = dict(q._click_work)
+        assert len(q._click_work) == 2 and works["A"] == pytest.approx(q._clicks["A"][1])
+        assert works["A"] > 5 * works["B"] > 0
         gate.set()
     finally:
         q.close()

@@ -304,7 +304,7 @@ class JobQueue:
         self._click_work: deque = deque(maxlen=RECENT_CLICKS)   # (session, work) of the class's last clicks
         # $LAMP_ETA_LOG: a file that gets one JSON line per finished job (`_log_eta`)
         self._eta_log: str | None = os.environ.get("LAMP_ETA_LOG") or None
-        self._slice_end = 0.0                            # perf_counter when the current slice ends
+        self._slice_span = (0.0, 0.0)                    # perf_counter when the current slice began and ends
         self.slices: deque = deque(maxlen=2000)          # [session, kind, [job ids], t0, t1]: for tests and benches
         self.trained: Counter = Counter()                # run key -> times trained to completion here
         self.steps_trained = 0                           # run-steps the workers reported done
@@ -834,7 +834,7 @@ class JobQueue:
 
         t0 = time.perf_counter()
         with self._lock:
-            self._slice_end = t0 + self.slice_s
+            self._slice_span = (t0, t0 + self.slice_s)
         reply = handle.run(request, on_event)
         t1 = time.perf_counter()
         self.worker_threads[handle.device] = reply.threads
@@ -909,7 +909,7 @@ class JobQueue:
 
         t0 = time.perf_counter()
         with self._lock:
-            self._slice_end = t0 + self._estimate_task(job)
+            self._slice_span = (t0, t0 + self._estimate_task(job))
         reply = handle.run(SurfaceRequest(job.id, job.cfg, job.lcfg, stored.result), on_event)
         t1 = time.perf_counter()
         if reply.error is not None:
@@ -948,7 +948,7 @@ class JobQueue:
             job.started_at = job.started_at or time.time()
         t0 = time.perf_counter()
         with self._lock:
-            self._slice_end = t0 + self._estimate_task(job)
+            self._slice_span = (t0, t0 + self._estimate_task(job))
         try:
             with on_device(device):
                 result = job.work(job.report, job.stop_flag.is_set)
@@ -1198,16 +1198,32 @@ class JobQueue:
         sessions expected to click again (`_expected_clicks`), and store each unfinished job's
         position (order of its first turn) and ETA. Caller holds the lock."""
         left = {j.id: self._remaining(j) for j in self._live}
+        # The slice under way ends at `clock`. Its jobs' remaining work still counts from before it
+        # began (a run's steps arrive with the slice's reply; a landscape is one slice), so the
+        # slice's length comes off it here, once: a landscape under way was counted twice, and a
+        # student who joined one 5 s before its end was told 55 s.
+        now = time.perf_counter()
+        began, ends = self._slice_span
+        clock = max(ends - now, 0.0)
+        covered = ends - began
+        finish: dict[int, float] = {}
+        for j in sorted((j for j in self._live if j.in_slice), key=lambda j: j.order):
+            cut = min(left[j.id], covered)
+            left[j.id] -= cut
+            covered -= cut
+            if left[j.id] <= 1e-9:
+                finish[j.id] = clock
         owners = {j.id: self._owners(j) for j in self._live}
         queues = {s: sorted((j for j in self._live if s in owners[j.id]), key=lambda j: j.order)
                   for s in self._turn_order()}
         busy = {s for s, q in queues.items() if q}
         # each job's own work: its session's jobs up to it, which the round-robin serves first
-        # (a comparison's sixth run waits for its first five); the rest of its ETA is waiting
-        # behind other sessions, the part the learned scale corrects
+        # (a comparison's sixth run waits for its first five), and the rest of the slice under
+        # way when that is its session's; the rest of its ETA is waiting behind other sessions,
+        # the part the learned scale corrects
         own: dict[int, float] = {}
         for q in queues.values():
-            ahead = 0.0
+            ahead = clock if q and q[0].in_slice else 0.0
             for j in q:
                 ahead += left[j.id]
                 own[j.id] = max(own.get(j.id, 0.0), ahead)
@@ -1216,14 +1232,11 @@ class JobQueue:
             left[expected.id] = work
             queues.pop(session, None)
             queues[session] = [expected]       # after everyone queued now
-        now = time.perf_counter()
-        clock = max(self._slice_end - now, 0.0)
         context = ({"busy_sessions": len(busy), "expected_clicks": sum(1 for k in left if k < 0),
                     "queued_work": round(sum(v for k, v in left.items() if k >= 0), 3),
                     "expected_work": round(sum(v for k, v in left.items() if k < 0), 3)}
                    if self._eta_log else {})
         first_turn: dict[int, int] = {}
-        finish: dict[int, float] = {}
         turns = 0
         while turns < SIM_MAX_TURNS and any(queues.values()):
             turns_before = turns

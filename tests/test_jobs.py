@@ -249,6 +249,28 @@ def test_the_learned_scale_stretches_only_the_wait_behind_other_sessions(tmp_pat
         q.close()
 
 
+def test_the_slice_under_way_counts_once_in_the_etas(tmp_path):
+    """The slice a worker is on ends at a known time; its job's remaining work, counted from
+    before the slice began, must not be added again (a landscape under way was: a student who
+    joined one seconds before its end was told it would take its whole length once more)."""
+    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], slice_s=30.0, workers="thread")
+    try:
+        gate, held = hold_worker(q)                       # a task: one slice of about slice_s
+        b = q.submit_run(TINY.with_train(epochs=5, seed=1), session="B")
+        with q._lock:
+            q._estimate()
+            began, ends = q._slice_span
+            rest = ends - __import__("time").perf_counter()
+            own_b = q._remaining(q._by_id[b.id])
+        assert 25.0 < rest <= 30.0
+        # B waits for the rest of the gate's slice, then trains: not for a second slice_s
+        assert q.get(b.id).eta_s == pytest.approx(rest + own_b, abs=1.0)
+        assert q.get(held.id).eta_s == pytest.approx(rest, abs=1.0)
+        gate.set()
+    finally:
+        q.close()
+
+
 def test_a_session_cannot_queue_more_than_its_cap(tmp_path):
     q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], max_per_session=3)
     try:

@@ -7,7 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# once: Streamlit runs this script again on every rerun, and an insert each time grew
+# sys.path by an entry per page run for as long as the server lived
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 import streamlit as st
 
 import lab_state

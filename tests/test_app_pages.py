@@ -133,6 +133,21 @@ def test_entry_script_opens_on_loss_curves_and_switches_pages():
     assert not any("teacher" in lab.lower() for lab in labels)
 
 
+def test_page_runs_do_not_grow_sys_path():
+    """Streamlit runs the entry script and the page again on every rerun; each put app/ on
+    sys.path once more, so a class's server grew it by an entry per page run (a forkserver
+    started after an hour got thousands, and every import that misses sys.modules scans them)."""
+    import sys
+    at = AppTest.from_file(str(APP / "streamlit_app.py"), default_timeout=60).run()
+    at.switch_page(str(APP / "app_pages" / "guide.py")).run()
+    before = len(sys.path)
+    for _ in range(3):
+        at.run()
+    assert not at.exception
+    assert len(sys.path) == before
+    assert sys.path.count(str(APP)) <= 1
+
+
 def test_loss_curves_controls_change_the_figure():
     at = page("loss_curves").run()
     assert len(at.get("plotly_chart")) == 1

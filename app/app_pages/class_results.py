@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app/ (for lab_state), when run alone
+if str(Path(__file__).resolve().parents[1]) not in sys.path:     # once (a page runs on every rerun)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app/ (for lab_state), when run alone
 import streamlit as st
 
 import lab_state

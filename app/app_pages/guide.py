@@ -12,7 +12,8 @@ from pathlib import Path
 # Streamlit puts only the main script's folder on sys.path: app/ when streamlit_app.py runs this page,
 # app/app_pages/ when the page is run alone (`streamlit run` on it, AppTest.from_file). So app/ is
 # added here for lab_state and results; lamp_core itself is the installed package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if str(Path(__file__).resolve().parents[1]) not in sys.path:     # once (a page runs on every rerun)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import streamlit as st
 
 import lab_state

@@ -1030,11 +1030,15 @@ class JobQueue:
     def _log_eta(self, job: Job) -> None:
         # caller holds self._lock: one JSON line per finished job, for studying the estimate
         # offline (what it predicted first, what the queue looked like then, what it took)
-        import json
         raw, at, own = job.eta_first
         rec = {"kind": _eta_kind(job), "id": job.id, "sessions": sorted(self._owners(job)) or sorted(job.requesters),
                "own_ahead": round(own, 3), "first_at": round(at, 3), "queued_at": round(job.queued_at, 3),
                "finished_at": round(job.finished_at, 3), "simulated": round(raw, 3), **(job.eta_context or {})}
+        self._write_eta_log(rec)
+
+    def _write_eta_log(self, rec: dict) -> None:
+        # caller holds self._lock
+        import json
         try:
             with open(self._eta_log, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(rec) + "\n")
@@ -1227,6 +1231,17 @@ class JobQueue:
             for j in q:
                 ahead += left[j.id]
                 own[j.id] = max(own.get(j.id, 0.0), ahead)
+        # what the simulation starts from, for $LAMP_ETA_LOG's snapshot (written below when a job
+        # gets its first ETA): replaying other simulations offline needs the queue, not a summary
+        start = ({"clock": round(clock, 3), "queues": [[s, [[j.id, round(left[j.id], 3), j.kind,
+                                                             j.needs.id if j.needs is not None else None]
+                                                            for j in q]] for s, q in queues.items() if q],
+                  "own": {j_id: round(v, 3) for j_id, v in own.items()},
+                  "finished_at_start": sorted(finish),
+                  "clicks": [[s, round(time.time() - t, 2), None if w is None else round(w, 3)]
+                             for s, (t, w) in self._clicks.items() if time.time() - t <= 10 * ARRIVAL_WINDOW_S],
+                  "click_work": [round(w, 3) for _, w in self._click_work], "slice_s": self.slice_s}
+                 if self._eta_log else None)
         for n, (session, work) in enumerate(self._expected_clicks(busy)):
             expected = _ExpectedClick(id=-1 - n)
             left[expected.id] = work
@@ -1259,6 +1274,7 @@ class JobQueue:
                 break
         wall = time.time()
         scale = self._eta_scale_now()
+        firsts = []
         for j in self._live:
             with j.lock:
                 j.position = first_turn.get(j.id) if j.status == QUEUED else None
@@ -1266,11 +1282,14 @@ class JobQueue:
                 mine = min(own.get(j.id, 0.0), raw or 0.0)
                 if raw is not None and j.eta_first is None:
                     j.eta_first = (raw, wall, mine)
+                    firsts.append(j.id)
                     j.eta_measured = self._speed_measured(j)
                     if self._eta_log:
                         j.eta_context = {"own_work": round(self._work_with_needs(j), 3), "scale": round(scale, 4),
                                          "measured": j.eta_measured, **context}
                 j.eta_s = None if raw is None else mine + (raw - mine) * scale
+        if start is not None and firsts:
+            self._write_eta_log({"snapshot": round(wall, 3), "first": firsts, "scale": round(scale, 4), **start})
 
 
 def _eta_kind(job: Job) -> str:

@@ -271,6 +271,34 @@ def test_the_slice_under_way_counts_once_in_the_etas(tmp_path):
         q.close()
 
 
+def test_the_eta_log_keeps_each_finished_job_and_the_queue_its_first_eta_saw(tmp_path, monkeypatch):
+    """$LAMP_ETA_LOG: a line per finished job (first ETA, when, what it took) and, for each
+    estimate that gave a job its first ETA, the queue the simulation started from, so other
+    simulations can be replayed offline against what the jobs took."""
+    import json
+    log = tmp_path / "eta.jsonl"
+    monkeypatch.setenv("LAMP_ETA_LOG", str(log))
+    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], slice_s=0.2, workers="thread")
+    try:
+        gate, _ = hold_worker(q)
+        a = q.submit_run(TINY.with_train(seed=1), session="A")
+        b = q.submit_run(TINY.with_train(seed=2), session="B")
+        gate.set()
+        for v in (a, b):
+            assert q.wait(v.id, 60).status == DONE
+    finally:
+        q.close()
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    jobs = {r["id"]: r for r in lines if "kind" in r}
+    snaps = [r for r in lines if "snapshot" in r]
+    assert {a.id, b.id} <= set(jobs)
+    assert jobs[b.id]["finished_at"] > jobs[b.id]["first_at"] and jobs[b.id]["sessions"] == ["B"]
+    snap_b = next(r for r in snaps if b.id in r["first"])
+    queued = {s: [j[0] for j in js] for s, js in snap_b["queues"]}
+    assert queued["B"] == [b.id] and queued["A"] == [a.id]     # A's run waits ahead of B's
+    assert snap_b["snapshot"] == pytest.approx(jobs[b.id]["first_at"], abs=0.01)
+
+
 def test_a_session_cannot_queue_more_than_its_cap(tmp_path):
     q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], max_per_session=3)
     try:

@@ -144,8 +144,7 @@ def test_page_runs_do_not_grow_sys_path():
     for _ in range(3):
         at.run()
     assert not at.exception
-    assert len(sys.path) == before
-    assert sys.path.count(str(APP)) <= 1
+    assert len(sys.path) == before          # (other tests may have put app/ there too: count the growth)
 
 
 def test_loss_curves_controls_change_the_figure():

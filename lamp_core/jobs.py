@@ -1149,9 +1149,7 @@ class JobQueue:
         """A session opened its first page: in a class it is about to click (`_expected_clicks`)."""
         with self._lock:
             if session not in self._clicks:
-                self._clicks[session] = (time.time(), None)
-                while len(self._clicks) > MAX_RECENT_SESSIONS:
-                    self._clicks.popitem(last=False)
+                self._remember_click(session, time.time(), None)
 
     def _note_click(self, session: str, job: Job, joined: bool = False) -> None:
         # caller holds self._lock: the work a session's click submitted (a comparison's runs come
@@ -1170,7 +1168,11 @@ class JobQueue:
                 self._click_work.append((session, work))
         else:
             self._click_work.append((session, work))
-        self._clicks[session] = (now, work)
+        self._remember_click(session, now, work)
+
+    def _remember_click(self, session: str, at: float, work: float | None) -> None:
+        # caller holds self._lock: a session's latest click, newest last, MAX_RECENT_SESSIONS at most
+        self._clicks[session] = (at, work)
         while len(self._clicks) > MAX_RECENT_SESSIONS:
             self._clicks.popitem(last=False)
 
@@ -1238,8 +1240,9 @@ class JobQueue:
                                                             for j in q]] for s, q in queues.items() if q],
                   "own": {j_id: round(v, 3) for j_id, v in own.items()},
                   "finished_at_start": sorted(finish),
-                  "clicks": [[s, round(time.time() - t, 2), None if w is None else round(w, 3)]
-                             for s, (t, w) in self._clicks.items() if time.time() - t <= 10 * ARRIVAL_WINDOW_S],
+                  "clicks": [[s, round(age, 2), None if w is None else round(w, 3)]
+                             for s, (t, w) in self._clicks.items()
+                             if (age := time.time() - t) <= 10 * ARRIVAL_WINDOW_S],
                   "click_work": [round(w, 3) for _, w in self._click_work], "slice_s": self.slice_s}
                  if self._eta_log else None)
         for n, (session, work) in enumerate(self._expected_clicks(busy)):

@@ -229,7 +229,7 @@ def _sidebar() -> None:
 
 def job_line(v: JobView) -> str:
     """One line about a job: its state, its place in the queue and when it should be done."""
-    eta = eta_text(v.eta_s)
+    eta = eta_text(v.eta_s, span=v.eta_range_s)
     shared = f" · shared with {v.wanted_by - 1} other session{'s' if v.wanted_by > 2 else ''}" \
         if v.wanted_by > 1 else ""
     if v.status == QUEUED:
@@ -273,9 +273,21 @@ def shown_eta(eta_s: float | None) -> float | None:
     return eta_s + POLL_S + runs[len(runs) // 2]
 
 
-def eta_text(eta_s: float | None, form: str = " · about {} left") -> str:
+def eta_text(eta_s: float | None, form: str = " · about {} left",
+             span: tuple[float, float] | None = None) -> str:
+    """The ETA as the page words it; with the queue's range (`JobView.eta_range_s`), also where
+    most recent waits like it ended: "about 3.5 min left (likely 2.5 to 6 min)". The range is left
+    out where it rounds to one value (a job that waits for nobody)."""
     shown = shown_eta(eta_s)
-    return form.format(_seconds(shown)) if shown else ""
+    if not shown:
+        return ""
+    text = form.format(_seconds(shown))
+    if span:
+        extra = shown - eta_s                      # the page's own latency, as on the ETA
+        low, high = _seconds(span[0] + extra), _seconds(span[1] + extra)
+        if low != high:
+            text += f" (likely {low} to {high})"
+    return text
 
 
 def _short(p: Path) -> str:
@@ -370,10 +382,10 @@ def show_job(v: JobView | None, *, label: str | None = None) -> None:
         if v.error:
             st.error(page_message(v.error.splitlines()[0]))
     elif v.status == QUEUED:
-        eta = eta_text(v.eta_s, ", done in about {}")
+        eta = eta_text(v.eta_s, ", done in about {}", span=v.eta_range_s)
         st.progress(0.0, text=f"{name}: waiting, position {v.position or '?'} in the queue{eta}")
     else:
-        eta = eta_text(v.eta_s)
+        eta = eta_text(v.eta_s, span=v.eta_range_s)
         shared = f" · shared with {v.wanted_by - 1} other session(s)" if v.wanted_by > 1 else ""
         st.progress(v.progress, text=f"{name}: {v.message}{eta}{shared}")
 

@@ -243,6 +243,12 @@ def test_the_shown_eta_adds_the_pages_own_latency_and_keeps_few_page_runs(page_s
     # the median of the last ten (four 0.5, two 2.5, four 9.0): 2.5; one slow page run does not count
     assert lab_state.shown_eta(10.0) == pytest.approx(10.0 + lab_state.POLL_S + 2.5)
     assert lab_state.eta_text(10.0) == f" · about {10 + lab_state.POLL_S + 2.5:.0f} s left"
+    # the queue's range gets the same latency; one that rounds to one value is left out
+    late = lab_state.POLL_S + 2.5
+    assert lab_state.eta_text(100.0, ", done in about {}", span=(60.0, 200.0)) == (
+        f", done in about {lab_state._seconds(100 + late)} (likely {lab_state._seconds(60 + late)} "
+        f"to {lab_state._seconds(200 + late)})")
+    assert lab_state.eta_text(10.0, span=(10.0, 10.2)) == lab_state.eta_text(10.0)
 
 
 @pytest.mark.parametrize("seconds,text", [(42.4, "42 s"), (86.0, "85 s"), (149.0, "150 s"), (181.0, "3.0 min"),

@@ -216,6 +216,13 @@ def poll_s() -> float:
     return float(st.session_state.get("_poll_s", POLL_S))
 
 
+def poll_rate_stale() -> bool:
+    """True when the class has grown or shrunk by half since this page set its polling interval
+    (`class_poll_s`, at its full run): a fragment's timer is fixed then, so the page reruns once
+    to poll at the class's rate."""
+    return not 1 / 1.5 < class_poll_s(queue().counts()["sessions"]) / poll_s() < 1.5
+
+
 def poll_stalled(state, now: float) -> bool:
     """True when the page's last full run started its polling fragment (`poll`) but neither that
     fragment nor a full run has run for STALL_S: the page lost its timer and freezes on its
@@ -245,11 +252,6 @@ def _sidebar() -> None:
                     "jobs less often, which leaves the CPU to the training.")
     mine = q.jobs(session=session_id())
     if mine:
-        # A timer is fixed at the page's full run: when the class has grown or shrunk by half
-        # since, rerun the page once to poll at the class's rate (`class_poll_s`)
-        target, now_s = class_poll_s(c["sessions"]), poll_s()
-        if not 1 / 1.5 < target / now_s < 1.5:
-            st.rerun(scope="app")
         st.caption("**Your jobs**")
         for v in mine[:8]:
             st.caption(job_line(v))
@@ -384,7 +386,9 @@ def poll(render: Callable[[], bool], *, key: str) -> None:
         busy = bool(render())
         was = bool(st.session_state.get(flag, False))
         st.session_state[flag] = busy
-        if busy != was:
+        # (after the page's progress is drawn: a rerun cut before it would show a page with no
+        # progress, which reads as finished; the sidebar, drawn first, must never rerun the page)
+        if busy != was or (busy and poll_rate_stale()):
             st.rerun(scope="app")
 
     body()

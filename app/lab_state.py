@@ -216,13 +216,6 @@ def poll_s() -> float:
     return float(st.session_state.get("_poll_s", POLL_S))
 
 
-def poll_rate_stale() -> bool:
-    """True when the class has grown or shrunk by half since this page set its polling interval
-    (`class_poll_s`, at its full run): a fragment's timer is fixed then, so the page reruns once
-    to poll at the class's rate."""
-    return not 1 / 1.5 < class_poll_s(queue().counts()["sessions"]) / poll_s() < 1.5
-
-
 def poll_stalled(state, now: float) -> bool:
     """True when the page's last full run started its polling fragment (`poll`) but neither that
     fragment nor a full run has run for STALL_S: the page lost its timer and freezes on its
@@ -386,9 +379,7 @@ def poll(render: Callable[[], bool], *, key: str) -> None:
         busy = bool(render())
         was = bool(st.session_state.get(flag, False))
         st.session_state[flag] = busy
-        # (after the page's progress is drawn: a rerun cut before it would show a page with no
-        # progress, which reads as finished; the sidebar, drawn first, must never rerun the page)
-        if busy != was or (busy and poll_rate_stale()):
+        if busy != was:
             st.rerun(scope="app")
 
     body()

@@ -251,24 +251,6 @@ def test_the_shown_eta_adds_the_pages_own_latency_and_keeps_few_page_runs(page_s
     assert lab_state.eta_text(10.0, span=(10.0, 10.2)) == lab_state.eta_text(10.0)
 
 
-def test_a_page_polls_again_at_the_class_rate_once_the_class_changed_by_half(page_state, monkeypatch):
-    """The interval is set at a full run; the page's polling fragment reruns the page when the
-    number of sessions waiting now asks for an interval 1.5x longer or shorter."""
-    import types
-    lab_state, fake = page_state
-    waiting = {"sessions": 1}
-    monkeypatch.setattr(lab_state, "queue", lambda: types.SimpleNamespace(counts=lambda: dict(waiting)))
-    assert lab_state.poll_s() == lab_state.POLL_S and not lab_state.poll_rate_stale()
-    waiting["sessions"] = int(lab_state.POLL_RATE * lab_state.POLL_S)       # still POLL_S
-    assert not lab_state.poll_rate_stale()
-    waiting["sessions"] = 30
-    assert lab_state.poll_rate_stale() == (lab_state.class_poll_s(30) >= 1.5 * lab_state.POLL_S)
-    fake.session_state["_poll_s"] = lab_state.class_poll_s(30)
-    assert not lab_state.poll_rate_stale()
-    waiting["sessions"] = 2                                                  # the class went home
-    assert lab_state.poll_rate_stale() == (lab_state.class_poll_s(30) >= 1.5 * lab_state.POLL_S)
-
-
 @pytest.mark.parametrize("seconds,text", [(42.4, "42 s"), (86.0, "85 s"), (149.0, "150 s"), (181.0, "3.0 min"),
                                           (335.0, "5.6 min"), (1500.0, "25 min")])
 def test_a_wait_reads_close_to_its_estimate(seconds, text):

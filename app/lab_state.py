@@ -289,13 +289,15 @@ def note_page_run(seconds: float) -> None:
 
 def shown_eta(eta_s: float | None) -> float | None:
     """The queue's ETA (until the job is done in the queue) as the wait until the results are on
-    this page: plus a poll interval (the page looks every `poll_s()`) and the median of the session's
+    this page: plus half a poll interval (the page looks every `poll_s()`, so a job that ends at
+    any moment is seen half an interval later on average; the whole interval overshot the shared
+    job's 8-14 s waits by 1.5 s once a class polls every 3 s) and the median of the session's
     recent full page runs (when the job ends, the page runs once more to draw the results). The
     longest run instead overshot by 40-120% in the soak's last phase (bench/class_soak.py)."""
     if not eta_s:
         return None
     runs = sorted(st.session_state.get("_page_run_s") or [0.0])
-    return eta_s + poll_s() + runs[len(runs) // 2]
+    return eta_s + poll_s() / 2 + runs[len(runs) // 2]
 
 
 def eta_text(eta_s: float | None, form: str = " · about {} left",

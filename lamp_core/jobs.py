@@ -39,7 +39,7 @@ browser session of a class shares it. The rules:
   measured speeds, within ETA_SCALE_BOUNDS); the job's own work, and its session's jobs ahead of
   it, are not scaled. Each ETA also has a range (`JobView.eta_range_s`): the same wait times the
   ETA_SPREAD percentiles of those ratios, once ETA_SPREAD_MIN_SAMPLES jobs have taught them.
-  The pages add their own latency (a poll interval and a typical page run).
+  The pages add their own latency (half a poll interval and a typical page run).
 * **A cap per session.** A session may have at most `max_per_session` ($LAMP_MAX_QUEUED, default
   40) unfinished jobs; more raises `QueueFull` with one line to show.
 * **Landscapes** are jobs too: the run is trained first (as a run job, in slices, stackable),

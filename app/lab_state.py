@@ -30,16 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"
 POLL_S = float(os.environ.get("LAMP_POLL_S", "1.0"))  # how often a running page looks at its jobs (s)
 # a page whose polling fragment has not run for this long, while the last full run started it, has
-# lost its timer: the sidebar's fragment reruns the page (`poll_stalled`); at least STALL_POLLS
-# of the session's own interval (`poll_s`)
+# lost its timer: the sidebar's fragment reruns the page (`poll_stalled`)
 STALL_S = max(5.0, 5 * POLL_S)
-STALL_POLLS = 5
-# Busy sessions' page polls the server runs per second, the whole class together: a session polls
-# every POLL_S while at most POLL_RATE sessions wait for work, and every (busy sessions / POLL_RATE)
-# seconds beyond. Each poll reruns two fragments (the sidebar, the page's progress) in the server,
-# and they take CPU from the training worker on a small server: 30 sessions at POLL_S polled 60
-# fragments a second, and a job trained 1.04-1.25x slower while they watched it (class_soak).
-POLL_RATE = float(os.environ.get("LAMP_POLL_RATE", "10"))
 
 
 def data_root() -> Path | None:
@@ -196,24 +188,12 @@ def setup(title: str | None = None) -> JobQueue:
         # poll often while this session has work, rarely when idle (30 idle sessions polling every
         # second would take CPU time from the training worker)
         busy = bool(q.jobs(session=session_id()))
-        ss["_poll_s"] = class_poll_s(q.counts()["sessions"])
-        st.fragment(run_every=poll_s() if busy else 5 * POLL_S)(_sidebar)()
+        st.fragment(run_every=POLL_S if busy else 5 * POLL_S)(_sidebar)()
         st.caption(f"Run store: `{_short(q.store.root)}`", help="Finished runs and landscapes are kept here "
                    "and never trained twice. Set LAMP_STORE to move it.")
     if title:
         st.title(title)
     return q
-
-
-def class_poll_s(busy_sessions: int) -> float:
-    """The polling interval when `busy_sessions` sessions wait for work: POLL_S, stretched so the
-    class polls about POLL_RATE times a second (`POLL_RATE`)."""
-    return max(POLL_S, busy_sessions / POLL_RATE)
-
-
-def poll_s() -> float:
-    """This session's polling interval, set at its last full page run (`setup`)."""
-    return float(st.session_state.get("_poll_s", POLL_S))
 
 
 def poll_stalled(state, now: float) -> bool:
@@ -223,8 +203,7 @@ def poll_stalled(state, now: float) -> bool:
     a run's end some other way."""
     if not state.get("_page_polls"):
         return False
-    stall = max(STALL_S, STALL_POLLS * float(state.get("_poll_s", POLL_S)))
-    return now - max(state.get("_polled_at", 0.0), state.get("_full_run_at", 0.0)) > stall
+    return now - max(state.get("_polled_at", 0.0), state.get("_full_run_at", 0.0)) > STALL_S
 
 
 def _sidebar() -> None:
@@ -235,14 +214,10 @@ def _sidebar() -> None:
     q = queue()
     c = q.counts()
     st.caption(f"Worker{'s' if len(q.devices) > 1 else ''}: {', '.join(q.devices)} · "
-               f"{c['running']} running · {c['queued']} queued"
-               + (f" · for {c['sessions']} sessions" if c["sessions"] > 1 else ""),
+               f"{c['running']} running · {c['queued']} queued",
                help="Every session on this server shares the workers. Turns go round-robin over the "
                     "sessions that wait, a slice of about two seconds each, so a short job never waits "
-                    "for a long one to finish. A wait depends on how many sessions click meanwhile, "
-                    "so an ETA comes with the range in which most recent waits ended (\"likely … to "
-                    f"…\"); with more than {POLL_RATE * POLL_S:.0f} sessions waiting, pages look at their "
-                    "jobs less often, which leaves the CPU to the training.")
+                    "for a long one to finish.")
     mine = q.jobs(session=session_id())
     if mine:
         st.caption("**Your jobs**")
@@ -254,7 +229,7 @@ def _sidebar() -> None:
 
 def job_line(v: JobView) -> str:
     """One line about a job: its state, its place in the queue and when it should be done."""
-    eta = eta_text(v.eta_s, span=v.eta_range_s)
+    eta = eta_text(v.eta_s)
     shared = f" · shared with {v.wanted_by - 1} other session{'s' if v.wanted_by > 2 else ''}" \
         if v.wanted_by > 1 else ""
     if v.status == QUEUED:
@@ -289,32 +264,18 @@ def note_page_run(seconds: float) -> None:
 
 def shown_eta(eta_s: float | None) -> float | None:
     """The queue's ETA (until the job is done in the queue) as the wait until the results are on
-    this page: plus half a poll interval (the page looks every `poll_s()`, so a job that ends at
-    any moment is seen half an interval later on average; the whole interval overshot the shared
-    job's 8-14 s waits by 1.5 s once a class polls every 3 s) and the median of the session's
+    this page: plus a poll interval (the page looks every POLL_S) and the median of the session's
     recent full page runs (when the job ends, the page runs once more to draw the results). The
     longest run instead overshot by 40-120% in the soak's last phase (bench/class_soak.py)."""
     if not eta_s:
         return None
     runs = sorted(st.session_state.get("_page_run_s") or [0.0])
-    return eta_s + poll_s() / 2 + runs[len(runs) // 2]
+    return eta_s + POLL_S + runs[len(runs) // 2]
 
 
-def eta_text(eta_s: float | None, form: str = " · about {} left",
-             span: tuple[float, float] | None = None) -> str:
-    """The ETA as the page words it; with the queue's range (`JobView.eta_range_s`), also where
-    most recent waits like it ended: "about 3.5 min left (likely 2.5 to 6 min)". The range is left
-    out where it rounds to one value (a job that waits for nobody)."""
+def eta_text(eta_s: float | None, form: str = " · about {} left") -> str:
     shown = shown_eta(eta_s)
-    if not shown:
-        return ""
-    text = form.format(_seconds(shown))
-    if span:
-        extra = shown - eta_s                      # the page's own latency, as on the ETA
-        low, high = _seconds(span[0] + extra), _seconds(span[1] + extra)
-        if low != high:
-            text += f" (likely {low} to {high})"
-    return text
+    return form.format(_seconds(shown)) if shown else ""
 
 
 def _short(p: Path) -> str:
@@ -361,7 +322,7 @@ def describe(cfg: RunConfig) -> str:
 
 def poll(render: Callable[[], bool], *, key: str) -> None:
     """Draw `render()` (which returns True while its work is still running) inside a fragment
-    that reruns itself every `poll_s()` seconds while busy. A fragment's timer is fixed when the
+    that reruns itself every POLL_S seconds while busy. A fragment's timer is fixed when the
     whole page runs, so a change between busy and idle reruns the page once: the finished
     results replace the progress view when the work ends.
 
@@ -375,7 +336,7 @@ def poll(render: Callable[[], bool], *, key: str) -> None:
     if active:
         st.session_state["_page_polls"] = True
 
-    @st.fragment(run_every=poll_s() if active else None)
+    @st.fragment(run_every=POLL_S if active else None)
     def body() -> None:
         st.session_state["_polled_at"] = time.time()
         busy = bool(render())
@@ -409,10 +370,10 @@ def show_job(v: JobView | None, *, label: str | None = None) -> None:
         if v.error:
             st.error(page_message(v.error.splitlines()[0]))
     elif v.status == QUEUED:
-        eta = eta_text(v.eta_s, ", done in about {}", span=v.eta_range_s)
+        eta = eta_text(v.eta_s, ", done in about {}")
         st.progress(0.0, text=f"{name}: waiting, position {v.position or '?'} in the queue{eta}")
     else:
-        eta = eta_text(v.eta_s, span=v.eta_range_s)
+        eta = eta_text(v.eta_s)
         shared = f" · shared with {v.wanted_by - 1} other session(s)" if v.wanted_by > 1 else ""
         st.progress(v.progress, text=f"{name}: {v.message}{eta}{shared}")
 

@@ -59,10 +59,7 @@ Counting:
   the store's checkpoints), polled / alone; `train_wall_slowdown` is the same for click-to-done;
 * `eta_error_median`: for each finished job whose page showed an ETA in the first 5 s after the
   click ("about N s left" / "done in about N s"; the largest on the page), |ETA - actual| /
-  actual, actual = click to the result appearing;
-* `eta_range_coverage`: of those whose line also showed a range ("likely A to B": where 80% of the
-  queue's recent waits ended, measured against their own estimates), the share whose actual wait
-  ended inside it (`eta_range_samples` of them): about 0.8 when the range means what it says.
+  actual, actual = click to the result appearing.
 
     nice -n 5 .venv/bin/python bench/class_soak.py --quick --json   # 30 sessions, 12 minutes
     .venv/bin/python bench/class_soak.py                            # 30 sessions, 30 minutes
@@ -130,24 +127,6 @@ def parse_eta(text: str) -> float | None:
 def max_eta(texts) -> float | None:
     etas = [e for e in (parse_eta(t) for t in texts) if e is not None]
     return max(etas) if etas else None
-
-
-_RANGE = re.compile(r"\(likely\s+(\d+(?:\.\d+)?)\s*(s|min)\s+to\s+(\d+(?:\.\d+)?)\s*(s|min)\)")
-
-
-def parse_eta_range(text: str) -> tuple[float, float] | None:
-    """Seconds of the range shown with an ETA ("… (likely 40 s to 2.5 min)"), None without one."""
-    m = _RANGE.search(text)
-    if not m:
-        return None
-    unit = {"s": 1.0, "min": 60.0}
-    return float(m.group(1)) * unit[m.group(2)], float(m.group(3)) * unit[m.group(4)]
-
-
-def range_of_max_eta(texts) -> tuple[float, float] | None:
-    """The range shown on the line whose ETA is the page's largest (the one `max_eta` reads)."""
-    lines = [(e, t) for t in texts if (e := parse_eta(t)) is not None]
-    return parse_eta_range(max(lines, key=lambda x: x[0])[1]) if lines else None
 
 
 def read_rss_mb(pid: int, proc: str = "/proc") -> float:
@@ -261,7 +240,6 @@ class Job:
     what: str
     t_click: float
     eta_s: float | None = None
-    eta_range: tuple[float, float] | None = None   # the range shown with that ETA, if any
     t_done: float | None = None
     stopped: bool = False
     still_running: bool = False        # the last full run seen still showed a progress bar
@@ -277,13 +255,8 @@ def count_jobs(jobs: list[Job]) -> dict:
             for j in live if j.t_done is not None and j.eta_s and j.t_done - j.t_click > 0.5]
     # (shown, actual, what was clicked, seconds after the first click): where the ETAs miss
     t0 = min((j.t_click for j in jobs), default=0.0)
-    timed = [j for j in live if j.t_done is not None and j.eta_s and j.t_done - j.t_click > 0.5]
-    pairs = [(round(j.eta_s, 1), round(j.t_done - j.t_click, 1), j.what, round(j.t_click - t0),
-              list(j.eta_range) if j.eta_range else None) for j in timed]
-    # the range shown with an ETA ("likely A to B": where 80% of recent waits ended, measured
-    # against their estimates): how often the wait did end in it
-    ranged = [j for j in timed if j.eta_range]
-    inside = [j.eta_range[0] <= j.t_done - j.t_click <= j.eta_range[1] for j in ranged]
+    pairs = [(round(j.eta_s, 1), round(j.t_done - j.t_click, 1), j.what, round(j.t_click - t0))
+             for j in live if j.t_done is not None and j.eta_s and j.t_done - j.t_click > 0.5]
     return {"jobs": len(jobs), "stopped": len(jobs) - len(live), "lost": len(lost),
             "lost_detail": [f"session {j.session} {j.what}: {j.last_seen}" for j in lost][:20],
             "lost_trails": [[f"session {j.session} {j.what}: events from its click on"] + j.trail
@@ -292,9 +265,7 @@ def count_jobs(jobs: list[Job]) -> dict:
             "lost_unfinished": sum(j.still_running for j in lost),
             "lost_vanished": sum(not j.still_running for j in lost),
             "eta_samples": len(errs),
-            "eta_error_median": round(statistics.median(errs), 3) if errs else None,
-            "eta_range_samples": len(ranged),
-            "eta_range_coverage": round(sum(inside) / len(inside), 3) if inside else None}
+            "eta_error_median": round(statistics.median(errs), 3) if errs else None}
 
 
 def verdicts(result: dict) -> dict:
@@ -617,7 +588,6 @@ async def track(page: Page, job: Job, stop_at: float):
             texts = progress_texts(runs[-1][1]) if runs else []
             texts += progress_texts(page.frag_elems)
             job.eta_s = max_eta(texts)
-            job.eta_range = range_of_max_eta(texts)
         for t, elems in runs:
             if t >= job.t_click and not progress_texts(elems):
                 job.t_done = t

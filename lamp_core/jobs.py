@@ -37,9 +37,8 @@ browser session of a class shares it. The rules:
   A scale learned from finished jobs corrects the time a job waits behind other sessions (the
   median of actual / simulated wait over the last ETA_RATIO_SAMPLES whose estimate came from
   measured speeds, within ETA_SCALE_BOUNDS); the job's own work, and its session's jobs ahead of
-  it, are not scaled. Each ETA also has a range (`JobView.eta_range_s`): the same wait times the
-  ETA_SPREAD percentiles of those ratios, once ETA_SPREAD_MIN_SAMPLES jobs have taught them.
-  The pages add their own latency (half a poll interval and a typical page run).
+  it, are not scaled.
+  The pages add their own latency (a poll interval and a typical page run).
 * **A cap per session.** A session may have at most `max_per_session` ($LAMP_MAX_QUEUED, default
   40) unfinished jobs; more raises `QueueFull` with one line to show.
 * **Landscapes** are jobs too: the run is trained first (as a run job, in slices, stackable),
@@ -92,10 +91,6 @@ ETA_LEARN_MIN_S = 2.0       # jobs with a shorter first ETA do not teach the ETA
 ETA_RATIO_SAMPLES = 50      # the ETA scale is the median of the last this many jobs' actual / first ETA
 ETA_RATIO_MIN_SAMPLES = 5   # below this many, no scale (1)
 ETA_SCALE_BOUNDS = (0.5, 2.0)
-# The range shown with an ETA: the 10th and 90th percentiles of the same ratios (actual / first
-# estimate of the wait behind other sessions), once this many jobs have taught them
-ETA_SPREAD = (0.1, 0.9)
-ETA_SPREAD_MIN_SAMPLES = 10
 MAX_COST_KEYS = 256         # kinds of run (and data sets) whose measured speed the ETAs keep
 ARRIVAL_WINDOW_S = 60.0     # a session that clicked this recently and waits for nothing will click again
 CLICK_GAP_S = 1.0           # submissions this close together are one click (a comparison's runs)
@@ -149,9 +144,6 @@ class JobView:
     position: int | None             # 1 = next to get a turn; None once running or finished
     eta_s: float | None              # estimated seconds until done (upper estimate); None when final
     wanted_by: int                   # sessions that asked for it and have not pressed Stop
-    # (low, high) seconds until done: where ETA_SPREAD of recent jobs' waits fell, measured against
-    # their own first estimates; None until ETA_SPREAD_MIN_SAMPLES have finished, and when final
-    eta_range_s: tuple[float, float] | None = None
 
 
 @dataclass(eq=False)
@@ -187,7 +179,6 @@ class Job:
     follows: bool = False            # reserved to follow a slice's group, not started yet
     position: int | None = None
     eta_s: float | None = None
-    eta_range: tuple[float, float] | None = None   # JobView.eta_range_s
     # (its first simulated ETA, when, the part of it that was its session's own work): to learn the scale
     eta_first: tuple[float, float, float] | None = None
     eta_context: dict[str, Any] | None = None      # the queue as its first ETA saw it ($LAMP_ETA_LOG)
@@ -202,7 +193,7 @@ class Job:
             return JobView(self.id, self.key, self.kind, self.label, self.status, self.progress,
                            self.message, dict(self.partial), self.result, self.error, self.cached,
                            self.queued_at, self.started_at, self.finished_at, self.position,
-                           self.eta_s, wanted, self.eta_range)
+                           self.eta_s, wanted)
 
     def report(self, progress: float | None = None, message: str | None = None, **partial: Any) -> None:
         with self.lock:
@@ -220,7 +211,7 @@ class Job:
                 self.progress = 1.0
             self.message = message or status
             self.work = self.ckpt = self.needs = self.worker = None     # drop closures and weights
-            self.position = self.eta_s = self.eta_range = None
+            self.position = self.eta_s = None
         self.done_event.set()
 
 
@@ -1026,22 +1017,6 @@ class JobQueue:
         median = ratios[mid] if len(ratios) % 2 else 0.5 * (ratios[mid - 1] + ratios[mid])
         return min(max(median, ETA_SCALE_BOUNDS[0]), ETA_SCALE_BOUNDS[1])
 
-    def _eta_spread_now(self) -> tuple[float, float] | None:
-        # caller holds self._lock: the ratios at ETA_SPREAD's percentiles (None: too few yet). In a
-        # class that saturates the workers a wait depends on clicks not made yet, and the point
-        # estimate errs by 0.3-0.5 of the wait (bench/results/class_soak.md): the page shows
-        # how far recent estimates were off, so the class reads the ETA as the guess it is.
-        if len(self._eta_ratios) < ETA_SPREAD_MIN_SAMPLES:
-            return None
-        ratios = sorted(self._eta_ratios)
-
-        def at(p: float) -> float:
-            x = p * (len(ratios) - 1)
-            lo = int(x)
-            hi = min(lo + 1, len(ratios) - 1)
-            return ratios[lo] + (ratios[hi] - ratios[lo]) * (x - lo)
-        return at(ETA_SPREAD[0]), at(ETA_SPREAD[1])
-
     def _speed_measured(self, job: Job) -> bool:
         # caller holds self._lock: was this job's estimate made on measured speeds (its kind of
         # run has trained here, or a surface has been computed), not the calibration alone?
@@ -1302,7 +1277,6 @@ class JobQueue:
                 break
         wall = time.time()
         scale = self._eta_scale_now()
-        spread = self._eta_spread_now()
         firsts = []
         for j in self._live:
             with j.lock:
@@ -1317,10 +1291,6 @@ class JobQueue:
                         j.eta_context = {"own_work": round(self._work_with_needs(j), 3), "scale": round(scale, 4),
                                          "measured": j.eta_measured, **context}
                 j.eta_s = None if raw is None else mine + (raw - mine) * scale
-                # the range holds the ETA itself (the scale is a bounded median, the range is not)
-                j.eta_range = (None if raw is None or spread is None else
-                               (min(mine + (raw - mine) * spread[0], j.eta_s),
-                                max(mine + (raw - mine) * spread[1], j.eta_s)))
         if start is not None and firsts:
             self._write_eta_log({"snapshot": round(wall, 3), "first": firsts, "scale": round(scale, 4), **start})
 

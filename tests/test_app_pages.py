@@ -328,28 +328,6 @@ def test_a_fragment_rerun_starts_its_runner_behind_the_finished_runs_events():
     assert AppSession._create_scriptrunner.lamp_deferred
 
 
-def test_a_full_class_polls_at_a_bounded_rate():
-    """One student polls every POLL_S; a class polls at about POLL_RATE sessions a second, each
-    session less often, so its page scripts leave the CPU to the training worker. The watchdog
-    waits for a few of the session's own intervals before it calls a page stalled."""
-    lab_state = conftest.import_lab_state()
-    rate, poll = lab_state.POLL_RATE, lab_state.POLL_S
-    assert lab_state.class_poll_s(0) == lab_state.class_poll_s(1) == poll
-    assert lab_state.class_poll_s(int(rate * poll)) == poll
-    assert lab_state.class_poll_s(30) == pytest.approx(max(poll, 30 / rate)) and 30 / lab_state.class_poll_s(30) <= rate
-    slow = 30 / rate
-    ss = {"_page_polls": True, "_full_run_at": 1000.0, "_poll_s": slow}
-    assert not lab_state.poll_stalled(ss, 1000.0 + lab_state.STALL_POLLS * slow - 0.1)
-    assert lab_state.poll_stalled(ss, 1000.0 + max(lab_state.STALL_S, lab_state.STALL_POLLS * slow) + 0.1)
-    # the page sets its interval from the queue at its full run: alone, POLL_S
-    at = page("train_compare")
-    at.session_state["seeds"] = 1
-    at.run()
-    at.button(key="train").click().run()
-    assert at.session_state["_poll_s"] == poll
-    run_until(at, _done_comparison, "the comparison to finish")
-
-
 def test_a_page_that_lost_its_poll_timer_is_rerun_by_the_sidebar():
     """Under load Streamlit can drop the end of a full run (its `auto_rerun` message among it),
     so the page never polls again and freezes on its progress view (bench/class_soak.py). The

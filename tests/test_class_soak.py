@@ -76,8 +76,8 @@ def test_store_watcher_counts_a_second_store_of_a_key(tmp_path):
 
 
 def test_count_jobs():
-    jobs = [cs.Job(0, "default", 100.0, eta_s=20.0, t_done=120.0, eta_range=(15.0, 30.0)),  # exact, in range
-            cs.Job(1, "digit", 100.0, eta_s=10.0, t_done=120.0, eta_range=(8.0, 14.0)),     # 50% off, outside
+    jobs = [cs.Job(0, "default", 100.0, eta_s=20.0, t_done=120.0),      # exact ETA
+            cs.Job(1, "digit", 100.0, eta_s=10.0, t_done=120.0),        # 50% off
             cs.Job(2, "batch", 100.0, t_done=100.2),                    # from the store: no ETA
             cs.Job(3, "stop", 100.0, stopped=True),                     # stopped: not lost
             cs.Job(4, "landscape", 100.0, still_running=True),          # unfinished at the end
@@ -86,18 +86,7 @@ def test_count_jobs():
     assert c["jobs"] == 6 and c["stopped"] == 1
     assert c["lost"] == 2 and c["lost_unfinished"] == 1 and c["lost_vanished"] == 1
     assert c["eta_samples"] == 2 and c["eta_error_median"] == 0.25
-    assert c["eta_and_actual_s"] == [(20.0, 20.0, "default", 0, [15.0, 30.0]), (10.0, 20.0, "digit", 0, [8.0, 14.0])]
-    assert c["eta_range_samples"] == 2 and c["eta_range_coverage"] == 0.5
-
-
-def test_the_range_read_is_the_one_shown_with_the_largest_eta():
-    texts = ["base: epoch 1/5 · about 40 s left (likely 30 s to 1.5 min)",
-             "LAMP: waiting, position 3 in the queue, done in about 2.5 min (likely 50 s to 4.2 min)",
-             "seed 2: waiting, done in about 12 s"]
-    assert cs.max_eta(texts) == 150.0
-    assert cs.range_of_max_eta(texts) == (50.0, 252.0)
-    assert cs.range_of_max_eta(texts[2:]) is None and cs.range_of_max_eta([]) is None
-    assert cs.parse_eta_range("x (likely 5 s to 10 s)") == (5.0, 10.0)
+    assert c["eta_and_actual_s"] == [(20.0, 20.0, "default", 0), (10.0, 20.0, "digit", 0)]
 
 
 def test_verdicts():

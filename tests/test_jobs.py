@@ -249,43 +249,6 @@ def test_the_learned_scale_stretches_only_the_wait_behind_other_sessions(tmp_pat
         q.close()
 
 
-def test_the_eta_range_spans_how_far_recent_waits_were_off(tmp_path):
-    """With the ETA, a range: the wait behind other sessions times the 10th and 90th percentiles of
-    recent jobs' actual / estimated waits (the job's own work is not stretched), none before
-    ETA_SPREAD_MIN_SAMPLES jobs have taught it, and always holding the ETA itself."""
-    from lamp_core.jobs import ETA_SPREAD_MIN_SAMPLES
-    q = JobQueue(RunStore(tmp_path / "runs"), devices=["cpu"], slice_s=0.2, workers="thread")
-    try:
-        gate, _ = hold_worker(q)
-        a = q.submit_run(TINY.with_train(epochs=50, seed=1), session="A")
-        b = q.submit_run(TINY.with_train(epochs=50, seed=2), session="B")
-        with q._lock:
-            q._eta_ratios.extend([1.0] * (ETA_SPREAD_MIN_SAMPLES - 1))
-            q._estimate()
-        assert q.get(b.id).eta_range_s is None                     # too few jobs finished yet
-        with q._lock:
-            q._eta_ratios.clear()
-            q._eta_ratios.extend([0.5 + 0.1 * i for i in range(21)])    # 0.5 .. 2.5: median 1.5
-            own = q._remaining(q._by_id[b.id])
-            q._estimate()
-        v = q.get(b.id)
-        wait = (v.eta_s - own) / 1.5
-        low, high = v.eta_range_s
-        assert low == pytest.approx(own + 0.7 * wait, rel=1e-3)    # 10th percentile of the 21 ratios
-        assert high == pytest.approx(own + 2.3 * wait, rel=1e-3)   # 90th
-        assert low < v.eta_s < high and wait > 0
-        with q._lock:                                              # every wait ran 3x: the ETA's
-            q._eta_ratios.clear()                                  # scale is bounded at 2, the
-            q._eta_ratios.extend([3.0] * 20)                       # range is not, yet holds it
-            q._estimate()
-        v = q.get(b.id)
-        assert v.eta_range_s[0] == pytest.approx(v.eta_s) and v.eta_range_s[1] > v.eta_s
-        gate.set()
-        assert q.wait(a.id, timeout=60).eta_range_s is None        # final: no range
-    finally:
-        q.close()
-
-
 def test_the_slice_under_way_counts_once_in_the_etas(tmp_path):
     """The slice a worker is on ends at a known time; its job's remaining work, counted from
     before the slice began, must not be added again (a landscape under way was: a student who

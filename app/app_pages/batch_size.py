@@ -338,12 +338,12 @@ def show_runs(name: str, b: int, vs: list) -> None:
             st.error(lab_state.page_message(err.splitlines()[0]))
     else:
         live = [v for v in vs if v is not None]
-        last = max(live, key=lambda v: v.eta_s or 0, default=None)     # the seed done last
+        eta = max((v.eta_s or 0 for v in live), default=0)
         queued = all(v.status in (QUEUED, DONE) for v in live)
         what = "waiting in the queue" if queued else "training"
         st.progress(sum(v.progress for v in live) / max(len(vs), 1),
                     text=f"{name} @ {b}: {len(done)} of {len(vs)} seeds done, {what}"
-                         + (lab_state.eta_text(last.eta_s, span=last.eta_range_s) if last else ""))
+                         + lab_state.eta_text(eta))
 
 
 def view() -> bool:

@@ -247,12 +247,12 @@ def training_lines(exp: ce.Experiment, bd) -> list[str]:
 
 
 def poll_board() -> None:
-    """Draw the board in a fragment that reruns every `lab_state.poll_s()` while cells train, and every
+    """Draw the board in a fragment that reruns every POLL_S while cells train, and every
     5 × POLL_S otherwise (other students may start training, or the teacher a new experiment);
     a change between the two reruns the page once, as lab_state.poll does."""
     flag = "_busy_class"
 
-    @st.fragment(run_every=lab_state.poll_s() if ss.get(flag) else 5 * lab_state.POLL_S)
+    @st.fragment(run_every=lab_state.POLL_S if ss.get(flag) else 5 * lab_state.POLL_S)
     def body() -> None:
         busy = bool(show_board())
         was = bool(ss.get(flag, False))

@@ -21,9 +21,9 @@ example_upload.zip on Your data, then "Use this data on Train & compare" and Tra
 buttons, and page reloads, with think times in between. After `--minutes` the sessions stop
 clicking and wait for the queue to empty (`--drain` seconds at most, DRAIN_S by default: the
 backlog of a saturated class takes minutes), then the poll phase (see `train_slowdown`); jobs
-still outstanding then (a landscape
-clicked just before the clicks ended, queued behind the poll phase's job) get up to END_DRAIN_S
-more, so `lost` counts work that never came, not work cut off by the run's end.
+still outstanding then (a landscape clicked just before the clicks ended, queued behind the poll
+phase's job) get up to END_DRAIN_S more, so `lost` counts work that never came, not work cut off
+by the run's end.
 
 Counting:
 * `jobs`: clicks that submitted work (Train, Train batch N, Compute landscapes);

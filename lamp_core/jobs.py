@@ -1241,8 +1241,9 @@ class JobQueue:
                   "own": {j_id: round(v, 3) for j_id, v in own.items()},
                   "finished_at_start": sorted(finish),
                   "clicks": [[s, round(age, 2), None if w is None else round(w, 3)]
+                             for stamp in (time.time(),)          # every age from one instant
                              for s, (t, w) in self._clicks.items()
-                             if (age := time.time() - t) <= 10 * ARRIVAL_WINDOW_S],
+                             if (age := stamp - t) <= 10 * ARRIVAL_WINDOW_S],
                   "click_work": [round(w, 3) for _, w in self._click_work], "slice_s": self.slice_s}
                  if self._eta_log else None)
         for n, (session, work) in enumerate(self._expected_clicks(busy)):

@@ -476,7 +476,7 @@ def _context():
         # torch._dynamo: a process's first optimizer step imports it (about 1 s), once here instead
         # of in every worker start and restart
         ctx.set_forkserver_preload(["torch", "torch._dynamo", "lamp_core.stack", "lamp_core.surfaces",
-                                    "lamp_core.runner"])
+                                    "lamp_core.runner", "lamp_core.worker_preload"])
         _CONTEXT = ctx
     return _CONTEXT
 

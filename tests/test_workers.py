@@ -1,9 +1,10 @@
 """The app's workers: training in a child process (the default), a worker killed in the middle
 of a stack (its runs go on from their last finished slice: nothing lost, nothing trained twice),
 a run that keeps killing its worker, resuming a run bit for bit from its checkpoint, and the same
-queue on a local Ray instance."""
+queue on a local Ray instance; worker processes fork from a frozen heap."""
 from __future__ import annotations
 
+import gc
 import os
 import signal
 
@@ -17,7 +18,7 @@ from lamp_core.config import DataConfig, LandscapeConfig, ModelConfig, RunConfig
 from lamp_core.jobs import DONE, FAILED, JobQueue
 from lamp_core.run_types import planned_steps
 from lamp_core.store import RunStore
-from lamp_core.workers import ThreadWorker, WorkerDied
+from lamp_core.workers import ThreadWorker, WorkerDied, _context
 
 TINY = RunConfig(data=DataConfig(image_size=16, max_train=24, max_test=40),
                  model=ModelConfig(width=4, latent_channels=4), train=TrainConfig(epochs=2, batch_size=8))
@@ -38,6 +39,13 @@ def test_a_checkpoint_resumes_a_run_bit_for_bit():
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     partial = stack.result_from_checkpoint(cfg, first.checkpoint(), stopped=True)
     assert partial.steps == 7 and partial.stopped and len(partial.history["loss"]) == 2
+
+
+def test_worker_processes_fork_from_a_frozen_heap():
+    # the forkserver froze what torch and lamp_core created (lamp_core.worker_preload), so a
+    # worker's garbage collector never writes to those pages and they stay shared with it
+    with _context().Pool(1) as pool:
+        assert pool.apply(gc.get_freeze_count) > 10_000
 
 
 def test_a_worker_killed_in_a_stack_loses_and_repeats_nothing(tmp_path):

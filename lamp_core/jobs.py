@@ -668,13 +668,16 @@ class JobQueue:
                 return
             self._handles[device] = handle
             self._calibration = self._calibration or getattr(handle, "calibration", None)
+        done_at = time.time()                # when the last slice's reply came ($LAMP_ETA_LOG)
         while True:
             with self._lock:
                 picked = None
+                waited = False
                 while not self._closed:
                     picked = self._pick(device)
                     if picked is not None:
                         break
+                    waited = True
                     self._wake.wait(timeout=1.0)
                 if self._closed:
                     return
@@ -698,6 +701,7 @@ class JobQueue:
                     then = self._followers(job, mates, device)
                     for _, c in then:
                         c.in_slice, c.worker, c.follows = True, handle, True
+            sent_at = time.time()
             try:
                 if job.kind == "run":
                     self._run_slice(handle, session, job, mates, then)
@@ -711,9 +715,16 @@ class JobQueue:
                     return
             except Exception as exc:  # noqa: BLE001 - a dispatcher must survive anything
                 self._fail([j for j in (job, *mates, *(c for _, c in then)) if j.in_slice], exc)
+            replied_at = time.time()
             with self._lock:
                 self._estimate()
                 self._wake.notify_all()
+                if self._eta_log:
+                    # the worker's idle time between slices: the reply's filing, the estimate and the pick
+                    self._write_eta_log({"slice": job.kind, "device": device, "sent": round(sent_at, 3),
+                                         "replied": round(replied_at, 3), "idle_before": round(sent_at - done_at, 4),
+                                         "queue_was_empty": waited, "runs": 1 + len(mates) + len(then)})
+            done_at = replied_at
 
     def _worker_died(self, device: str, handle, jobs: list[Job], exc: Exception):
         """A worker died in a slice: restart it; its jobs go back to the queue from their last

@@ -272,9 +272,9 @@ def test_the_slice_under_way_counts_once_in_the_etas(tmp_path):
 
 
 def test_the_eta_log_keeps_each_finished_job_and_the_queue_its_first_eta_saw(tmp_path, monkeypatch):
-    """$LAMP_ETA_LOG: a line per finished job (first ETA, when, what it took) and, for each
-    estimate that gave a job its first ETA, the queue the simulation started from, so other
-    simulations can be replayed offline against what the jobs took."""
+    """$LAMP_ETA_LOG: a line per finished job (first ETA, when, what it took), for each
+    estimate that gave a job its first ETA the queue the simulation started from, so other
+    simulations can be replayed offline against what the jobs took, and a line per slice."""
     import json
     log = tmp_path / "eta.jsonl"
     monkeypatch.setenv("LAMP_ETA_LOG", str(log))
@@ -297,6 +297,11 @@ def test_the_eta_log_keeps_each_finished_job_and_the_queue_its_first_eta_saw(tmp
     queued = {s: [j[0] for j in js] for s, js in snap_b["queues"]}
     assert queued["B"] == [b.id] and queued["A"] == [a.id]     # A's run waits ahead of B's
     assert snap_b["snapshot"] == pytest.approx(jobs[b.id]["first_at"], abs=0.01)
+    # and a line per slice: when it went to the worker, when the reply came, the idle time before it
+    slices = [r for r in lines if "slice" in r]
+    assert slices and all(r["slice"] == "run" and r["replied"] >= r["sent"] and r["idle_before"] >= 0
+                          for r in slices)
+    assert [r["sent"] for r in slices] == sorted(r["sent"] for r in slices)
 
 
 def test_a_session_cannot_queue_more_than_its_cap(tmp_path):

@@ -1,27 +1,28 @@
 """Benchmark: memory of the app's worker process and its forkserver, with and without the frozen
 heap (`lamp_core/worker_preload.py`: the forkserver `gc.freeze()`s what torch and lamp_core
-created before it forks a worker).
+created before it forks a worker; $LAMP_WORKER_FREEZE=0 leaves it out).
 
-Each case runs in a fresh subprocess that starts a `JobQueue` with one worker process on the CPU,
-as the app server does, and reads the proportional set size (PSS, /proc/<pid>/smaps_rollup) of
-the forkserver and the worker twice: when the worker is ready (after its calibration and its
-warm-up on the default data), and after it trained the lesson's default comparison (base and
-LAMP x 3 seeds). PSS counts each shared page once over the processes that map it, so the sum is
-what the two hold together; pages a worker copied from the forkserver count twice, which is what
-the freeze saves. "not frozen" is the same preload list without `lamp_core.worker_preload`.
-The cases alternate (frozen, not frozen, frozen, ...) and the ratios are taken in one run.
+Each case starts the real app server (`bench/app_server.py`: `streamlit run`, fresh run store),
+opens Train & compare as one session (a client of Streamlit's own protocol, `bench/class_soak.py`)
+and reads the proportional set size (PSS, /proc/<pid>/smaps_rollup) of the server, the forkserver
+and the worker twice: when the worker is ready (calibrated, warmed up on the default data), and
+after the session trained the lesson's default comparison (base and LAMP x 3 seeds). PSS counts
+each shared page once over the processes that map it, so the sum is what they hold together;
+pages a worker copied from the forkserver count twice, which is what the freeze saves. (In a
+plain Python parent instead of the app server, a worker copies far fewer of those pages, and the
+freeze made no difference there.) The cases alternate (frozen, not frozen, frozen, ...) in one run.
 
     python bench/worker_memory.py [--repeats 2] [--out bench/results/worker_memory]
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,85 +30,80 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 OUT = REPO / "bench" / "results" / "worker_memory"
 CASES = ("frozen", "not frozen")
+PROCESSES = ("server", "forkserver", "worker")
 
 
-def _pss_mb(pid: int) -> float:
-    from class_soak import read_pss_mb
-    return round(read_pss_mb(pid), 1)
-
-
-def _parent_of(pid: int) -> int:
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    return int(raw[raw.rindex(")") + 2:].split()[1])
-
-
-def child(case: str) -> dict:
-    """One case in this (fresh) process: what the forkserver and the worker hold."""
-    sys.path.insert(0, str(REPO))
-    from lamp_core import workers
-    from lamp_core.jobs import DONE, JobQueue
-    from lamp_core.lesson import DEFAULT_CONFIG, seeds_of
-    from lamp_core.store import RunStore
-    if case == "not frozen":
-        from multiprocessing import forkserver
-        ctx = workers._context()                             # the shipped preload list, then without the freeze
-        shipped = forkserver._forkserver._preload_modules    # noqa: SLF001 - the bench's one lever
-        assert "lamp_core.worker_preload" in shipped
-        ctx.set_forkserver_preload([m for m in shipped if m != "lamp_core.worker_preload"])
-    out: dict = {"case": case}
-    with tempfile.TemporaryDirectory() as tmp:
-        q = JobQueue(RunStore(Path(tmp) / "runs"), devices=["cpu"], workers="process")
-        try:
-            if not q.wait_ready(timeout=300):
-                raise SystemExit("the worker process did not start")
-            worker = q.worker_pids()["cpu"]
-            forkserver = _parent_of(worker)
-            time.sleep(2.0)                                   # the worker's warm-up (default data) ends
-            out["ready"] = {"forkserver": _pss_mb(forkserver), "worker": _pss_mb(worker)}
-            cfgs = [DEFAULT_CONFIG.with_train(seed=s, lamp=lamp) for lamp in (False, True) for s in seeds_of(DEFAULT_CONFIG)]
-            views = q.submit_runs(cfgs, session="bench")
-            finals = [q.wait(v.id, timeout=600) for v in views]
-            if not all(f is not None and f.status == DONE for f in finals):
-                raise SystemExit(f"the comparison did not finish: {[getattr(f, 'status', None) for f in finals]}")
-            out["trained"] = {"forkserver": _pss_mb(forkserver), "worker": _pss_mb(worker)}
-        finally:
-            q.close()
-    for phase in ("ready", "trained"):
-        out[phase]["both"] = round(sum(out[phase].values()), 1)
+def memory_by_process(server_pid: int) -> dict[str, float]:
+    """PSS (MB) of the server, its forkserver and its worker (class_soak's names for them)."""
+    import class_soak as cs
+    out: dict[str, float] = {}
+    pids = cs.descendants(server_pid)
+    names = {p: cs.process_name(p) for p in pids}
+    for p in pids:
+        name = "worker" if names.get(cs.parent_of(p)) == "forkserver" else names[p]
+        if name in PROCESSES:
+            out[name] = round(out.get(name, 0.0) + cs.read_pss_mb(p), 1)
     return out
 
 
 def run_case(case: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", case], cwd=REPO, capture_output=True, text=True,
-                          timeout=900)
-    if proc.returncode != 0:
-        raise SystemExit(f"case {case!r} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    import class_soak as cs
+    from app_server import serving
+    os.environ["LAMP_WORKER_FREEZE"] = "1" if case == "frozen" else "0"
+    out: dict = {"case": case}
+    with serving("lamp-worker-memory-") as (url, _store):
+        pid = cs._server_pid(url)
+
+        async def session() -> None:
+            log: list = []
+            page = cs.Page(url, 0, log)
+            await page.open("train_compare")
+            end = time.time() + 300
+            while "worker" not in memory_by_process(pid) and time.time() < end:
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(5.0)                       # its calibration and warm-up end
+            out["ready"] = memory_by_process(pid)
+            job = cs.Job(0, "default", time.time())
+            if not await page.click("Train base and LAMP"):
+                raise SystemExit("no Train base and LAMP button on the page")
+            await cs.track(page, job, time.time() + 600)
+            if job.t_done is None:
+                raise SystemExit(f"the comparison did not finish: {job.last_seen}")
+            await asyncio.sleep(3.0)
+            out["trained"] = memory_by_process(pid)
+            await page.close()
+        asyncio.run(session())
+    for phase in ("ready", "trained"):
+        out[phase]["forkserver_and_worker"] = round(out[phase].get("forkserver", 0) + out[phase].get("worker", 0), 1)
+        out[phase]["all"] = round(sum(out[phase].get(k, 0) for k in PROCESSES), 1)
+    return out
 
 
 def summarize(results: list[dict]) -> dict:
     s: dict = {}
     for phase in ("ready", "trained"):
-        med = {c: statistics.median(r[phase]["both"] for r in results if r["case"] == c) for c in CASES}
-        s[phase] = {"frozen_mb": med["frozen"], "not_frozen_mb": med["not frozen"],
-                    "saved_mb": round(med["not frozen"] - med["frozen"], 1),
-                    "ratio": round(med["frozen"] / med["not frozen"], 3)}
+        for part in ("forkserver_and_worker", "all"):
+            med = {c: round(statistics.median(r[phase][part] for r in results if r["case"] == c), 1) for c in CASES}
+            s[f"{phase}_{part}"] = {"frozen_mb": med["frozen"], "not_frozen_mb": med["not frozen"],
+                                    "saved_mb": round(med["not frozen"] - med["frozen"], 1),
+                                    "ratio": round(med["frozen"] / med["not frozen"], 3)}
     return s
 
 
 def render_md(rec: dict) -> str:
     lines = ["# Worker memory: the forkserver's frozen heap", "",
              f"Command: `{rec['command']}` ({rec['when']}, {rec['machine']}). See the docstring of "
-             "`bench/worker_memory.py`: PSS of the forkserver and the worker process together (MB), "
-             "median of the repeats, cases alternated in one run.", "",
-             "| phase | frozen (shipped) | not frozen | saved | ratio |", "|---|---|---|---|---|"]
-    for phase, label in (("ready", "worker ready"), ("trained", "after the default comparison")):
-        x = rec["summary"][phase]
-        lines.append(f"| {label} | {x['frozen_mb']} | {x['not_frozen_mb']} | {x['saved_mb']} | {x['ratio']} |")
-    lines += ["", "Each case (forkserver / worker, MB):", ""]
+             "`bench/worker_memory.py`: PSS (MB) under the real app server, one session, median of the "
+             "repeats, cases alternated in one run.", "",
+             "| when | processes | frozen (shipped) | not frozen | saved | ratio |", "|---|---|---|---|---|---|"]
+    for phase, when in (("ready", "worker ready"), ("trained", "after the default comparison")):
+        for part, label in (("forkserver_and_worker", "forkserver + worker"), ("all", "server + forkserver + worker")):
+            x = rec["summary"][f"{phase}_{part}"]
+            lines.append(f"| {when} | {label} | {x['frozen_mb']} | {x['not_frozen_mb']} | {x['saved_mb']} | {x['ratio']} |")
+    lines += ["", "Each case (server / forkserver / worker, MB):", ""]
     for r in rec["results"]:
-        lines.append(f"- {r['case']}: ready {r['ready']['forkserver']} / {r['ready']['worker']}, "
-                     f"trained {r['trained']['forkserver']} / {r['trained']['worker']}")
+        lines.append(f"- {r['case']}: ready " + " / ".join(str(r["ready"].get(k)) for k in PROCESSES)
+                     + ", trained " + " / ".join(str(r["trained"].get(k)) for k in PROCESSES))
     return "\n".join(lines) + "\n"
 
 
@@ -115,11 +111,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    if a.child:
-        print(json.dumps(child(a.child)))
-        return 0
     results = [run_case(case) for _ in range(a.repeats) for case in CASES]
     rec = {"command": "python bench/worker_memory.py" + (f" --repeats {a.repeats}" if a.repeats != 2 else ""),
            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

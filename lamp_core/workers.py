@@ -475,8 +475,10 @@ def _context():
         ctx = mp.get_context("forkserver")
         # torch._dynamo: a process's first optimizer step imports it (about 1 s), once here instead
         # of in every worker start and restart
+        # lamp_core.worker_preload last: it freezes what the others created ($LAMP_WORKER_FREEZE=0: not)
+        freeze = ["lamp_core.worker_preload"] if os.environ.get("LAMP_WORKER_FREEZE", "1") != "0" else []
         ctx.set_forkserver_preload(["torch", "torch._dynamo", "lamp_core.stack", "lamp_core.surfaces",
-                                    "lamp_core.runner", "lamp_core.worker_preload"])
+                                    "lamp_core.runner", *freeze])
         _CONTEXT = ctx
     return _CONTEXT
 

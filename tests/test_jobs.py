@@ -299,8 +299,8 @@ def test_the_eta_log_keeps_each_finished_job_and_the_queue_its_first_eta_saw(tmp
     assert snap_b["snapshot"] == pytest.approx(jobs[b.id]["first_at"], abs=0.01)
     # and a line per slice: when it went to the worker, when the reply came, the idle time before it
     slices = [r for r in lines if "slice" in r]
-    assert slices and all(r["slice"] == "run" and r["replied"] >= r["sent"] and r["idle_before"] >= 0
-                          for r in slices)
+    assert [r["slice"] for r in slices].count("run") >= 1        # hold_worker's task is a slice too
+    assert all(r["replied"] >= r["sent"] and r["idle_before"] >= 0 for r in slices)
     assert [r["sent"] for r in slices] == sorted(r["sent"] for r in slices)
 
 

@@ -790,6 +790,25 @@ class Sampler(threading.Thread):
 MEMORY_WINDOW_S = 120.0   # memory is compared as means over this many seconds of samples
 
 
+def slice_idle(lines: list[dict]) -> dict:
+    """What the queue's handoff costs the worker, from $LAMP_ETA_LOG's slice lines (the server
+    writes one per slice): the worker's idle time before each slice that found work waiting (the
+    reply's filing, the ETA simulation and the pick), and the share of such slices' time the
+    worker spent in them."""
+    slices = [r for r in lines if "slice" in r and not r.get("queue_was_empty")]
+    if not slices:
+        return {"slices_with_work_waiting": 0}
+    idle = sorted(r["idle_before"] for r in slices)
+    busy = sum(r["replied"] - r["sent"] for r in slices)
+    return {"slices_with_work_waiting": len(slices), "idle_median_ms": round(1000 * statistics.median(idle), 1),
+            "idle_p90_ms": round(1000 * idle[int(0.9 * (len(idle) - 1))], 1), "idle_total_s": round(sum(idle), 1),
+            "busy_s": round(busy, 1), "worker_busy_share": round(busy / (busy + sum(idle)), 4)}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 def window_mean(samples: list, t0: float, t1: float) -> float:
     """The mean memory (MB) of the samples taken from t0 to t1; the nearest sample where none."""
     inside = [x[1] for x in samples if t0 <= x[0] <= t1]
@@ -891,6 +910,8 @@ async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, d
         "harness_log": log[:30] + sh.log[:30],
         "load_avg_end": list(os.getloadavg()), "machine": f"{platform.node()} {os.cpu_count()} cpu",
     })
+    if os.environ.get("LAMP_ETA_LOG"):                 # the server wrote its slices there too
+        res["worker_between_slices"] = slice_idle(read_jsonl(Path(os.environ["LAMP_ETA_LOG"])))
     res["targets"] = verdicts(res)
     return res
 
@@ -905,7 +926,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--record", type=Path, default=None, help="write <path>.json and <path>.md")
+    ap.add_argument("--slice-stats", type=Path, default=None, metavar="LOG",
+                    help="print what the handoff between slices cost the worker, from a soak's $LAMP_ETA_LOG, and exit")
     a = ap.parse_args(argv)
+    if a.slice_stats:
+        print(json.dumps(slice_idle(read_jsonl(a.slice_stats))))
+        return 0
     minutes = a.minutes or (QUICK_MINUTES if a.quick else 30.0)
     drain = a.drain if a.drain is not None else DRAIN_S
     from app_server import serving

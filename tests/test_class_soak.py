@@ -120,6 +120,17 @@ def test_memory_growth_compares_window_means_not_two_noisy_samples():
     assert cs.window_mean(flat[:3], 100.0, 110.0) == flat[2][1]
 
 
+def test_slice_idle_counts_only_the_slices_that_found_work_waiting():
+    lines = [{"snapshot": 1.0, "first": [1]},                        # other lines of the log
+             {"slice": "run", "sent": 10.0, "replied": 12.0, "idle_before": 5.0, "queue_was_empty": True},
+             {"slice": "run", "sent": 12.01, "replied": 14.0, "idle_before": 0.01, "queue_was_empty": False},
+             {"slice": "surface", "sent": 14.03, "replied": 20.0, "idle_before": 0.03, "queue_was_empty": False}]
+    got = cs.slice_idle(lines)
+    assert got["slices_with_work_waiting"] == 2 and got["idle_median_ms"] == 20.0 and got["idle_total_s"] == 0.0
+    assert got["worker_busy_share"] == pytest.approx((1.99 + 5.97) / (1.99 + 5.97 + 0.04), abs=1e-4)
+    assert cs.slice_idle(lines[:2]) == {"slices_with_work_waiting": 0}
+
+
 def test_a_select_slider_is_found_with_its_options_and_an_int_slider_is_not():
     # st.select_slider arrives as a `slider` element: the soak once looked for a "select_slider"
     # element, never found the batch-size slider, and so trained only the default batch size
@@ -153,3 +164,12 @@ def test_the_readme_quotes_the_recorded_soaks(name):
     assert f"peak {res['rss_peak_mb']:.0f} MB" in row
     assert f"**{res['rss_growth_last_half_mb']:+.1f} MB**" in row
     assert f"**{res['eta_error_median']:.2f}**" in row
+
+
+def test_the_recorded_slice_stats_are_what_the_kept_slice_log_gives():
+    import json
+    repo = Path(__file__).resolve().parent.parent
+    got = cs.slice_idle(cs.read_jsonl(repo / "bench" / "results" / "class_soak_quick_fourth_slices.jsonl"))
+    md = (repo / "bench" / "results" / "class_soak_slices.md").read_text(encoding="utf-8")
+    assert json.dumps(got) in md
+    assert f"median {got['idle_median_ms']} ms" in md and f"{100 * got['worker_busy_share']:.1f}%" in md

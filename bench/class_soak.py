@@ -167,6 +167,19 @@ def process_name(pid: int, proc: str = "/proc") -> str:
     return "worker" if "python" in cmd else "other"
 
 
+def memory_by_kind(pids: list[int]) -> dict[str, float]:
+    """PSS (MB) of the given processes summed by what they are (`process_name`): server,
+    forkserver, worker, other."""
+    by_kind: dict[str, float] = {}
+    names = {p: process_name(p) for p in pids}
+    for p in pids:
+        name = names[p]
+        if names.get(parent_of(p)) == "forkserver":
+            name = "worker"             # forked from it, so its command line is the forkserver's
+        by_kind[name] = round(by_kind.get(name, 0.0) + read_pss_mb(p), 1)
+    return by_kind
+
+
 def parent_of(pid: int, proc: str = "/proc") -> int | None:
     try:
         raw = Path(proc, str(pid), "stat").read_text()
@@ -771,13 +784,7 @@ class Sampler(threading.Thread):
 
     def sample(self):
         pids = descendants(self.pid)
-        by_kind: dict[str, float] = {}
-        names = {p: process_name(p) for p in pids}
-        for p in pids:
-            name = names[p]
-            if names.get(parent_of(p)) == "forkserver":
-                name = "worker"             # forked from it, so its command line is the forkserver's
-            by_kind[name] = round(by_kind.get(name, 0.0) + read_pss_mb(p), 1)
+        by_kind = memory_by_kind(pids)
         self.samples.append((time.time(), sum(by_kind.values()), read_cpu_s(self.pid),
                              sum(read_cpu_s(p) for p in pids), by_kind))
 

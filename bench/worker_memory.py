@@ -34,16 +34,9 @@ PROCESSES = ("server", "forkserver", "worker")
 
 
 def memory_by_process(server_pid: int) -> dict[str, float]:
-    """PSS (MB) of the server, its forkserver and its worker (class_soak's names for them)."""
+    """PSS (MB) of the server, its forkserver and its worker."""
     import class_soak as cs
-    out: dict[str, float] = {}
-    pids = cs.descendants(server_pid)
-    names = {p: cs.process_name(p) for p in pids}
-    for p in pids:
-        name = "worker" if names.get(cs.parent_of(p)) == "forkserver" else names[p]
-        if name in PROCESSES:
-            out[name] = round(out.get(name, 0.0) + cs.read_pss_mb(p), 1)
-    return out
+    return {k: v for k, v in cs.memory_by_kind(cs.descendants(server_pid)).items() if k in PROCESSES}
 
 
 def run_case(case: str) -> dict:

@@ -937,6 +937,8 @@ def main(argv=None) -> int:
                     help="print what the handoff between slices cost the worker, from a soak's $LAMP_ETA_LOG, and exit")
     a = ap.parse_args(argv)
     if a.slice_stats:
+        if not a.slice_stats.is_file():
+            ap.error(f"{a.slice_stats} is not a file: pass the LAMP_ETA_LOG a soak's server wrote")
         print(json.dumps(slice_idle(read_jsonl(a.slice_stats))))
         return 0
     minutes = a.minutes or (QUICK_MINUTES if a.quick else 30.0)

@@ -50,16 +50,21 @@ Counting:
 * `server_cpu_share`: CPU seconds of the Streamlit process over the soak's wall seconds, as a
   share of one core (/proc/<pid>/stat utime+stime); `tree_cpu_share` with its workers;
 * `train_slowdown`: one fixed job, the default comparison (base + LAMP x 3 seeds, 6 runs), trained
-  twice on this server in the same run: alone (a probe session on digit 0, before the class
-  connects), and in the poll phase (digit 1): after the clicks end and the queue has emptied
+  three times on this server in the same run: alone (a probe session on digit 0, before the
+  class connects), in the poll phase (digit 1): after the clicks end and the queue has emptied
   (the probe's sidebar reads "0 running · 0 queued", or `--drain` s at most) every session asks
   for that same job (shared: trained once) and polls it every POLL_S, as a class watching one
-  run does. No other session trains digits 0 or 1; the subset's digits have the same number of
-  images. The ratio of the 6 runs' own training seconds (the `seconds` their stack measured, from
-  the store's checkpoints), polled / alone; `train_wall_slowdown` is the same for click-to-done;
+  run does; and alone again (digit 2) once the class has gone and the queue is empty. No other
+  session trains digits 0, 1 or 2; the subset's digits have the same number of images. The
+  ratio of the 6 runs' own training seconds (the `seconds` their stack measured, from the
+  store's checkpoints), polled / the mean of the two alone runs (`slowdown`): the machine's
+  speed drifts over a soak, and the alone runs bracket the polled one;
+  `train_slowdown_vs_first_alone` is polled / the first alone run, the figure of the soaks
+  recorded before; `train_wall_slowdown` is polled / first alone for click-to-done;
 * `eta_error_median`: for each finished job whose page showed an ETA in the first 5 s after the
-  click ("about N s left" / "done in about N s"; the largest on the page), |ETA - actual| /
-  actual, actual = click to the result appearing.
+  click ("about N s left" / "done in about N s"; the largest on the page, in a full or fragment
+  run of the page that began after the click: `eta_since_click`), |ETA - actual| / actual,
+  actual = click to the result appearing.
 
     nice -n 5 .venv/bin/python bench/class_soak.py --quick --json   # 30 sessions, 12 minutes
     .venv/bin/python bench/class_soak.py                            # 30 sessions, 30 minutes
@@ -91,7 +96,7 @@ ZIP = REPO / "assets" / "example_upload.zip"
 
 TARGETS = {"lost": ("==", 0), "duplicated": ("==", 0), "failed": ("==", 0), "rss_peak_mb": ("<=", 2500),
            "rss_growth_last_half_mb": ("<=", 0), "train_slowdown": ("<=", 1.2), "eta_error_median": ("<=", 0.3)}
-PROBE_ALONE, PROBE_SOAK = 0, 1          # digits only the probe trains
+PROBE_ALONE, PROBE_SOAK, PROBE_ALONE_AFTER = 0, 1, 2   # digits only the probe trains
 CLIENT_NICE = 10                        # the protocol clients' niceness once the server runs
 # The quick run's length: the server fills its bounded caches and its sessions' pages for its
 # first 6-8 minutes of a class (523 to 775 MB), so a 5-minute run ends while it still grows and
@@ -256,6 +261,7 @@ class Job:
     t_done: float | None = None
     stopped: bool = False
     still_running: bool = False        # the last full run seen still showed a progress bar
+    eta_stale_ignored: bool = False    # a fragment run from before the click showed another ETA
     last_seen: str = ""                # for a lost job: what its page showed last
     trail: list = field(default_factory=list)   # and its page's last protocol events
 
@@ -278,6 +284,7 @@ def count_jobs(jobs: list[Job]) -> dict:
             "lost_unfinished": sum(j.still_running for j in lost),
             "lost_vanished": sum(not j.still_running for j in lost),
             "eta_samples": len(errs),
+            "eta_stale_fragment_ignored": sum(j.eta_stale_ignored for j in jobs),
             "eta_error_median": round(statistics.median(errs), 3) if errs else None}
 
 
@@ -316,6 +323,7 @@ class Page:
         self.running_since = 0.0                     # when the rerun now awaited was sent
         self.last_msg_at = 0.0                       # when the server last sent anything
         self.frag_elems: list = []                   # (kind, text) of the latest fragment run
+        self.frag_at = 0.0                           # when that fragment run finished
         self.closed_reason = ""                      # why the reader ended, if it did
         self.url_resp: asyncio.Future | None = None
         self.reader = None
@@ -401,6 +409,9 @@ class Page:
         end = time.time() + timeout
         while len(self.full_runs) == n and time.time() < end:
             await asyncio.sleep(0.1)
+        if len(self.full_runs) == n:
+            # the run that answers later is taken for the next request's: say so
+            self.log.append(f"s{self.idx}: no full run of {self.page} within {timeout:g} s of a rerun")
 
     async def goto(self, page: str):
         self.page = page
@@ -534,7 +545,7 @@ class Page:
                     self.full_runs.append((time.time(), list(self.run_elems)))
                     self.note(f"full run done: {len(progress_texts(self.run_elems))} progress bar(s)")
                 elif st == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY:
-                    self.frag_elems = list(self.run_elems)
+                    self.frag_elems, self.frag_at = list(self.run_elems), time.time()
                 self.run_elems, self.run_autoreruns = [], {}
 
     def _element(self, el):
@@ -591,6 +602,21 @@ def progress_texts(elems) -> list[str]:
     return [t for k, t in elems if k == "progress"]
 
 
+def eta_since_click(runs: list, frag_elems: list, frag_at: float) -> float | None:
+    """The largest ETA the page shows since the click: in its latest full run (`runs`: the click's
+    own and those after it), and in its polling fragment's latest run only if that run finished
+    after the click's (a page's script runs one at a time, so it also began after). An older
+    fragment run is what the page showed before the click, possibly another page's, another
+    job's ETA. The soaks recorded before this function counted it; `eta_stale_fragment_ignored`
+    counts the jobs where that reading would differ."""
+    if not runs:
+        return None
+    texts = progress_texts(runs[-1][1])
+    if frag_at > runs[0][0]:
+        texts += progress_texts(frag_elems)
+    return max_eta(texts)
+
+
 async def track(page: Page, job: Job, stop_at: float):
     """Wait for the job's result: a full run after the click without a progress bar."""
     start_runs = len(page.full_runs) - 1          # the click's own run counts
@@ -598,9 +624,12 @@ async def track(page: Page, job: Job, stop_at: float):
     while time.time() < stop_at:
         runs = page.full_runs[max(start_runs, 0):]
         if job.eta_s is None and time.time() < eta_deadline + 1:
-            texts = progress_texts(runs[-1][1]) if runs else []
-            texts += progress_texts(page.frag_elems)
-            job.eta_s = max_eta(texts)
+            job.eta_s = eta_since_click(runs, page.frag_elems, page.frag_at)
+            # how often the fragment run from before the click would have given another ETA
+            # (the soaks recorded before this check counted it)
+            if runs and page.frag_at <= runs[0][0]:
+                stale = max_eta(progress_texts(runs[-1][1]) + progress_texts(page.frag_elems))
+                job.eta_stale_ignored = job.eta_stale_ignored or stale != job.eta_s
         for t, elems in runs:
             if t >= job.t_click and not progress_texts(elems):
                 job.t_done = t
@@ -652,7 +681,7 @@ async def submit(page: Page, sh: Shared, idx: int, what: str, label=None, prefix
 
 async def session(idx: int, sh: Shared, rng: random.Random, quick: bool):
     page = Page(sh.url, idx, sh.log)
-    digits = [d for d in range(10) if d not in (PROBE_ALONE, PROBE_SOAK)]
+    digits = [d for d in range(10) if d not in (PROBE_ALONE, PROBE_SOAK, PROBE_ALONE_AFTER)]
     try:
         await asyncio.sleep(rng.uniform(0, 20))         # the class arrives over 20 s
         await page.open("train_compare")
@@ -726,9 +755,17 @@ async def probe_train(url: str, digit: int, sh_log: list, timeout: float, sh: Sh
                       drain: float = 0.0) -> tuple[float, float | None]:
     """The probe session trains the default comparison on `digit`; (click, done time). With `sh`
     it stays connected through the soak, waits for the clicks to end and the queue to empty
-    (its sidebar reads "0 running · 0 queued", at most `drain` s), then starts the poll phase."""
+    (its sidebar reads "0 running · 0 queued", at most `drain` s), then starts the poll phase.
+    Without `sh`, a `drain` waits (at most that long) for the queue to empty before the click."""
     page = Page(url, -1, sh_log)
     await page.open("train_compare")
+    if sh is None and drain:
+        opened, end = time.time(), time.time() + drain
+        while time.time() < end:
+            c = page.queue_counts
+            if c and c[0] >= opened and c[1] == 0 and c[2] == 0:
+                break
+            await asyncio.sleep(0.5)
     if sh is not None:
         while time.time() < sh.t_end_clicks:
             await asyncio.sleep(1)
@@ -751,6 +788,14 @@ async def probe_train(url: str, digit: int, sh_log: list, timeout: float, sh: Sh
         sh_log.append(f"probe errors: {page.errors[:2]}")
     await page.close()
     return job.t_click, job.t_done
+
+
+def slowdown(alone: list[float], polled: list[float], alone_after: list[float]) -> float | None:
+    """The polled job's training seconds over the mean of the same job's two alone runs, the
+    one before the class and the one after it (None unless all three trained the same runs)."""
+    if not alone or len(polled) != len(alone) or len(alone_after) != len(alone):
+        return None
+    return round(sum(polled) / ((sum(alone) + sum(alone_after)) / 2), 2)
 
 
 def run_seconds(store: Path, digit: int) -> list[float]:
@@ -874,6 +919,11 @@ async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, d
     sampler.sample()
     watcher.scan()
     during = run_seconds(store, PROBE_SOAK)
+    # the same job alone again, now the class has gone: the machine's speed drifts over a soak
+    # (the job alone took 7.7 to 10.1 s at the start of five soaks), so the polled job is compared
+    # with the mean of the two alone runs that bracket it, not with one taken 40 minutes before
+    await probe_train(url, PROBE_ALONE_AFTER, log, 180, drain=END_DRAIN_S)
+    alone_after = run_seconds(store, PROBE_ALONE_AFTER)
 
     s = sampler.samples
     half_t = t_start + (t_stop - t_start) / 2
@@ -901,7 +951,9 @@ async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, d
         "worker_mb_series": memory_series(s, "worker"),
         "train_seconds_alone": round(sum(alone), 2) if alone else None,
         "train_seconds_polled": round(sum(during), 2) if len(during) == len(alone) else None,
-        "train_slowdown": round(sum(during) / sum(alone), 2) if alone and len(during) == len(alone) else None,
+        "train_seconds_alone_after": round(sum(alone_after), 2) if len(alone_after) == len(alone) else None,
+        "train_slowdown": slowdown(alone, during, alone_after),
+        "train_slowdown_vs_first_alone": round(sum(during) / sum(alone), 2) if alone and len(during) == len(alone) else None,
         "probe_wall_alone_s": round(t1 - t0, 1) if t1 else None,
         "probe_wall_polled_s": round(p1 - p0, 1) if p1 else None,
         "train_wall_slowdown": round((p1 - p0) / (t1 - t0), 2) if p1 and t1 else None,

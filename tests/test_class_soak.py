@@ -28,6 +28,23 @@ def test_max_eta_takes_the_last_job_to_finish():
     assert cs.max_eta(["✓ a: done"]) is None
 
 
+def test_the_eta_at_submission_ignores_a_fragment_run_from_before_the_click():
+    click_run = (100.0, [("progress", "base: done in about 20 s")])
+    before = [("progress", "batch 1: about 384 s left")]      # the page before the click showed this
+    assert cs.eta_since_click([click_run], before, frag_at=99.0) == 20.0
+    # a fragment run that finished after the click's run is the page now: its ETA counts
+    assert cs.eta_since_click([click_run], [("progress", "base: about 30 s left")], frag_at=101.0) == 30.0
+    # a result from the store: the click's run shows no progress, and the old fragment gives no ETA
+    assert cs.eta_since_click([(100.0, [("markdown", "AUROC")])], before, frag_at=99.0) is None
+    assert cs.eta_since_click([], before, frag_at=101.0) is None
+
+
+def test_the_slowdown_compares_the_polled_job_with_both_alone_runs_around_it():
+    assert cs.slowdown([4.0, 4.0], [5.0, 5.0], [5.0, 5.0]) == round(10 / 9, 2)
+    assert cs.slowdown([4.0, 4.0], [5.0, 5.0], [5.0]) is None          # a run missing after
+    assert cs.slowdown([], [5.0], [5.0]) is None
+
+
 def _fake_proc(tmp: Path, pid: int, ppid: int, rss_kb: int, utime: int, stime: int, comm="py (x) y"):
     d = tmp / str(pid)
     d.mkdir()
@@ -81,11 +98,12 @@ def test_count_jobs():
             cs.Job(2, "batch", 100.0, t_done=100.2),                    # from the store: no ETA
             cs.Job(3, "stop", 100.0, stopped=True),                     # stopped: not lost
             cs.Job(4, "landscape", 100.0, still_running=True),          # unfinished at the end
-            cs.Job(5, "digit", 100.0)]                                  # vanished
+            cs.Job(5, "digit", 100.0, eta_stale_ignored=True)]          # vanished
     c = cs.count_jobs(jobs)
     assert c["jobs"] == 6 and c["stopped"] == 1
     assert c["lost"] == 2 and c["lost_unfinished"] == 1 and c["lost_vanished"] == 1
     assert c["eta_samples"] == 2 and c["eta_error_median"] == 0.25
+    assert c["eta_stale_fragment_ignored"] == 1
     assert c["eta_and_actual_s"] == [(20.0, 20.0, "default", 0), (10.0, 20.0, "digit", 0)]
 
 

@@ -280,6 +280,8 @@ def count_jobs(jobs: list[Job]) -> dict:
             "lost_detail": [f"session {j.session} {j.what}: {j.last_seen}" for j in lost][:20],
             "lost_trails": [[f"session {j.session} {j.what}: events from its click on"] + j.trail
                             for j in lost][:5],
+            "done_too_soon": [[f"session {j.session} {j.what}: ETA {j.eta_s:.0f} s, done after "
+                               f"{j.t_done - j.t_click:.1f} s"] + j.trail for j in live if done_too_soon(j)][:5],
             "eta_and_actual_s": pairs,
             "lost_unfinished": sum(j.still_running for j in lost),
             "lost_vanished": sum(not j.still_running for j in lost),
@@ -602,6 +604,23 @@ def progress_texts(elems) -> list[str]:
     return [t for k, t in elems if k == "progress"]
 
 
+def done_view(elems) -> list[str]:
+    """The parts of a page run that say where its jobs stand: alerts, buttons, progress bars and
+    the status captions (✓ done, ■ stopped, waiting, AUROC), 120 characters each."""
+    marks = ("✓", "■", "AUROC", "waiting", "queued", "not been")
+    return [f"{k}: {t[:120]}" for k, t in elems
+            if k in ("alert", "button", "progress") or (k == "markdown" and any(m in t for m in marks))]
+
+
+def done_too_soon(job: "Job") -> bool:
+    """A job the page showed as done in under a third of its ETA and under 30 s: either the ETA
+    was far too long or the page showed no progress bar while its work went on."""
+    if job.eta_s is None or job.t_done is None:
+        return False
+    took = job.t_done - job.t_click
+    return took < 30.0 and job.eta_s > 3 * took
+
+
 def eta_since_click(runs: list, frag_elems: list, frag_at: float) -> float | None:
     """The largest ETA the page shows since the click: in its latest full run (`runs`: the click's
     own and those after it), and in its polling fragment's latest run only if that run finished
@@ -634,6 +653,11 @@ async def track(page: Page, job: Job, stop_at: float):
             if t >= job.t_click and not progress_texts(elems):
                 job.t_done = t
                 job.still_running = False
+                if done_too_soon(job):
+                    # what the page showed when it looked done, and how it got there (the result's
+                    # `done_too_soon`): in the fifth quick soak a batch click with an ETA of 420 s
+                    # was counted done after 7.5 s
+                    job.trail = ["full run judged done: " + " | ".join(done_view(elems))] + page.trail_near(job.t_click)
                 return
         job.still_running = bool(runs and progress_texts(runs[-1][1]))
         job.last_seen = ((" | ".join(progress_texts(runs[-1][1])[:2])[:160] if runs else
@@ -1049,7 +1073,7 @@ def render_md(r: dict) -> str:
              "(`bench/app_server.py`), see the docstring of `bench/class_soak.py`.", "",
              "| metric | value | target |", "|---|---|---|"]
     for k, v in r.items():
-        if k in ("targets", "harness_log", "failures", "by_action", "lost_trails", "server_mb_series",
+        if k in ("targets", "harness_log", "failures", "by_action", "lost_trails", "done_too_soon", "server_mb_series",
                  "worker_mb_series"):
             continue
         lines.append(f"| {k} | {v} | {r['targets'].get(k, '')} |")
@@ -1059,7 +1083,9 @@ def render_md(r: dict) -> str:
               "worker process memory (PSS), [minutes, MB] every minute: "
               + json.dumps(r.get("worker_mb_series", [])), "", "failures (first 3 per session):", "```",
               json.dumps(r["failures"], indent=1), "```", "", "harness log:", "```",
-              *r["harness_log"], "```", ""]
+              *r["harness_log"], "```", "",
+              "clicks the page showed done in under a third of their ETA (first 5, with their pages' events):", "```",
+              json.dumps(r.get("done_too_soon", []), indent=1), "```", ""]
     return "\n".join(lines)
 
 

@@ -39,6 +39,25 @@ def test_the_eta_at_submission_ignores_a_fragment_run_from_before_the_click():
     assert cs.eta_since_click([], before, frag_at=101.0) is None
 
 
+def test_a_click_shown_done_in_under_a_third_of_its_eta_is_kept_for_a_look():
+    soon = cs.Job(0, "batch", 100.0, eta_s=420.0, t_done=107.5, trail=["+0.00 send full +trigger"])
+    fair = cs.Job(1, "batch", 100.0, eta_s=20.0, t_done=110.0)
+    long_wait = cs.Job(2, "batch", 100.0, eta_s=600.0, t_done=160.0)      # 60 s: a wrong ETA, not a view
+    assert [cs.done_too_soon(j) for j in (soon, fair, long_wait)] == [True, False, False]
+    assert not cs.done_too_soon(cs.Job(3, "batch", 100.0, t_done=101.0))   # no ETA shown
+    got = cs.count_jobs([soon, fair, long_wait])["done_too_soon"]
+    assert got == [["session 0 batch: ETA 420 s, done after 7.5 s", "+0.00 send full +trigger"]]
+
+
+def test_the_view_of_a_page_judged_done_keeps_what_says_where_its_jobs_stand():
+    elems = [("markdown", "**LAMP Lab** · loss amplification"), ("markdown", "✓ base: 3 seeds, from the run store"),
+             ("alert", "Batch 128 has not been trained with these settings yet"), ("button", "Train batch 128"),
+             ("markdown", "$$ eq. 2 $$")]
+    assert cs.done_view(elems) == ["markdown: ✓ base: 3 seeds, from the run store",
+                                   "alert: Batch 128 has not been trained with these settings yet",
+                                   "button: Train batch 128"]
+
+
 def test_the_slowdown_compares_the_polled_job_with_both_alone_runs_around_it():
     assert cs.slowdown([4.0, 4.0], [5.0, 5.0], [5.0, 5.0]) == round(10 / 9, 2)
     assert cs.slowdown([4.0, 4.0], [5.0, 5.0], [5.0]) is None          # a run missing after

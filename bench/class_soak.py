@@ -75,6 +75,7 @@ import argparse
 import asyncio
 import collections
 import json
+import math
 import os
 import platform
 import random
@@ -647,7 +648,7 @@ async def track(page: Page, job: Job, stop_at: float):
             # how often the fragment run from before the click would have given another ETA
             # (the soaks recorded before this check counted it)
             if runs and page.frag_at <= runs[0][0]:
-                stale = max_eta(progress_texts(runs[-1][1]) + progress_texts(page.frag_elems))
+                stale = eta_since_click(runs, page.frag_elems, frag_at=math.inf)   # the old reading
                 job.eta_stale_ignored = job.eta_stale_ignored or stale != job.eta_s
         for t, elems in runs:
             if t >= job.t_click and not progress_texts(elems):
@@ -775,6 +776,17 @@ async def session(idx: int, sh: Shared, rng: random.Random, quick: bool):
         await page.close()
 
 
+async def queue_emptied(page: Page, since: float, seconds: float) -> None:
+    """Wait until the page's sidebar, drawn after `since`, reads "0 running · 0 queued" (at most
+    `seconds`)."""
+    end = time.time() + seconds
+    while time.time() < end:
+        c = page.queue_counts
+        if c and c[0] >= since and c[1] == 0 and c[2] == 0:
+            return
+        await asyncio.sleep(0.5)
+
+
 async def probe_train(url: str, digit: int, sh_log: list, timeout: float, sh: Shared | None = None,
                       drain: float = 0.0) -> tuple[float, float | None]:
     """The probe session trains the default comparison on `digit`; (click, done time). With `sh`
@@ -784,21 +796,11 @@ async def probe_train(url: str, digit: int, sh_log: list, timeout: float, sh: Sh
     page = Page(url, -1, sh_log)
     await page.open("train_compare")
     if sh is None and drain:
-        opened, end = time.time(), time.time() + drain
-        while time.time() < end:
-            c = page.queue_counts
-            if c and c[0] >= opened and c[1] == 0 and c[2] == 0:
-                break
-            await asyncio.sleep(0.5)
+        await queue_emptied(page, time.time(), drain)
     if sh is not None:
         while time.time() < sh.t_end_clicks:
             await asyncio.sleep(1)
-        end = time.time() + drain
-        while time.time() < end:
-            c = page.queue_counts
-            if c and c[0] > sh.t_end_clicks and c[1] == 0 and c[2] == 0:
-                break
-            await asyncio.sleep(0.5)
+        await queue_emptied(page, sh.t_end_clicks, drain)
         sh.drained_s = time.time() - sh.t_end_clicks
         sh.poll_phase.set()
         await asyncio.sleep(1.0)          # the sessions click; the probe's click is the last

@@ -29,7 +29,10 @@ Counting:
 * `jobs`: clicks that submitted work (Train, Train batch N, Compute landscapes);
 * `lost`: submitted jobs (not stopped by their session) whose result never appeared before the
   end: a job's result has appeared when a full run of its page, after the click, shows no
-  progress bar (every job on the page final: ✓ or ■). Split in `lost_unfinished` (the page still
+  progress bar (every job on the page final: ✓ or ■) and has stopped the page's polling, or the
+  polling fragment's next run shows no progress bar either (`page_done_at`: on a loaded server
+  a full run's fragment elements can be dropped from the send queue and redrawn by the fragment;
+  `jobs_with_a_run_that_looked_done` counts the jobs where that happened). Split in `lost_unfinished` (the page still
   showed it queued/running at the end: throughput, not loss) and `lost_vanished` (the rest);
 * `duplicated`: run keys stored more than once: a watcher scans the run store every 2 s and
   notes each run folder's evaluation.json identity (inode, mtime); the store writes it last and
@@ -89,6 +92,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
@@ -119,6 +123,25 @@ _ETA = re.compile(r"(?:about|done in about)\s+(\d+(?:\.\d+)?)\s*(s|min)\b")
 
 
 _COUNTS = re.compile(r"(\d+) running · (\d+) queued")
+SIDEBAR = 1                  # the sidebar's root container: the first index of a delta's path
+
+
+class FullRun(NamedTuple):
+    """A full run of a page, as the client received it: its elements, the fragment timers it
+    set (fragment id -> interval) and its place among the page's messages."""
+    t: float
+    elems: list
+    armed: dict
+    seq: int
+
+
+class FragRun(NamedTuple):
+    """A fragment run: which fragments it reran, how many elements and progress bars it drew."""
+    seq: int
+    t: float
+    fragment_ids: tuple
+    n_elems: int
+    n_progress: int
 
 
 def parse_eta(text: str) -> float | None:
@@ -263,6 +286,7 @@ class Job:
     stopped: bool = False
     still_running: bool = False        # the last full run seen still showed a progress bar
     eta_stale_ignored: bool = False    # a fragment run from before the click showed another ETA
+    looked_done: int = 0               # full runs that drew no progress bar while the page still polled
     last_seen: str = ""                # for a lost job: what its page showed last
     trail: list = field(default_factory=list)   # and its page's last protocol events
 
@@ -288,6 +312,7 @@ def count_jobs(jobs: list[Job]) -> dict:
             "lost_vanished": sum(not j.still_running for j in lost),
             "eta_samples": len(errs),
             "eta_stale_fragment_ignored": sum(j.eta_stale_ignored for j in jobs),
+            "jobs_with_a_run_that_looked_done": sum(j.looked_done > 0 for j in jobs),
             "eta_error_median": round(statistics.median(errs), 3) if errs else None}
 
 
@@ -319,7 +344,11 @@ class Page:
         self.run_autoreruns: dict[str, float] = {}
         self.timers: dict[str, float] = {}            # fragment id -> interval
         self.next_fire: dict[str, float] = {}
-        self.full_runs: list[tuple[float, list]] = []  # (time, elements) of each finished full run
+        self.full_runs: list[FullRun] = []            # each finished full run, in order
+        self.frag_runs: collections.deque = collections.deque(maxlen=4000)   # FragRun: each fragment run
+        self.seq = 0                                 # messages read so far: orders runs within one flush
+        self.run_fragment_ids: list[str] = []        # the fragments the run in progress reruns ([]: a full run)
+        self.sidebar_fragments: set[str] = set()     # fragments drawn in the sidebar (the queue's caption)
         self.errors: list[str] = []
         self.queue_counts: tuple[float, int, int] | None = None   # (time, running, queued) of the sidebar
         self.running = False
@@ -512,6 +541,7 @@ class Page:
             m = ForwardMsg()
             m.ParseFromString(raw)
             self.last_msg_at = time.time()
+            self.seq += 1
             kind = m.WhichOneof("type")
             if kind in ("new_session", "auto_rerun", "stop_auto_rerun", "script_finished"):
                 self.note(f"recv {kind} " + (
@@ -522,12 +552,16 @@ class Page:
             if kind == "new_session":
                 self.session_id = m.new_session.initialize.session_id or self.session_id
                 self.run_elems, self.run_autoreruns = [], {}
+                self.run_fragment_ids = list(m.metadata.run.fragment_ids)
                 if not m.metadata.run.fragment_ids:
                     # as the browser (cleanupAutoReruns): a full run's start clears every
                     # fragment timer; its auto_rerun messages set the current ones again
                     self.timers, self.next_fire = {}, {}
-            elif kind == "delta" and m.delta.WhichOneof("type") == "new_element":
-                self._element(m.delta.new_element)
+            elif kind == "delta":
+                if m.delta.fragment_id and m.metadata.delta_path[:1] == [SIDEBAR]:
+                    self.sidebar_fragments.add(m.delta.fragment_id)
+                if m.delta.WhichOneof("type") == "new_element":
+                    self._element(m.delta.new_element)
             elif kind == "auto_rerun":
                 # as the browser: the timer starts when the message arrives, not when the run ends
                 fid, iv = m.auto_rerun.fragment_id, m.auto_rerun.interval
@@ -544,9 +578,17 @@ class Page:
             elif kind == "script_finished":
                 st = m.script_finished
                 self.running = False
+                if self.run_fragment_ids:
+                    # a fragment run, ended (3) or cut (2: by a rerun, or rewritten so when the
+                    # next run started before this one's messages were sent)
+                    self.frag_runs.append(FragRun(self.seq, time.time(), tuple(self.run_fragment_ids),
+                                                  len(self.run_elems), len(progress_texts(self.run_elems))))
                 if st == ForwardMsg.FINISHED_SUCCESSFULLY:
-                    self.full_runs.append((time.time(), list(self.run_elems)))
-                    self.note(f"full run done: {len(progress_texts(self.run_elems))} progress bar(s)")
+                    self.full_runs.append(FullRun(time.time(), list(self.run_elems), dict(self.run_autoreruns),
+                                                  self.seq))
+                    polls = page_polls(self.full_runs[-1], self.sidebar_fragments)
+                    self.note(f"full run done: {len(progress_texts(self.run_elems))} progress bar(s)"
+                              + (f", polling {','.join(f[:6] for f in polls)}" if polls else ""))
                 elif st == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY:
                     self.frag_elems, self.frag_at = list(self.run_elems), time.time()
                 self.run_elems, self.run_autoreruns = [], {}
@@ -622,6 +664,53 @@ def done_too_soon(job: "Job") -> bool:
     return took < 30.0 and job.eta_s > 3 * took
 
 
+def page_polls(run: FullRun, sidebar_fragments: set) -> set:
+    """The page's own polling fragments that `run` left with a timer: the page still has work
+    running (`lab_state.poll` stops its timer, by a full rerun, once every job is final). The
+    sidebar's fragment polls on whether or not the page does, so it does not count."""
+    return {f for f in run.armed if f not in sidebar_fragments}
+
+
+def first_run_after(frag_runs, seq: int, fragments: set) -> FragRun | None:
+    """The first run of one of `fragments` after message `seq` that drew anything (from the end:
+    the runs a tracker asks about are recent, and a page keeps thousands)."""
+    first = None
+    for f in reversed(frag_runs):
+        if f.seq <= seq:
+            break
+        if f.n_elems and fragments & set(f.fragment_ids):
+            first = f
+    return first
+
+
+def page_done_at(runs: list, frag_runs, sidebar_fragments: set, t_click: float) -> tuple[FullRun | None, int]:
+    """The full run that showed the click's result (None while undecided), and how many full
+    runs before it only looked done.
+
+    A full run after the click that draws no progress bar shows the result, unless it left
+    the page's polling fragment with a timer. Then it only looked done: the fragment's progress
+    bars, drawn in that full run, can be dropped from Streamlit's send queue (ForwardMsgQueue.clear)
+    when the fragment's next run starts before the queue was sent, as it does on a loaded server,
+    and that next run draws them again. The browser shows the fragment's redrawn view; in the
+    sixth quick soak three of the five clicks shown done in under a third of their ETA were
+    such runs. So such a run counts once the fragment's next run that drew anything shows no
+    progress bar either, and not at all if it shows one."""
+    looked_done = 0
+    for run in runs:
+        if run.t < t_click or progress_texts(run.elems):
+            continue
+        polls = page_polls(run, sidebar_fragments)
+        if not polls:
+            return run, looked_done
+        after = first_run_after(frag_runs, run.seq, polls)
+        if after is None:
+            return None, looked_done            # wait for the fragment's next run
+        if not after.n_progress:
+            return run, looked_done
+        looked_done += 1
+    return None, looked_done
+
+
 def eta_since_click(runs: list, frag_elems: list, frag_at: float) -> float | None:
     """The largest ETA the page shows since the click: in its latest full run (`runs`: the click's
     own and those after it), and in its polling fragment's latest run only if that run finished
@@ -650,16 +739,16 @@ async def track(page: Page, job: Job, stop_at: float):
             if runs and page.frag_at <= runs[0][0]:
                 stale = eta_since_click(runs, page.frag_elems, frag_at=math.inf)   # the old reading
                 job.eta_stale_ignored = job.eta_stale_ignored or stale != job.eta_s
-        for t, elems in runs:
-            if t >= job.t_click and not progress_texts(elems):
-                job.t_done = t
-                job.still_running = False
-                if done_too_soon(job):
-                    # what the page showed when it looked done, and how it got there (the result's
-                    # `done_too_soon`): in the fifth quick soak a batch click with an ETA of 420 s
-                    # was counted done after 7.5 s
-                    job.trail = ["full run judged done: " + " | ".join(done_view(elems))] + page.trail_near(job.t_click)
-                return
+        shown, job.looked_done = page_done_at(runs, page.frag_runs, page.sidebar_fragments, job.t_click)
+        if shown is not None:
+            job.t_done = shown.t
+            job.still_running = False
+            if done_too_soon(job):
+                # what the page showed when it looked done, and how it got there (the result's
+                # `done_too_soon`): in the fifth quick soak a batch click with an ETA of 420 s
+                # was counted done after 7.5 s
+                job.trail = ["full run judged done: " + " | ".join(done_view(shown.elems))] + page.trail_near(job.t_click)
+            return
         job.still_running = bool(runs and progress_texts(runs[-1][1]))
         job.last_seen = ((" | ".join(progress_texts(runs[-1][1])[:2])[:160] if runs else
                           f"no full run of the page since the click ({len(page.full_runs)} in all)")

@@ -58,6 +58,93 @@ def test_the_view_of_a_page_judged_done_keeps_what_says_where_its_jobs_stand():
                                    "button: Train batch 128"]
 
 
+class _Socket:
+    """What the soak's client reads: serialized ForwardMsgs, in order."""
+
+    def __init__(self, msgs):
+        self.raw = [m.SerializeToString() for m in msgs]
+
+    async def _gen(self):
+        for r in self.raw:
+            yield r
+
+    def __aiter__(self):
+        return self._gen()
+
+
+def _run(fragments=(), armed=(), elems=(), finished=0):
+    """The messages of one script run: new_session, its fragment timers, its elements as
+    (root, fragment id, kind, text), script_finished."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    out = [ForwardMsg()]
+    out[0].new_session.initialize.session_id = "s"
+    out[0].metadata.run.fragment_ids[:] = list(fragments)
+    for fid, iv in armed:
+        m = ForwardMsg()
+        m.auto_rerun.fragment_id, m.auto_rerun.interval = fid, iv
+        out.append(m)
+    for i, (root, fid, kind, text) in enumerate(elems):
+        m = ForwardMsg()
+        m.metadata.delta_path[:] = [root, i]
+        m.delta.fragment_id = fid
+        if kind == "progress":
+            m.delta.new_element.progress.text = text
+        elif kind == "button":
+            m.delta.new_element.button.label, m.delta.new_element.button.id = text, "b-" + text
+        else:
+            m.delta.new_element.markdown.body = text
+        out.append(m)
+    end = ForwardMsg()
+    end.script_finished = finished
+    out.append(end)
+    return out
+
+
+def _read(page, *runs):
+    import asyncio
+    page.ws = _Socket([m for r in runs for m in r])
+    asyncio.run(page._read_messages())
+
+
+SIDE = (1, "side", "markdown", "Worker: cpu · 9 running · 27 queued")
+
+
+def test_a_full_run_whose_progress_bars_were_dropped_while_the_page_polls_only_looks_done():
+    # the sixth quick soak's landscape click: the full run after the click draws the button and no
+    # progress bar (the polling fragment's bars in it were dropped from the send queue when that
+    # fragment's next run started), and the fragment's next run draws the queued jobs again
+    page = cs.Page("http://localhost:1", 0, [])
+    looked = _run(armed=[("side", 1), ("poll", 1)], elems=[SIDE, (0, "", "button", "Compute landscapes")])
+    _read(page, looked, _run(fragments=["poll"], elems=[(0, "poll", "progress", "base landscape: waiting, "
+                                                                            "position 2 in the queue")], finished=3))
+    assert page.sidebar_fragments == {"side"}
+    assert cs.page_polls(page.full_runs[0], page.sidebar_fragments) == {"poll"}
+    assert cs.page_done_at(page.full_runs, page.frag_runs, page.sidebar_fragments, 0.0) == (None, 1)
+    # the page's work ends: the fragment sees it and reruns the page, whose full run stops polling
+    _read(page, _run(fragments=["poll"], elems=[(0, "poll", "markdown", "✓ base landscape: done")], finished=2),
+          _run(armed=[("side", 5)], elems=[SIDE, (0, "", "button", "Compute landscapes")]))
+    shown, looked_done = cs.page_done_at(page.full_runs, page.frag_runs, page.sidebar_fragments, 0.0)
+    assert shown is page.full_runs[1] and looked_done == 1
+
+
+def test_a_full_run_without_progress_that_still_polls_counts_once_the_fragment_agrees():
+    page = cs.Page("http://localhost:1", 0, [])
+    _read(page, _run(armed=[("side", 1), ("poll", 1)], elems=[SIDE, (0, "", "markdown", "✓ base: done")]))
+    # undecided until the polling fragment runs again (the sidebar's runs say nothing about it)
+    _read(page, _run(fragments=["side"], elems=[SIDE], finished=3))
+    assert cs.page_done_at(page.full_runs, page.frag_runs, page.sidebar_fragments, 0.0) == (None, 0)
+    # a run of it whose elements were dropped (cut, nothing drawn) says nothing either
+    _read(page, _run(fragments=["poll"], finished=2))
+    assert cs.page_done_at(page.full_runs, page.frag_runs, page.sidebar_fragments, 0.0) == (None, 0)
+    _read(page, _run(fragments=["poll"], elems=[(0, "poll", "markdown", "✓ base: done")], finished=3))
+    assert cs.page_done_at(page.full_runs, page.frag_runs, page.sidebar_fragments, 0.0) == (page.full_runs[0], 0)
+    # a run before the click, or one with a progress bar, is not the result
+    assert cs.page_done_at(page.full_runs, page.frag_runs, page.sidebar_fragments, page.full_runs[0].t + 1) == (None, 0)
+    busy = cs.Page("http://localhost:1", 1, [])
+    _read(busy, _run(armed=[("side", 1), ("poll", 1)], elems=[SIDE, (0, "poll", "progress", "base: 40%")]))
+    assert cs.page_done_at(busy.full_runs, busy.frag_runs, busy.sidebar_fragments, 0.0) == (None, 0)
+
+
 def test_the_slowdown_compares_the_polled_job_with_both_alone_runs_around_it():
     assert cs.slowdown([4.0, 4.0], [5.0, 5.0], [5.0, 5.0]) == round(10 / 9, 2)
     assert cs.slowdown([4.0, 4.0], [5.0, 5.0], [5.0]) is None          # a run missing after

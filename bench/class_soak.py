@@ -45,7 +45,7 @@ Counting:
   memory moves by ±15 MB from one sample to the next as pages build figures and drop them, so
   `rss_half_mb` is the mean of the samples in the MEMORY_WINDOW_S around the middle of the
   soak, `rss_end_mb` the mean of its last MEMORY_WINDOW_S, and `rss_growth_last_half_mb` end -
-  half (`rss_growth_two_samples_mb`: the last sample minus the one nearest the middle, the noisy
+  half (`rss_growth_by_process_mb` splits it by process kind; `rss_growth_two_samples_mb`: the last sample minus the one nearest the middle, the noisy
   figure reported before); `rss_slope_last_half_mb_per_min` is the least-squares slope of all
   samples of the last half; `rss_clicks_end_mb` the sample when the clicks end;
   `memory_by_process_*` splits them; `server_mb_series` and `worker_mb_series` are the server's
@@ -693,19 +693,25 @@ def page_done_at(runs: list, frag_runs, sidebar_fragments: set, t_click: float) 
     when the fragment's next run starts before the queue was sent, as it does on a loaded server,
     and that next run draws them again. The browser shows the fragment's redrawn view; in the
     sixth quick soak three of the five clicks shown done in under a third of their ETA were
-    such runs. So such a run counts once the fragment's next run that drew anything shows no
+    such runs. So such a run counts once the next run that redraws the fragment (its own next
+    run that drew anything, or the page's next full run, whichever came first) shows no
     progress bar either, and not at all if it shows one."""
     looked_done = 0
-    for run in runs:
+    for i, run in enumerate(runs):
         if run.t < t_click or progress_texts(run.elems):
             continue
         polls = page_polls(run, sidebar_fragments)
         if not polls:
             return run, looked_done
-        after = first_run_after(frag_runs, run.seq, polls)
-        if after is None:
-            return None, looked_done            # wait for the fragment's next run
-        if not after.n_progress:
+        frag = first_run_after(frag_runs, run.seq, polls)
+        full = runs[i + 1] if i + 1 < len(runs) else None
+        if frag is None and full is None:
+            return None, looked_done            # wait for the next run that redraws the fragment
+        if frag is not None and (full is None or frag.seq < full.seq):
+            redrawn_busy = frag.n_progress > 0
+        else:
+            redrawn_busy = bool(progress_texts(full.elems))
+        if not redrawn_busy:
             return run, looked_done
         looked_done += 1
     return None, looked_done
@@ -982,6 +988,15 @@ def window_mean(samples: list, t0: float, t1: float) -> float:
     return statistics.fmean(inside) if inside else nearest(samples, (t0 + t1) / 2)[1]
 
 
+def window_mean_by_kind(samples: list, t0: float, t1: float) -> dict[str, float]:
+    """`window_mean` per process kind (server, forkserver, worker): which process a change of
+    the total comes from. A worker's memory follows the job it trains (a batch-1024 run holds
+    its activations), a server's what its sessions' pages hold."""
+    inside = [x[4] for x in samples if t0 <= x[0] <= t1] or [nearest(samples, (t0 + t1) / 2)[4]]
+    kinds = sorted({k for by in inside for k in by})
+    return {k: round(statistics.fmean(by.get(k, 0.0) for by in inside), 1) for k in kinds}
+
+
 def nearest(samples: list, t: float) -> tuple:
     """The sample taken closest to time t."""
     return min(samples, key=lambda x: abs(x[0] - t))
@@ -1045,6 +1060,8 @@ async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, d
     half = nearest(s, half_t)
     half_mb = window_mean(s, half_t - MEMORY_WINDOW_S / 2, half_t + MEMORY_WINDOW_S / 2)
     end_mb = window_mean(s, s[-1][0] - MEMORY_WINDOW_S, s[-1][0])
+    half_by = window_mean_by_kind(s, half_t - MEMORY_WINDOW_S / 2, half_t + MEMORY_WINDOW_S / 2)
+    end_by = window_mean_by_kind(s, s[-1][0] - MEMORY_WINDOW_S, s[-1][0])
     slope = slope_per_minute(s, half_t)
     cpu = (s[-1][2] - s[0][2]) / max(t_stop - t_start, 1e-9)
     cpu_tree = (s[-1][3] - s[0][3]) / max(t_stop - t_start, 1e-9)
@@ -1058,6 +1075,7 @@ async def soak(url: str, store: Path, pid: int, sessions: int, minutes: float, d
         "rss_half_mb": round(half_mb, 1), "rss_end_mb": round(end_mb, 1),
         "rss_growth_last_half_mb": round(end_mb - half_mb, 1),
         "rss_growth_two_samples_mb": round(s[-1][1] - half[1], 1),
+        "rss_growth_by_process_mb": {k: round(v - half_by.get(k, 0.0), 1) for k, v in end_by.items()},
         "rss_slope_last_half_mb_per_min": None if slope is None else round(slope, 2),
         # where the growth happens: by the end of the clicks, or in the end phases (drain, and
         # the poll phase where every page loads one comparison's results)

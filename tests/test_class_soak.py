@@ -140,6 +140,17 @@ def test_a_full_run_without_progress_that_still_polls_counts_once_the_fragment_a
     assert cs.page_done_at(page.full_runs, page.frag_runs, page.sidebar_fragments, 0.0) == (page.full_runs[0], 0)
     # a run before the click, or one with a progress bar, is not the result
     assert cs.page_done_at(page.full_runs, page.frag_runs, page.sidebar_fragments, page.full_runs[0].t + 1) == (None, 0)
+    # a full run after it redraws the fragment too: it decides when it comes first
+    rerun = cs.Page("http://localhost:1", 2, [])
+    _read(rerun, _run(armed=[("side", 1), ("poll", 1)], elems=[SIDE, (0, "", "markdown", "✓ base: done")]),
+          _run(armed=[("side", 5)], elems=[SIDE, (0, "", "markdown", "✓ base: done")]),
+          _run(fragments=["side"], elems=[SIDE], finished=3))
+    assert cs.page_done_at(rerun.full_runs, rerun.frag_runs, rerun.sidebar_fragments, 0.0) == (rerun.full_runs[0], 0)
+    still = cs.Page("http://localhost:1", 3, [])
+    _read(still, _run(armed=[("side", 1), ("poll", 1)], elems=[SIDE]),
+          _run(armed=[("side", 1), ("poll", 1)], elems=[SIDE, (0, "poll", "progress", "base: 40%")]),
+          _run(fragments=["poll"], elems=[(0, "poll", "markdown", "✓ base: done")], finished=3))
+    assert cs.page_done_at(still.full_runs, still.frag_runs, still.sidebar_fragments, 0.0) == (None, 1)
     busy = cs.Page("http://localhost:1", 1, [])
     _read(busy, _run(armed=[("side", 1), ("poll", 1)], elems=[SIDE, (0, "poll", "progress", "base: 40%")]))
     assert cs.page_done_at(busy.full_runs, busy.frag_runs, busy.sidebar_fragments, 0.0) == (None, 0)
@@ -242,6 +253,13 @@ def test_memory_growth_compares_window_means_not_two_noisy_samples():
     assert grown == pytest.approx((end_t - w / 2 - half_t) / 60.0, abs=2.0)
     # no sample in a window: the nearest one
     assert cs.window_mean(flat[:3], 100.0, 110.0) == flat[2][1]
+
+
+def test_memory_by_process_kind_is_averaged_over_the_window():
+    samples = [(0.0, 0, 0, 0, {"server": 700.0, "worker": 500.0}), (2.0, 0, 0, 0, {"server": 710.0, "worker": 900.0}),
+               (4.0, 0, 0, 0, {"server": 720.0})]                   # a worker restarting: not sampled
+    assert cs.window_mean_by_kind(samples, 0.0, 4.0) == {"server": 710.0, "worker": 466.7}
+    assert cs.window_mean_by_kind(samples, 10.0, 20.0) == {"server": 720.0}      # nearest sample
 
 
 def test_slice_idle_counts_only_the_slices_that_found_work_waiting():

@@ -693,9 +693,11 @@ def page_done_at(runs: list, frag_runs, sidebar_fragments: set, t_click: float) 
     when the fragment's next run starts before the queue was sent, as it does on a loaded server,
     and that next run draws them again. The browser shows the fragment's redrawn view; in the
     sixth quick soak three of the five clicks shown done in under a third of their ETA were
-    such runs. So such a run counts once the next run that redraws the fragment (its own next
-    run that drew anything, or the page's next full run, whichever came first) shows no
-    progress bar either, and not at all if it shows one."""
+    such runs. So such a run counts once the fragment's next run that drew anything, before the
+    page's next full run, shows no progress bar either. If that run shows one, the full run only
+    looked done; if the page's next full run comes first, the fragment's view never reached
+    the page in between, and that next full run is judged in turn (under load a fragment's
+    runs can all be dropped, each by the next, for seconds)."""
     looked_done = 0
     for i, run in enumerate(runs):
         if run.t < t_click or progress_texts(run.elems):
@@ -705,15 +707,14 @@ def page_done_at(runs: list, frag_runs, sidebar_fragments: set, t_click: float) 
             return run, looked_done
         frag = first_run_after(frag_runs, run.seq, polls)
         full = runs[i + 1] if i + 1 < len(runs) else None
-        if frag is None and full is None:
-            return None, looked_done            # wait for the next run that redraws the fragment
         if frag is not None and (full is None or frag.seq < full.seq):
-            redrawn_busy = frag.n_progress > 0
-        else:
-            redrawn_busy = bool(progress_texts(full.elems))
-        if not redrawn_busy:
-            return run, looked_done
-        looked_done += 1
+            if not frag.n_progress:
+                return run, looked_done
+            looked_done += 1
+        elif full is None:
+            return None, looked_done            # wait for the next run that redraws the fragment
+        elif progress_texts(full.elems):
+            looked_done += 1
     return None, looked_done
 
 

@@ -138,7 +138,6 @@ class FullRun(NamedTuple):
 class FragRun(NamedTuple):
     """A fragment run: which fragments it reran, how many elements and progress bars it drew."""
     seq: int
-    t: float
     fragment_ids: tuple
     n_elems: int
     n_progress: int
@@ -581,7 +580,7 @@ class Page:
                 if self.run_fragment_ids:
                     # a fragment run, ended (3) or cut (2: by a rerun, or rewritten so when the
                     # next run started before this one's messages were sent)
-                    self.frag_runs.append(FragRun(self.seq, time.time(), tuple(self.run_fragment_ids),
+                    self.frag_runs.append(FragRun(self.seq, tuple(self.run_fragment_ids),
                                                   len(self.run_elems), len(progress_texts(self.run_elems))))
                 if st == ForwardMsg.FINISHED_SUCCESSFULLY:
                     self.full_runs.append(FullRun(time.time(), list(self.run_elems), dict(self.run_autoreruns),
@@ -743,7 +742,7 @@ async def track(page: Page, job: Job, stop_at: float):
             job.eta_s = eta_since_click(runs, page.frag_elems, page.frag_at)
             # how often the fragment run from before the click would have given another ETA
             # (the soaks recorded before this check counted it)
-            if runs and page.frag_at <= runs[0][0]:
+            if runs and page.frag_at <= runs[0].t:
                 stale = eta_since_click(runs, page.frag_elems, frag_at=math.inf)   # the old reading
                 job.eta_stale_ignored = job.eta_stale_ignored or stale != job.eta_s
         shown, job.looked_done = page_done_at(runs, page.frag_runs, page.sidebar_fragments, job.t_click)
@@ -756,8 +755,8 @@ async def track(page: Page, job: Job, stop_at: float):
                 # was counted done after 7.5 s
                 job.trail = ["full run judged done: " + " | ".join(done_view(shown.elems))] + page.trail_near(job.t_click)
             return
-        job.still_running = bool(runs and progress_texts(runs[-1][1]))
-        job.last_seen = ((" | ".join(progress_texts(runs[-1][1])[:2])[:160] if runs else
+        job.still_running = bool(runs and progress_texts(runs[-1].elems))
+        job.last_seen = ((" | ".join(progress_texts(runs[-1].elems)[:2])[:160] if runs else
                           f"no full run of the page since the click ({len(page.full_runs)} in all)")
                          + " || " + page.state_text())
         await asyncio.sleep(0.25)

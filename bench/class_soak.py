@@ -982,17 +982,21 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def in_window(samples: list, t0: float, t1: float) -> list:
+    """The samples taken from t0 to t1; the one nearest the window's middle where none."""
+    return [x for x in samples if t0 <= x[0] <= t1] or [nearest(samples, (t0 + t1) / 2)]
+
+
 def window_mean(samples: list, t0: float, t1: float) -> float:
-    """The mean memory (MB) of the samples taken from t0 to t1; the nearest sample where none."""
-    inside = [x[1] for x in samples if t0 <= x[0] <= t1]
-    return statistics.fmean(inside) if inside else nearest(samples, (t0 + t1) / 2)[1]
+    """The mean memory (MB) of the samples taken from t0 to t1 (`in_window`)."""
+    return statistics.fmean(x[1] for x in in_window(samples, t0, t1))
 
 
 def window_mean_by_kind(samples: list, t0: float, t1: float) -> dict[str, float]:
     """`window_mean` per process kind (server, forkserver, worker): which process a change of
     the total comes from. A worker's memory follows the job it trains (a batch-1024 run holds
     its activations), a server's what its sessions' pages hold."""
-    inside = [x[4] for x in samples if t0 <= x[0] <= t1] or [nearest(samples, (t0 + t1) / 2)[4]]
+    inside = [x[4] for x in in_window(samples, t0, t1)]
     kinds = sorted({k for by in inside for k in by})
     return {k: round(statistics.fmean(by.get(k, 0.0) for by in inside), 1) for k in kinds}
 
